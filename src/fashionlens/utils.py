@@ -1,0 +1,62 @@
+"""Small shared helpers: seeding, threads, and a safe torchvision import on CPU-only PyTorch."""
+
+from __future__ import annotations
+
+import os
+import random
+from types import ModuleType
+
+import numpy as np
+
+_TORCHVISION_OPS = (
+    "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+)
+_torchvision_lib = None  # keeps the operator-schema library alive for the process
+
+
+def import_torchvision() -> ModuleType:
+    """Import torchvision even when its compiled ops do not match the installed (CPU) torch.
+
+    The registry's torchvision wheel is a CUDA build; with a CPU torch its import fails on
+    ``torchvision::nms``.  Declaring the two operator schemas first lets the pure-Python parts
+    (transforms.v2, tv_tensors, models) import; ``torchvision.io`` and NMS stay unavailable, so
+    images are decoded with Pillow.
+    """
+    global _torchvision_lib
+    import torch
+
+    if _torchvision_lib is None:
+        _torchvision_lib = torch.library.Library("torchvision", "FRAGMENT")
+        for schema in _TORCHVISION_OPS:
+            try:
+                _torchvision_lib.define(schema)
+            except RuntimeError:  # already defined (a working torchvision build): fine
+                pass
+    import torchvision
+
+    return torchvision
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def set_threads(num_threads: int | None) -> None:
+    """Set PyTorch intra-op threads (None or 0 leaves the default: one per core)."""
+    import torch
+
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+
+
+def cache_dir() -> str:
+    """Where fashionlens keeps downloads and derived files (``FASHIONLENS_CACHE`` or ~/.cache/fashionlens)."""
+    path = os.environ.get("FASHIONLENS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fashionlens")
+    os.makedirs(path, exist_ok=True)
+    return path
