@@ -18,6 +18,7 @@ class DataConfig:
     image_size: int = 128  # side of the square network input, pixels
     crop_to_bbox: bool = True  # crop to the annotated box (with margin) before resizing, when a box exists
     bbox_margin: float = 0.1  # margin added around the box, as a fraction of its width/height
+    resize_mode: str = "pad"  # "pad": keep aspect, pad to a square with the mean colour; "stretch": squash to a square
     rrc_scale: tuple[float, float] = (0.6, 1.0)  # RandomResizedCrop area range (train only)
     rrc_ratio: tuple[float, float] = (0.75, 1.333)  # RandomResizedCrop aspect range (train only)
     rotation_degrees: float = 15.0  # random rotation range +-degrees (train only; up to 50)
@@ -31,10 +32,82 @@ class DataConfig:
 
 
 @dataclass
+class TrainConfig:
+    epochs: int = 10  # passes over the training split
+    batch_size: int = 32  # images per optimisation step (P x K when metric learning samples by item)
+    optimizer: str = "adamw"  # "adamw" or "sgd"
+    lr: float = 1e-3  # peak learning rate
+    min_lr: float = 1e-5  # learning rate at the end of the cosine decay
+    weight_decay: float = 0.05  # decoupled weight decay (AdamW) / L2 (SGD)
+    momentum: float = 0.9  # SGD momentum
+    warmup_epochs: float = 1.0  # linear warm-up length, in epochs
+    backbone_lr_scale: float = 1.0  # learning-rate multiplier of the backbone (layer-wise: < 1 for pretrained)
+    grad_clip: float = 5.0  # max gradient norm (0 disables)
+    amp: bool = False  # mixed precision (bfloat16 autocast) where the device supports it
+    channels_last: bool = True  # NHWC memory format (faster convolutions on CPU)
+    pk_items: int = 0  # P items per batch for metric learning (0 = plain shuffled batches)
+    pk_images: int = 4  # K images per item in a P x K batch
+    max_minutes: float = 0.0  # stop training after this many minutes (0 = no limit)
+    early_stop_patience: int = 0  # stop after this many epochs without improvement (0 = never)
+    select_metric: str = "val_loss"  # metric choosing the best checkpoint ("val_loss" is minimised, others maximised)
+    checkpoint_every: int = 50  # also save a resumable checkpoint every N steps (0 = epoch ends only)
+    val_split: str = "val"  # split used for validation ("" = none)
+    train_split: str = "train"  # split used for training
+    init_from: str = ""  # run directory whose backbone initialises this run (identity pre-training)
+    log_every: int = 10  # steps between progress-bar updates of the running loss
+
+
+@dataclass
+class ModelConfig:
+    name: str = "fashionnet"  # preset: "fashionnet" (global + landmarks + landmark-pooled local) or "global"
+    backbone: str = "tf_efficientnet_lite0"  # "tiny_cnn", "tf_efficientnet_lite0/1/2" (offline weights), any timm name
+    pretrained: bool | str = True  # True: ImageNet weights; False: random init; a path: local weights file
+    embedding_dim: int = 128  # size of the L2-normalised retrieval embedding
+    hidden_dim: int = 256  # width of the global, local and fusion layers
+    use_landmarks: bool | None = None  # landmark branch (None = the preset's choice)
+    use_local: bool | None = None  # landmark-pooled local branch, needs landmarks (None = the preset's choice)
+    landmark_head: str = "heatmap"  # "heatmap" (upsampling + soft-argmax) or "regression" (pooled features -> MLP)
+    fuse_conv: bool = False  # also feed the pooled penultimate-stage feature map into the embedding
+    local_channels: int = 32  # channels sampled per landmark by the local branch
+    local_grid: int = 3  # sampling grid side per landmark (local_grid x local_grid points)
+    local_window: float = 0.125  # side of the sampling window around a landmark, fraction of the image side
+    detach_landmarks: bool = True  # pool at predicted positions without back-propagating into them
+    dropout: float = 0.1  # dropout before the heads
+
+
+@dataclass
+class LossConfig:
+    category: float = 1.0  # weight of the category cross-entropy
+    levels: float = 0.5  # weight of the hierarchy-level cross-entropies (averaged over levels)
+    attributes: float = 1.0  # weight of the masked attribute BCE
+    landmarks: float = 1.0  # weight of the landmark position loss (visible landmarks only)
+    visibility: float = 0.2  # weight of the landmark visibility cross-entropy
+    item: float = 0.0  # weight of the item-identity cross-entropy
+    metric: float = 1.0  # weight of the metric-learning loss on the embedding (item labels)
+    label_smoothing: float = 0.1  # category / level / item cross-entropy label smoothing
+    attribute_pos_weight: float = 1.0  # BCE weight of positive attribute labels (> 1 counters rare positives)
+    landmark_loss: str = "l1"  # "l1" or "mse" on [0, 1] positions, or "heatmap" (Gaussian target vs heatmap softmax)
+    heatmap_sigma: float = 1.0  # std of the Gaussian heatmap target, heatmap cells
+    metric_loss: str = "triplet"  # "triplet", "contrastive", "proxy_anchor" or "none"
+    miner: str = "batch_hard"  # triplet miner: "batch_hard" or "semihard"
+    margin: float = 0.2  # triplet margin, Euclidean distance between L2-normalised embeddings
+    pos_margin: float = 0.0  # contrastive: positive pairs closer than this cost nothing
+    neg_margin: float = 1.0  # contrastive: negative pairs farther than this cost nothing
+    proxy_margin: float = 0.1  # ProxyAnchor margin (cosine similarity)
+    proxy_alpha: float = 32.0  # ProxyAnchor scale
+    landmark_epochs: int = 0  # two-stage schedule: first epochs train landmarks first (0 = single stage)
+    landmark_stage_boost: float = 10.0  # landmark/visibility weight multiplier during the first stage
+    landmark_stage_others: float = 0.0  # multiplier of every other task weight during the first stage
+
+
+@dataclass
 class RunConfig:
     """Top-level config: one section per concern (more sections join as the system grows)."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0  # global random seed
     threads: int = 0  # torch intra-op threads (0 = library default)
 

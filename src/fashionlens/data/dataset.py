@@ -1,0 +1,204 @@
+"""The torch Dataset (decode + transform, nothing else) and the P x K batch sampler for metric learning.
+
+Batch contract: every item is a dict of fixed-shape tensors, so the default collate works.
+
+=================  =================  ===========================================================
+key                dtype, shape       meaning
+=================  =================  ===========================================================
+image              float32 (3, S, S)  normalised pixels (the transform's mean/std)
+category           int64 ()           0-based category, -1 unknown
+clothes_type       int64 ()           1 upper, 2 lower, 3 full body, 0 unknown
+attributes         float32 (A,)       1 where the attribute is positive, else 0
+attribute_mask     float32 (A,)       1 where the label is known (positive or negative)
+landmarks          float32 (8, 2)     unified slots, [0, 1] of the OUTPUT image: ((x + 0.5) / S, ...)
+visibility         int64 (8,)         0 visible, 1 occluded, 2 truncated (also: pushed out, absent)
+landmark_mask      bool (8,)          the slot exists for the clothes type (and was annotated)
+bbox               float32 (4,)       x1, y1, x2, y2 / S in the output image (zeros when absent)
+has_bbox           bool ()            a box was annotated and some of it is still in the frame
+item               int64 ()           index into ``GarmentDataset.items`` (-1 unknown)
+domain             int64 ()           0 shop, 1 consumer, -1 unknown
+index              int64 ()           position of the sample in the dataset
+=================  =================  ===========================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from fashionlens.data.decode import load_image
+from fashionlens.data.samples import DOMAINS, Sample, SampleSet
+from fashionlens.data.transforms import JointTransform, landmarks_to_unit
+
+
+def build_item_index(samples: Sequence[Sample]) -> dict[str, int]:
+    """Item id -> contiguous index, in sorted id order (stable across runs); samples without id are left out."""
+    return {item: i for i, item in enumerate(sorted({s.item_id for s in samples if s.item_id is not None}))}
+
+
+class GarmentDataset(Dataset):
+    """Decode a sample's image, apply ``transform`` and return the batch-contract dict (module docstring).
+
+    Args:
+        samples: a :class:`SampleSet` or a list of :class:`Sample`.
+        transform: ``(PIL image, target) -> (tensor, target)``, e.g. ``build_transforms(cfg, train)``.
+        num_attributes: length A of the attribute vectors (default: the data set's attribute count,
+            else the longest ``Sample.attributes``, else 0).
+        item_index: item id -> index table to use (e.g. the training set's, for a query set); built from
+            the samples when None.  Ids missing from a given table map to -1.
+    """
+
+    def __init__(
+        self,
+        samples: SampleSet | Sequence[Sample],
+        transform: JointTransform,
+        *,
+        num_attributes: int | None = None,
+        item_index: Mapping[str, int] | None = None,
+    ) -> None:
+        self.samples: list[Sample] = list(samples.samples if isinstance(samples, SampleSet) else samples)
+        self.transform = transform
+        self.num_attributes = self._attribute_count(samples, num_attributes)
+        self.item_index: dict[str, int] = dict(item_index) if item_index is not None else build_item_index(self.samples)
+        self.items: list[str] = sorted(self.item_index, key=self.item_index.__getitem__)
+        for s in self.samples:
+            if s.attributes is not None and len(s.attributes) != self.num_attributes:
+                raise ValueError(f"{s.source}: {len(s.attributes)} attributes, expected {self.num_attributes}")
+
+    def _attribute_count(self, samples: Any, given: int | None) -> int:
+        if given is not None:
+            return int(given)
+        if isinstance(samples, SampleSet) and samples.info.num_attributes:
+            return samples.info.num_attributes
+        return max((len(s.attributes) for s in self.samples if s.attributes is not None), default=0)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def item_labels(self) -> np.ndarray:
+        """(N,) int64 item index of every sample (-1 unknown): the labels for :class:`PKSampler`."""
+        return np.array([self._item(s) for s in self.samples], np.int64)
+
+    def _item(self, s: Sample) -> int:
+        return self.item_index.get(s.item_id, -1) if s.item_id is not None else -1
+
+    def load(self, index: int) -> Image.Image:
+        """The decoded RGB image of sample ``index``; errors name the image and the annotation line."""
+        s = self.samples[index]
+        try:
+            return load_image(s)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{s.source}: {e}") from e
+        except ValueError as e:
+            raise ValueError(f"{s.source}: {e}") from e
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        s = self.samples[index]
+        xy, vis, present = s.unified_landmarks()
+        target = {"landmarks": xy, "visibility": vis, "present": present, "bbox": s.bbox}
+        image, target = self.transform(self.load(index), target)
+        height, width = image.shape[-2:]
+        out = {"image": image, "index": torch.tensor(index, dtype=torch.int64)}
+        out.update(self._labels(s))
+        present = torch.as_tensor(target["present"], dtype=torch.bool)
+        out["landmarks"] = landmarks_to_unit(target["landmarks"], height, width) * present[:, None]  # absent: 0
+        out["visibility"] = torch.as_tensor(target["visibility"], dtype=torch.int64)
+        out["landmark_mask"] = present
+        box = target.get("bbox")
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+        out["bbox"] = torch.zeros(4) if box is None else (torch.as_tensor(box).float() / scale).clamp_(0, 1)
+        out["has_bbox"] = torch.tensor(box is not None)
+        return out
+
+    def _labels(self, s: Sample) -> dict[str, torch.Tensor]:
+        """Category, clothes type, attributes, item and domain tensors of one sample."""
+        attrs = np.zeros(self.num_attributes, np.float32)
+        mask = np.zeros(self.num_attributes, np.float32)
+        if s.attributes is not None:
+            a = np.asarray(s.attributes)
+            attrs, mask = (a > 0).astype(np.float32), (a != 0).astype(np.float32)
+        return {
+            "category": torch.tensor(-1 if s.category is None else int(s.category), dtype=torch.int64),
+            "clothes_type": torch.tensor(s.clothes_type or 0, dtype=torch.int64),
+            "attributes": torch.from_numpy(attrs),
+            "attribute_mask": torch.from_numpy(mask),
+            "item": torch.tensor(self._item(s), dtype=torch.int64),
+            "domain": torch.tensor(DOMAINS.index(s.domain) if s.domain in DOMAINS else -1, dtype=torch.int64),
+        }
+
+
+class PKSampler(Sampler[list[int]]):
+    """Batch sampler for metric learning: every batch holds ``p`` distinct items x ``k`` images each.
+
+    Use as ``DataLoader(dataset, batch_sampler=PKSampler(dataset.item_labels, p, k))``.
+
+    * Items with a single image cannot form a positive pair and are never sampled; neither are
+      unknown items (label < 0).
+    * Items with 2..k-1 images: with ``replace=True`` (default) all their images are used and the rest
+      of the k slots repeat random ones (each repeat gets its own augmentation); with ``replace=False``
+      such items are skipped.
+    * An epoch walks the eligible items in a random order, ``p`` at a time (a new shuffled pass starts
+      when fewer than ``p`` remain).  ``length`` batches per epoch (default: one pass, ``n_items // p``).
+    * Deterministic for ``(seed, epoch)``; call :meth:`set_epoch` each epoch for fresh batches.
+
+    pytorch-metric-learning's ``MPerClassSampler`` was considered: it draws from a process-global NumPy
+    generator (no per-sampler seed, no ``set_epoch``), keeps single-image classes (batches without a
+    positive for them) and yields flat indices, so this small sampler is used instead.
+    """
+
+    def __init__(
+        self,
+        item_labels: Sequence[int] | np.ndarray | torch.Tensor,
+        p: int,
+        k: int,
+        *,
+        seed: int = 0,
+        length: int | None = None,
+        replace: bool = True,
+    ) -> None:
+        if p < 1 or k < 2:
+            raise ValueError(f"PKSampler needs p >= 1 and k >= 2 (a positive pair), got p={p}, k={k}")
+        labels = np.asarray(item_labels.cpu() if isinstance(item_labels, torch.Tensor) else item_labels, np.int64)
+        order = np.argsort(labels, kind="stable")
+        items, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+        min_count = k if not replace else 2
+        self.groups = [order[s : s + c] for item, s, c in zip(items, starts, counts) if item >= 0 and c >= min_count]
+        if len(self.groups) < p:
+            raise ValueError(
+                f"PKSampler: only {len(self.groups)} items have >= {min_count} images, "
+                f"need p={p} distinct items per batch"
+            )
+        self.p, self.k, self.seed, self.replace = int(p), int(k), int(seed), replace
+        self.length = int(length) if length is not None else len(self.groups) // self.p
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose batches ``__iter__`` yields (same epoch, same batches)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        queue: list[int] = []
+        for _ in range(self.length):
+            if len(queue) < self.p:
+                queue = rng.permutation(len(self.groups)).tolist()
+            chosen, queue = queue[: self.p], queue[self.p :]
+            yield [int(i) for g in chosen for i in self._pick(self.groups[g], rng)]
+
+    def _pick(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """k image indices of one item: distinct when possible, topped up with repeats otherwise."""
+        if len(images) >= self.k:
+            return rng.choice(images, self.k, replace=False)
+        extra = rng.choice(images, self.k - len(images), replace=True)
+        return rng.permutation(np.concatenate([images, extra]))
+
+
+__all__ = ["GarmentDataset", "PKSampler", "build_item_index"]

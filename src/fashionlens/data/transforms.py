@@ -1,0 +1,284 @@
+"""Joint image + landmark + box transforms, built on ``torchvision.transforms.v2``.
+
+A transform is a callable ``(image, target) -> (tensor, target)``:
+
+* ``image``: an RGB ``PIL.Image`` (from :func:`fashionlens.data.decode.load_image`).
+* ``target``: a dict with ``"landmarks"`` (8, 2) pixels on the 8 unified slots, ``"visibility"`` (8,)
+  0 visible / 1 occluded / 2 truncated, ``"present"`` (8,) bool (slot exists for the clothes type) and
+  ``"bbox"`` (4,) x1, y1, x2, y2 in pixels or None.  The returned target has the same keys, in pixels
+  of the OUTPUT image, with ``visibility`` set to 2 where a landmark left the frame, the box clipped to
+  the frame (None when nothing of it is left), and absent slots zeroed.
+* the returned tensor is float32 (3, S, S), normalised with ``cfg.mean`` / ``cfg.std``.
+
+Coordinate convention: landmark pixels are pixel *indices* (the centre of pixel ``i`` is ``i``, as
+DeepFashion writes them); boxes are edges (``x2 = x1 + width``).  Inside the pipeline landmarks are
+shifted by +0.5 to continuous coordinates, the convention of v2's resize, crop and rotation kernels.
+v2's keypoint flip uses ``W - 1 - x`` (index convention), so :class:`SlotHorizontalFlip` flips
+keypoints itself (``W - x`` in continuous coordinates) and also swaps the left/right slots, which v2
+cannot know about.  Everything else is stock torchvision 0.28 (KeyPoints are supported by crop, pad,
+resize, resized_crop and rotate with ``expand=False``).
+
+Resizing (``cfg.resize_mode``): ``"pad"`` (default) keeps the aspect ratio and pads to a square with
+the mean colour (zero after normalisation), so a long skirt stays long; ``"stretch"`` squashes the
+crop to a square like FashionNet.  Train: crop to the box with a margin, pad, RandomResizedCrop,
+RandomRotation, flip with slot swap, ColorJitter (no hue: colour identifies items), RandomErasing
+(image only: erased landmarks keep their visibility).
+Eval: crop to the box with a margin, resize (longer side), pad -- deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fashionlens.config import DataConfig
+from fashionlens.data.samples import FLIP_PERMUTATION, NUM_SLOTS, TRUNCATED
+from fashionlens.utils import import_torchvision
+
+import_torchvision()
+from torchvision import tv_tensors  # noqa: E402
+from torchvision.transforms import v2  # noqa: E402
+from torchvision.transforms.v2 import functional as F  # noqa: E402
+
+Target = dict[str, Any]
+JointTransform = Callable[[Image.Image, Target], tuple[torch.Tensor, Target]]
+MAX_ROTATION = 50.0  # degrees
+
+
+class SlotFlags(tv_tensors.TVTensor):
+    """Per-slot integers (8, C) that ride along the geometry: v2 passes them through untouched, and
+    :class:`SlotHorizontalFlip` permutes their rows with the landmarks."""
+
+    def __new__(cls, data: Any) -> "SlotFlags":
+        return cls._to_tensor(data, dtype=torch.int64, device=None, requires_grad=False).as_subclass(cls)
+
+
+class CropToBox(v2.Transform):
+    """Crop to the sample's box enlarged by ``margin`` x its width/height on each side, clipped to the
+    image (no padding).  Does nothing when the sample has no (or a degenerate) box."""
+
+    def __init__(self, margin: float = 0.1) -> None:
+        super().__init__()
+        if margin < 0:
+            raise ValueError(f"bbox margin must be >= 0, got {margin}")
+        self.margin = float(margin)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        boxes = [x for x in flat_inputs if isinstance(x, tv_tensors.BoundingBoxes)]
+        if not boxes or boxes[0].numel() < 4:
+            return {}
+        height, width = v2.query_size(flat_inputs)
+        box = F.convert_bounding_box_format(boxes[0], new_format="XYXY").reshape(-1, 4)[0].tolist()
+        mx, my = self.margin * (box[2] - box[0]), self.margin * (box[3] - box[1])
+        left, top = max(0, math.floor(box[0] - mx)), max(0, math.floor(box[1] - my))
+        right, bottom = min(width, math.ceil(box[2] + mx)), min(height, math.ceil(box[3] + my))
+        if right - left < 2 or bottom - top < 2:
+            return {}
+        return dict(top=top, left=left, height=bottom - top, width=right - left)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not params:
+            return inpt
+        return self._call_kernel(F.crop, inpt, **params)
+
+
+class PadToSquare(v2.Transform):
+    """Pad the shorter side (centred) so the image is square; ``fill`` is the RGB padding colour 0..255."""
+
+    def __init__(self, fill: Sequence[int] = (0, 0, 0)) -> None:
+        super().__init__()
+        self.fill = [int(c) for c in fill]
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        side = max(height, width)
+        left, top = (side - width) // 2, (side - height) // 2
+        return dict(padding=[left, top, side - width - left, side - height - top])
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not any(params["padding"]):
+            return inpt
+        return self._call_kernel(F.pad, inpt, padding=params["padding"], fill=self.fill, padding_mode="constant")
+
+
+class SlotHorizontalFlip(v2.RandomHorizontalFlip):
+    """Horizontal flip that also swaps left/right landmark slots (``permutation``, default
+    :data:`FLIP_PERMUTATION`) in :class:`~torchvision.tv_tensors.KeyPoints` (8, 2) and :class:`SlotFlags`.
+
+    After the flip, slot ``left_collar`` holds the point that was ``right_collar``: the garment's left
+    side is now where its right side was, so slot order keeps following semantics.
+    """
+
+    def __init__(self, p: float = 0.5, permutation: Sequence[int] = FLIP_PERMUTATION) -> None:
+        super().__init__(p=p)
+        self.permutation = list(permutation)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.KeyPoints):
+            points = inpt.as_subclass(torch.Tensor).clone()
+            points[..., 0] = inpt.canvas_size[1] - points[..., 0]  # continuous coords: x -> W - x
+            return tv_tensors.wrap(points[..., self.permutation, :], like=inpt)
+        if isinstance(inpt, SlotFlags):
+            return SlotFlags(inpt.as_subclass(torch.Tensor)[self.permutation])
+        return super().transform(inpt, params)
+
+
+class GarmentTransform:
+    """``(PIL image, target) -> (float32 (3, S, S) tensor, target)``: geometry on image + landmarks + box,
+    then photometric changes and normalisation on the image only (see the module docstring)."""
+
+    def __init__(
+        self,
+        geometry: Sequence[v2.Transform],
+        photometric: Sequence[v2.Transform] = (),
+        mean: Sequence[float] = (0.0, 0.0, 0.0),
+        std: Sequence[float] = (1.0, 1.0, 1.0),
+        erasing_p: float = 0.0,
+    ) -> None:
+        self.geometry = v2.Compose(list(geometry) or [v2.Identity()])
+        self.photometric = v2.Compose(list(photometric) or [v2.Identity()])
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+        self.erasing = v2.RandomErasing(p=erasing_p, value=0) if erasing_p > 0 else None  # 0 = mean colour
+
+    def __call__(self, image: Image.Image, target: Target) -> tuple[torch.Tensor, Target]:
+        data = _pack(image, target)
+        data = self.geometry(data)
+        pixels = self.normalize(self.photometric(data["image"]))
+        if self.erasing is not None:
+            pixels = self.erasing(pixels)
+        return pixels, _unpack(data)
+
+    def normalize(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        """RGB image (PIL, or uint8 (3, H, W) tensor) -> float32 (3, H, W), ``(x / 255 - mean) / std``.
+
+        Done in NumPy: per-image tensor ops would use torch's intra-op threads, which on a busy
+        machine made loading several times slower than the single-threaded work itself.
+        """
+        a = np.asarray(image, dtype=np.float32)
+        if isinstance(image, torch.Tensor):
+            a = a.transpose(1, 2, 0)
+        a = (a * (1.0 / (255.0 * self.std)) - self.mean / self.std).astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+
+    def __repr__(self) -> str:
+        return (
+            f"GarmentTransform(\n  geometry={self.geometry},\n  photometric={self.photometric},\n"
+            f"  mean={self.mean.tolist()}, std={self.std.tolist()}, erasing={self.erasing})"
+        )
+
+
+def _pack(image: Image.Image, target: Target) -> dict[str, Any]:
+    """Target (index-convention pixels) -> tv_tensors for v2 (continuous coordinates)."""
+    height, width = F.get_size(image)
+    xy = torch.as_tensor(np.asarray(target["landmarks"], np.float32)).reshape(NUM_SLOTS, 2)
+    vis = torch.as_tensor(np.asarray(target["visibility"]), dtype=torch.int64).reshape(NUM_SLOTS)
+    present = torch.as_tensor(np.asarray(target["present"]), dtype=torch.int64).reshape(NUM_SLOTS)
+    data: dict[str, Any] = {
+        "image": image,
+        "keypoints": tv_tensors.KeyPoints(xy + 0.5, canvas_size=(height, width)),
+        "flags": SlotFlags(torch.stack([vis, present], dim=1)),
+    }
+    if target.get("bbox") is not None:
+        box = torch.as_tensor(np.asarray(target["bbox"], np.float32)).reshape(1, 4)
+        data["boxes"] = tv_tensors.BoundingBoxes(box, format="XYXY", canvas_size=(height, width))
+    return data
+
+
+def _unpack(data: dict[str, Any]) -> Target:
+    """tv_tensors after the geometry -> target in output pixels (index convention), truncation marked."""
+    height, width = F.get_size(data["image"])
+    points = data["keypoints"].as_subclass(torch.Tensor)
+    flags = data["flags"].as_subclass(torch.Tensor)
+    present = flags[:, 1].bool()
+    inside = (points[:, 0] >= 0) & (points[:, 0] <= width) & (points[:, 1] >= 0) & (points[:, 1] <= height)
+    visibility = torch.where(present & inside, flags[:, 0], torch.full_like(flags[:, 0], TRUNCATED))
+    landmarks = torch.where(present[:, None], points - 0.5, torch.zeros_like(points))
+    bbox = None
+    if "boxes" in data:
+        box = F.clamp_bounding_boxes(data["boxes"]).as_subclass(torch.Tensor).reshape(4).float()
+        if box[2] > box[0] and box[3] > box[1]:
+            bbox = box
+    return {"landmarks": landmarks.float(), "visibility": visibility, "present": present, "bbox": bbox}
+
+
+def build_transforms(cfg: DataConfig, train: bool) -> GarmentTransform:
+    """The train (random) or eval (deterministic) pipeline described by ``cfg``.
+
+    Output: float32 (3, ``cfg.image_size``, ``cfg.image_size``) normalised with ``cfg.mean``/``cfg.std``,
+    and the target in output pixels.  Randomness comes from torch's global generator (seed it with
+    ``torch.manual_seed`` for a reproducible sequence; DataLoader workers get distinct seeds).
+    """
+    check_config(cfg)
+    size = int(cfg.image_size)
+    fill = [int(round(255 * m)) for m in cfg.mean]  # padding/rotation fill: zero after normalisation
+    geometry: list[v2.Transform] = [CropToBox(cfg.bbox_margin)] if cfg.crop_to_bbox else []
+    pad = cfg.resize_mode == "pad"
+    if train:
+        geometry += [PadToSquare(fill)] if pad else []
+        geometry.append(v2.RandomResizedCrop(size, scale=tuple(cfg.rrc_scale), ratio=tuple(cfg.rrc_ratio)))
+        if cfg.rotation_degrees > 0:
+            bilinear = v2.InterpolationMode.BILINEAR
+            geometry.append(v2.RandomRotation(cfg.rotation_degrees, interpolation=bilinear, fill=fill))
+        if cfg.hflip_p > 0:
+            geometry.append(SlotHorizontalFlip(cfg.hflip_p))
+    elif pad:
+        geometry += [v2.Resize(None, max_size=size), PadToSquare(fill), v2.Resize([size, size])]
+    else:
+        geometry.append(v2.Resize([size, size]))
+    photometric: list[v2.Transform] = []
+    if train and cfg.color_jitter > 0:
+        j = float(cfg.color_jitter)
+        photometric.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
+    erasing = float(cfg.random_erasing) if train else 0.0
+    return GarmentTransform(geometry, photometric, cfg.mean, cfg.std, erasing)
+
+
+def check_config(cfg: DataConfig) -> None:
+    """Raise ValueError naming the first DataConfig field that cannot build a pipeline."""
+    scale, ratio, degrees = cfg.rrc_scale, cfg.rrc_ratio, cfg.rotation_degrees
+    problems = [
+        (cfg.image_size < 8, f"image_size must be >= 8, got {cfg.image_size}"),
+        (cfg.resize_mode not in ("pad", "stretch"), f"resize_mode must be 'pad' or 'stretch', got {cfg.resize_mode!r}"),
+        (not 0 < scale[0] <= scale[1] <= 1, f"rrc_scale needs 0 < min <= max <= 1, got {scale}"),
+        (not 0 < ratio[0] <= ratio[1], f"rrc_ratio needs 0 < min <= max, got {ratio}"),
+        (not 0 <= degrees <= MAX_ROTATION, f"rotation_degrees must be in [0, {MAX_ROTATION:g}], got {degrees}"),
+        (not 0 <= cfg.hflip_p <= 1, f"hflip_p must be in [0, 1], got {cfg.hflip_p}"),
+        (not 0 <= cfg.random_erasing <= 1, f"random_erasing must be in [0, 1], got {cfg.random_erasing}"),
+        (cfg.color_jitter < 0, f"color_jitter must be >= 0, got {cfg.color_jitter}"),
+        (len(cfg.mean) != 3 or len(cfg.std) != 3 or min(cfg.std) <= 0, "mean and std need 3 values, std > 0"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise ValueError(f"DataConfig: {message}")
+
+
+def landmarks_to_unit(landmarks: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Output-pixel landmarks (..., 2) (index convention) -> [0, 1] of the image: ``(x + 0.5) / W``,
+    clamped, so 0 is the left edge and 1 the right edge (as ``grid_sample(align_corners=False)``)."""
+    scale = torch.tensor([width, height], dtype=torch.float32)
+    return ((landmarks.float() + 0.5) / scale).clamp_(0.0, 1.0)
+
+
+def unit_to_landmarks(unit: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`landmarks_to_unit` (without the clamp): [0, 1] (..., 2) -> pixel indices."""
+    return unit.float() * torch.tensor([width, height], dtype=torch.float32) - 0.5
+
+
+__all__ = [
+    "CropToBox",
+    "GarmentTransform",
+    "JointTransform",
+    "PadToSquare",
+    "SlotFlags",
+    "SlotHorizontalFlip",
+    "Target",
+    "build_transforms",
+    "check_config",
+    "landmarks_to_unit",
+    "unit_to_landmarks",
+]

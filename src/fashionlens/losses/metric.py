@@ -1,0 +1,71 @@
+"""Metric-learning losses on the embedding, composed from pytorch-metric-learning objects.
+
+* ``"triplet"``: ``TripletMarginLoss`` with ``BatchHardMiner`` (hardest positive and negative per anchor)
+  or ``TripletMarginMiner(type_of_triplets="semihard")``.
+* ``"contrastive"``: ``ContrastiveLoss`` on the Siamese pairs ``PairMarginMiner`` selects.
+* ``"proxy_anchor"``: ``ProxyAnchorLoss``; its proxies are parameters of this module, so an optimizer
+  built over ``MultiTaskLoss.parameters()`` (or this module's) trains them.
+
+Distances are Euclidean between L2-normalised embeddings (the library default, ``LpDistance``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from pytorch_metric_learning import losses as pml_losses
+from pytorch_metric_learning import miners as pml_miners
+
+from fashionlens.config import LossConfig
+
+METRIC_LOSSES = ("triplet", "contrastive", "proxy_anchor", "none")
+MINERS = ("batch_hard", "semihard")
+
+
+class MetricLoss(nn.Module):
+    """forward(embeddings (B, D), labels (B,) int64, -1 unknown) -> scalar loss.
+
+    Samples with unknown labels are left out; fewer than two labelled samples give a zero loss
+    (connected to the graph, so ``backward`` still works).
+    """
+
+    def __init__(self, loss: nn.Module, miner: nn.Module | None = None):
+        super().__init__()
+        self.loss = loss
+        self.miner = miner
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        keep = labels >= 0
+        if int(keep.sum()) < 2:
+            return embeddings.sum() * 0.0
+        emb, lab = embeddings[keep], labels[keep]
+        if self.miner is None:
+            return self.loss(emb, lab)
+        return self.loss(emb, lab, self.miner(emb, lab))
+
+
+def build_metric_loss(cfg: LossConfig, num_items: int = 0, embedding_dim: int = 128) -> MetricLoss | None:
+    """The metric loss ``cfg.metric_loss`` names (None for "none"); ``num_items`` sizes the proxies."""
+    kind = cfg.metric_loss
+    if kind == "none":
+        return None
+    if kind == "triplet":
+        if cfg.miner == "batch_hard":
+            miner: nn.Module = pml_miners.BatchHardMiner()
+        elif cfg.miner == "semihard":
+            miner = pml_miners.TripletMarginMiner(margin=cfg.margin, type_of_triplets="semihard")
+        else:
+            raise ValueError(f"unknown miner {cfg.miner!r}; choices: {', '.join(MINERS)}")
+        return MetricLoss(pml_losses.TripletMarginLoss(margin=cfg.margin), miner)
+    if kind == "contrastive":
+        return MetricLoss(
+            pml_losses.ContrastiveLoss(pos_margin=cfg.pos_margin, neg_margin=cfg.neg_margin),
+            pml_miners.PairMarginMiner(pos_margin=cfg.pos_margin, neg_margin=cfg.neg_margin),
+        )
+    if kind == "proxy_anchor":
+        if num_items < 1:
+            raise ValueError("proxy_anchor needs num_items > 0 (one proxy per item identity)")
+        return MetricLoss(pml_losses.ProxyAnchorLoss(
+            num_classes=num_items, embedding_size=embedding_dim, margin=cfg.proxy_margin, alpha=cfg.proxy_alpha,
+        ))
+    raise ValueError(f"unknown metric_loss {kind!r}; choices: {', '.join(METRIC_LOSSES)}")

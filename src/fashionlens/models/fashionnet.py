@@ -1,0 +1,165 @@
+"""FashionNet-style multi-task network: global branch, landmark branch, landmark-pooled local branch.
+
+One image goes through the backbone once.  The global branch pools the whole feature map; the landmark
+branch predicts the 8 unified landmarks (positions in [0, 1] of the input image, and visibility); the
+local branch samples features around the PREDICTED landmarks (no ground truth needed at test time),
+weighted by the predicted probability that each landmark is visible.  Global and local features are
+fused and feed the heads: category, hierarchy levels, attributes, an L2-normalised embedding and an
+optional item-identity classifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fashionlens.config import ModelConfig
+from fashionlens.models._heads import make_landmark_head
+from fashionlens.models._landmarks import LocalBranch
+from fashionlens.models.backbones import create_backbone
+
+NUM_LANDMARKS = 8
+
+#: Named presets for ``create_model``: keyword arguments of ``FashionNet``.
+PRESETS: dict[str, dict[str, Any]] = {
+    "fashionnet": {"use_landmarks": True, "use_local": True},
+    "global": {"use_landmarks": False, "use_local": False},
+}
+
+
+class FashionNet(nn.Module):
+    """Multi-task garment network.
+
+    ``forward(images (B, 3, H, W), landmarks=None)`` returns a dict of tensors (keys of disabled parts
+    are absent):
+
+    * ``"category"`` (B, num_categories) logits; ``"levels"`` list of (B, n_level) logits, one per level
+    * ``"attributes"`` (B, num_attributes) multi-label logits
+    * ``"landmarks"`` (B, 8, 2) (x, y) in [0, 1]; ``"visibility"`` (B, 8, 3) logits;
+      ``"heatmaps"`` (B, 8, h', w') logits (heatmap head only)
+    * ``"embedding"`` (B, embedding_dim), unit L2 norm; ``"item"`` (B, num_items) logits
+    * ``"features"`` (B, hidden_dim) fused features the heads read
+
+    ``landmarks`` (B, 8, 2) in [0, 1], when given, replaces the predicted positions in the local
+    branch (teacher forcing during training); the predicted ones are still returned.
+    """
+
+    def __init__(
+        self,
+        backbone: str | nn.Module = "tiny_cnn",
+        num_categories: int = 0,
+        num_attributes: int = 0,
+        embedding_dim: int = 128,
+        num_items: int = 0,
+        level_sizes: Sequence[int] = (),
+        use_landmarks: bool = True,
+        use_local: bool = True,
+        landmark_head: str = "heatmap",
+        fuse_conv: bool = False,
+        hidden_dim: int = 256,
+        local_channels: int = 32,
+        local_grid: int = 3,
+        local_window: float = 0.125,
+        detach_landmarks: bool = True,
+        dropout: float = 0.1,
+        pretrained: bool | str = False,
+    ):
+        super().__init__()
+        if use_local and not use_landmarks:
+            raise ValueError("use_local needs the landmark branch (use_landmarks=True): it pools at landmarks")
+        if embedding_dim < 1 or hidden_dim < 1:
+            raise ValueError(f"embedding_dim and hidden_dim must be positive, got {embedding_dim}, {hidden_dim}")
+        self.backbone = create_backbone(backbone, pretrained) if isinstance(backbone, str) else backbone
+        if not hasattr(self.backbone, "forward_features") or not hasattr(self.backbone, "num_features"):
+            raise TypeError("backbone module must provide forward_features(x) -> (B, C, h, w) and num_features")
+        channels = int(self.backbone.num_features)
+        self.fuse_conv, self.detach_landmarks = fuse_conv, detach_landmarks
+        self.global_proj = nn.Sequential(nn.Linear(channels, hidden_dim), nn.ReLU(inplace=True))
+        self.landmark_head = make_landmark_head(landmark_head, channels, NUM_LANDMARKS, hidden_dim) \
+            if use_landmarks else None
+        self.local = LocalBranch(channels, NUM_LANDMARKS, local_channels, hidden_dim, local_grid, local_window) \
+            if use_local else None
+        fused_in = hidden_dim * (2 if use_local else 1)
+        self.fuse = nn.Sequential(nn.Linear(fused_in, hidden_dim), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.category = nn.Linear(hidden_dim, num_categories) if num_categories > 0 else None
+        self.levels = nn.ModuleList(nn.Linear(hidden_dim, int(n)) for n in level_sizes)
+        self.attributes = nn.Linear(hidden_dim, num_attributes) if num_attributes > 0 else None
+        conv_channels = _penultimate_channels(self.backbone) if fuse_conv else 0
+        self.embedding = nn.Linear(hidden_dim + conv_channels, embedding_dim)
+        self.item = nn.Linear(embedding_dim, num_items) if num_items > 0 else None
+
+    def _backbone(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(final feature map (B, C, h, w), penultimate-stage map or None)."""
+        if not self.fuse_conv:
+            return self.backbone.forward_features(images), None
+        final, intermediates = self.backbone.forward_intermediates(images, indices=2)
+        return final, intermediates[0]
+
+    def forward(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> dict[str, Any]:
+        feats, mid = self._backbone(images)  # (B, C, h, w)
+        out: dict[str, Any] = {}
+        parts = [self.global_proj(F.adaptive_avg_pool2d(feats, 1).flatten(1))]  # (B, hidden)
+        if self.landmark_head is not None:
+            out.update(self.landmark_head(feats))  # landmarks (B, 8, 2), visibility (B, 8, 3)
+        if self.local is not None:
+            where = out["landmarks"] if landmarks is None else landmarks.to(feats.dtype)
+            gate = out["visibility"].softmax(-1)[..., 0]  # (B, 8) probability "visible"
+            if self.detach_landmarks:
+                where, gate = where.detach(), gate.detach()
+            parts.append(self.local(feats, where, gate))  # (B, hidden)
+        fused = self.fuse(torch.cat(parts, 1))  # (B, hidden)
+        out["features"] = fused
+        if self.category is not None:
+            out["category"] = self.category(fused)
+        if len(self.levels):
+            out["levels"] = [head(fused) for head in self.levels]
+        if self.attributes is not None:
+            out["attributes"] = self.attributes(fused)
+        emb_in = fused if mid is None else torch.cat([fused, F.adaptive_avg_pool2d(mid, 1).flatten(1)], 1)
+        raw = self.embedding(emb_in)  # (B, D)
+        out["embedding"] = F.normalize(raw, dim=1)
+        if self.item is not None:
+            out["item"] = self.item(raw)
+        return out
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised retrieval embeddings (B, embedding_dim) (no gradient; caller sets eval mode)."""
+        return self.forward(images)["embedding"]
+
+
+def _penultimate_channels(backbone: nn.Module) -> int:
+    info = getattr(backbone, "feature_info", None)
+    if not info or len(info) < 2 or not hasattr(backbone, "forward_intermediates"):
+        raise ValueError("fuse_conv needs a backbone with forward_intermediates and >= 2 feature_info stages")
+    entry = info[-2]
+    return int(entry["num_chs"] if isinstance(entry, dict) else entry.num_chs)
+
+
+def create_model(name: str = "fashionnet", **kw: Any) -> FashionNet:
+    """A ``FashionNet`` from a named preset (see ``PRESETS``); ``kw`` override the preset's arguments."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model {name!r}; choices: {', '.join(PRESETS)}")
+    return FashionNet(**{**PRESETS[name], **kw})
+
+
+def build_model(cfg: ModelConfig, num_categories: int = 0, num_attributes: int = 0, num_items: int = 0,
+                level_sizes: Sequence[int] = ()) -> FashionNet:
+    """A model from the run config plus the label-space sizes the data set declares."""
+    kw: dict[str, Any] = dict(
+        backbone=cfg.backbone, pretrained=cfg.pretrained, embedding_dim=cfg.embedding_dim,
+        hidden_dim=cfg.hidden_dim, landmark_head=cfg.landmark_head, fuse_conv=cfg.fuse_conv,
+        local_channels=cfg.local_channels, local_grid=cfg.local_grid, local_window=cfg.local_window,
+        detach_landmarks=cfg.detach_landmarks, dropout=cfg.dropout,
+        num_categories=num_categories, num_attributes=num_attributes, num_items=num_items,
+        level_sizes=tuple(level_sizes),
+    )
+    if cfg.use_landmarks is not None:
+        kw["use_landmarks"] = cfg.use_landmarks
+    if cfg.use_local is not None:
+        kw["use_local"] = cfg.use_local
+    return create_model(cfg.name, **kw)
