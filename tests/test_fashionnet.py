@@ -75,7 +75,7 @@ def test_every_parameter_gets_gradient(config):
         torch.tensor([0, 0, 1, 1, 1]), torch.tensor([0, 1, 1, 2, 2])])
     batch = make_batch()
     losses = loss_fn(model(batch["image"]), batch)
-    assert set(losses) == {"loss", "category", "levels", "attributes", "landmarks", "visibility", "item", "metric"}
+    assert set(losses) == {"loss", "category", "levels", "attributes", "landmarks", "visibility", "item", "metric", "bbox"}
     losses["loss"].backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
     assert no_grad == []

@@ -16,7 +16,7 @@ import yaml
 class DataConfig:
     spec: str = ""  # data spec string, e.g. "garments:data/garments" (see fashionlens.data.readers)
     image_size: int = 128  # side of the square network input, pixels
-    crop_to_bbox: bool = True  # crop to the annotated box (with margin) before resizing, when a box exists
+    crop_to_bbox: bool = False  # crop to the annotated box (with margin) first; off: the model sees whole photos and learns the box
     bbox_margin: float = 0.1  # margin added around the box, as a fraction of its width/height
     resize_mode: str = "pad"  # "pad": keep aspect, pad to a square with the mean colour; "stretch": squash to a square
     rrc_scale: tuple[float, float] = (0.6, 1.0)  # RandomResizedCrop area range (train only)
@@ -66,6 +66,7 @@ class ModelConfig:
     hidden_dim: int = 256  # width of the global, local and fusion layers
     use_landmarks: bool | None = None  # landmark branch (None = the preset's choice)
     use_local: bool | None = None  # landmark-pooled local branch, needs landmarks (None = the preset's choice)
+    use_bbox: bool = True  # garment box head (localisation: crop before embedding, box in predictions)
     landmark_head: str = "heatmap"  # "heatmap" (upsampling + soft-argmax) or "regression" (pooled features -> MLP)
     fuse_conv: bool = False  # also feed the pooled penultimate-stage feature map into the embedding
     local_channels: int = 32  # channels sampled per landmark by the local branch
@@ -83,7 +84,9 @@ class LossConfig:
     landmarks: float = 1.0  # weight of the landmark position loss (visible landmarks only)
     visibility: float = 0.2  # weight of the landmark visibility cross-entropy
     item: float = 0.0  # weight of the item-identity cross-entropy
+    bbox: float = 1.0  # weight of the garment box loss (L1 + generalised IoU, images with a box only)
     metric: float = 1.0  # weight of the metric-learning loss on the embedding (item labels)
+    class_weights: bool = False  # weight the category cross-entropy by inverse class frequency (imbalance)
     label_smoothing: float = 0.1  # category / level / item cross-entropy label smoothing
     attribute_pos_weight: float = 1.0  # BCE weight of positive attribute labels (> 1 counters rare positives)
     landmark_loss: str = "l1"  # "l1" or "mse" on [0, 1] positions, or "heatmap" (Gaussian target vs heatmap softmax)

@@ -256,8 +256,9 @@ def render_view(canon: Canonical, vp: ViewParams, size: int) -> View:
     warped = cv2.warpPerspective(canon.rgba, vp.H, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
     alpha = warped[..., 3]
     if vp.domain == "shop":  # soft contact shadow on the studio background
-        shadow = cv2.GaussianBlur(alpha, (0, 0), size * 0.02)
-        shadow = np.roll(shadow, (max(1, size // 60), max(1, size // 90)), (0, 1))
+        blurred, dy, dx = cv2.GaussianBlur(alpha, (0, 0), size * 0.02), max(1, size // 60), max(1, size // 90)
+        shadow = np.zeros_like(alpha)
+        shadow[dy:, dx:] = blurred[:-dy, :-dx]  # cast down and to the right, no wrap-around
         bg *= (1.0 - 0.22 * shadow)[..., None]
     img = bg * (1.0 - alpha[..., None]) + warped[..., :3]
     occ = np.zeros((size, size), np.uint8)

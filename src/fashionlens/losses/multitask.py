@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from fashionlens.config import LossConfig
 from fashionlens.losses.metric import build_metric_loss
 
-TASKS = ("category", "levels", "attributes", "landmarks", "visibility", "item", "metric")
+TASKS = ("category", "levels", "attributes", "landmarks", "visibility", "item", "metric", "bbox")
 LANDMARK_LOSSES = ("l1", "mse", "heatmap")
 
 
@@ -99,6 +99,19 @@ def heatmap_loss(heatmaps: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     return masked_mean(kl, mask)
 
 
+def box_loss(pred: torch.Tensor, target: torch.Tensor, has_box: torch.Tensor) -> torch.Tensor:
+    """L1 + generalised IoU loss of (B, 4) x1y1x2y2 boxes in [0, 1], averaged over images with a box."""
+    if not has_box.any():
+        return pred.sum() * 0.0
+    from fashionlens.utils import import_torchvision
+
+    import_torchvision()
+    from torchvision.ops import generalized_box_iou_loss
+
+    p, t = pred[has_box].float(), target[has_box].float()
+    return F.l1_loss(p, t) + generalized_box_iou_loss(p, t, reduction="mean", eps=1e-6)
+
+
 def visibility_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of (B, K, 3) visibility logits against (B, K) classes, averaged where ``mask``."""
     per = F.cross_entropy(logits.flatten(0, 1), target.long().flatten(), reduction="none").view_as(target)
@@ -146,6 +159,8 @@ class MultiTaskLoss(nn.Module):
             out["attributes"] = attribute_loss(outputs["attributes"], batch["attributes"], mask, self.pos_weight)
         if "landmarks" in outputs and "landmarks" in batch:
             out.update(self._landmark_terms(outputs, batch))
+        if "bbox" in outputs and "bbox" in batch and "has_bbox" in batch:
+            out["bbox"] = box_loss(outputs["bbox"], batch["bbox"], batch["has_bbox"].bool())
         if "item" in outputs and "item" in batch:
             out["item"] = cross_entropy(outputs["item"], batch["item"], None, cfg.label_smoothing)
         if self.metric is not None and "embedding" in outputs and "item" in batch:

@@ -42,6 +42,7 @@ class FashionNet(nn.Module):
     * ``"landmarks"`` (B, 8, 2) (x, y) in [0, 1]; ``"visibility"`` (B, 8, 3) logits;
       ``"heatmaps"`` (B, 8, h', w') logits (heatmap head only)
     * ``"embedding"`` (B, embedding_dim), unit L2 norm; ``"item"`` (B, num_items) logits
+    * ``"bbox"`` (B, 4) garment box x1, y1, x2, y2 in [0, 1] of the input image (``use_bbox``)
     * ``"features"`` (B, hidden_dim) fused features the heads read
 
     ``landmarks`` (B, 8, 2) in [0, 1], when given, replaces the predicted positions in the local
@@ -58,6 +59,7 @@ class FashionNet(nn.Module):
         level_sizes: Sequence[int] = (),
         use_landmarks: bool = True,
         use_local: bool = True,
+        use_bbox: bool = True,
         landmark_head: str = "heatmap",
         fuse_conv: bool = False,
         hidden_dim: int = 256,
@@ -91,6 +93,7 @@ class FashionNet(nn.Module):
         conv_channels = _penultimate_channels(self.backbone) if fuse_conv else 0
         self.embedding = nn.Linear(hidden_dim + conv_channels, embedding_dim)
         self.item = nn.Linear(embedding_dim, num_items) if num_items > 0 else None
+        self.bbox = nn.Linear(hidden_dim, 4) if use_bbox else None  # (cx, cy, w, h) logits
 
     def _backbone(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(final feature map (B, C, h, w), penultimate-stage map or None)."""
@@ -113,6 +116,8 @@ class FashionNet(nn.Module):
             parts.append(self.local(feats, where, gate))  # (B, hidden)
         fused = self.fuse(torch.cat(parts, 1))  # (B, hidden)
         out["features"] = fused
+        if self.bbox is not None:
+            out["bbox"] = _box_from_logits(self.bbox(parts[0]))  # from the global branch
         if self.category is not None:
             out["category"] = self.category(fused)
         if len(self.levels):
@@ -130,6 +135,12 @@ class FashionNet(nn.Module):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised retrieval embeddings (B, embedding_dim) (no gradient; caller sets eval mode)."""
         return self.forward(images)["embedding"]
+
+
+def _box_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """(B, 4) logits of centre and size -> (B, 4) x1, y1, x2, y2 in [0, 1], always well ordered."""
+    centre, size = logits[:, :2].sigmoid(), logits[:, 2:].sigmoid()
+    return torch.cat([(centre - size / 2).clamp(0, 1), (centre + size / 2).clamp(0, 1)], 1)
 
 
 def _penultimate_channels(backbone: nn.Module) -> int:
@@ -152,7 +163,7 @@ def build_model(cfg: ModelConfig, num_categories: int = 0, num_attributes: int =
     """A model from the run config plus the label-space sizes the data set declares."""
     kw: dict[str, Any] = dict(
         backbone=cfg.backbone, pretrained=cfg.pretrained, embedding_dim=cfg.embedding_dim,
-        hidden_dim=cfg.hidden_dim, landmark_head=cfg.landmark_head, fuse_conv=cfg.fuse_conv,
+        hidden_dim=cfg.hidden_dim, use_bbox=cfg.use_bbox, landmark_head=cfg.landmark_head, fuse_conv=cfg.fuse_conv,
         local_channels=cfg.local_channels, local_grid=cfg.local_grid, local_window=cfg.local_window,
         detach_landmarks=cfg.detach_landmarks, dropout=cfg.dropout,
         num_categories=num_categories, num_attributes=num_attributes, num_items=num_items,
