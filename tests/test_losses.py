@@ -184,9 +184,9 @@ def test_box_loss_zero_when_equal_and_masked():
 
     target = torch.tensor([[0.1, 0.2, 0.6, 0.9], [0.0, 0.0, 1.0, 1.0]])
     has = torch.tensor([True, True])
-    assert float(box_loss(target.clone(), target, has)) < 1e-6
+    assert float(box_loss(target.clone(), target, has)) < 1e-5  # eps of the IoU
     shifted = target + torch.tensor([[0.1, 0.0, 0.1, 0.0], [0.0, 0.0, 0.0, 0.0]])
     # L1 term: mean |diff| = 0.2 / 8; GIoU term of box 0: IoU = 0.35/0.45*... > 0, so the loss is positive
     assert float(box_loss(shifted, target, has)) > 0.025
     # images without a box contribute nothing
-    assert float(box_loss(shifted, target, torch.tensor([False, True]))) < 1e-6
+    assert float(box_loss(shifted, target, torch.tensor([False, True]))) < 1e-5
