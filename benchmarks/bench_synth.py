@@ -105,7 +105,8 @@ def main() -> None:
     print(f"{'size':>5} {'workers':>7} {'images':>6} {'img/s':>8} {'paint/item ms':>13} {'view ms':>8} "
           f"{'jpeg ms':>8} {'x jpeg-encode':>13} {'x pil-decode':>12}")
     for r in rows:
-        print(f"{r['size']:>5} {r['workers']:>7} {r['images']:>6} {r['images_per_s']:>8.1f} {r['paint_item_ms']:>13.2f} "
+        print(f"{r['size']:>5} {r['workers']:>7} {r['images']:>6} {r['images_per_s']:>8.1f} "
+              f"{r['paint_item_ms']:>13.2f} "
               f"{r['view_ms']:>8.2f} {r['jpeg_ms']:>8.3f} {r['render_over_jpeg_encode']:>13.1f} "
               f"{r['render_over_pil_decode']:>12.1f}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -24,7 +24,7 @@ LIST_FILES = [
     "category/Eval/list_eval_partition.txt", "inshop/Eval/list_eval_partition.txt", "inshop/Anno/list_bbox_inshop.txt",
     "inshop/Anno/list_landmarks_inshop.txt", "inshop/Anno/list_item_inshop.txt", "c2s/Eval/list_eval_partition.txt",
     "c2s/Anno/list_bbox_consumer2shop.txt", "c2s/Anno/list_landmarks_consumer2shop.txt",
-    "c2s/Anno/list_item_consumer2shop.txt", "ground_truth.jsonl", "garments.json",
+    "c2s/Anno/list_item_consumer2shop.txt", "ground_truth.jsonl", "garments.json", "README.txt",
 ]
 
 
@@ -116,7 +116,8 @@ def test_readback_through_deepfashion_readers(render):
     for spec in ("deepfashion-category", "deepfashion-inshop", "deepfashion-c2s"):
         bench = spec.split("-")[1]
         data = fashionlens.read(f"{spec}:{root}/{bench}")
-        assert len(data) == (len(records) if bench != "inshop" else len(_rows(root, "inshop/Eval/list_eval_partition.txt")))
+        inshop_rows = len(_rows(root, "inshop/Eval/list_eval_partition.txt"))
+        assert len(data) == (len(records) if bench != "inshop" else inshop_rows)
         for s in data:
             t = truth[os.path.relpath(s.image, os.path.join(root, bench)).replace(os.sep, "/")]
             np.testing.assert_array_equal(s.landmarks, np.array(t["landmarks_written"], np.float32))
@@ -253,3 +254,22 @@ def test_bad_arguments_and_foreign_directory(tmp_path):
         render_dataset(str(tmp_path / "b"), items=14, views=3, size=48, progress=False)
     with pytest.raises(FileNotFoundError, match="garments.json"):
         fashionlens.read(f"garments:{tmp_path / 'b'}")
+
+
+def test_without_symlinks_and_with_a_missing_image(tmp_path, monkeypatch):
+    def no_symlinks(*args, **kwargs):
+        raise OSError("symlinks not supported here")
+
+    monkeypatch.setattr(os, "symlink", no_symlinks)
+    root = str(tmp_path / "out")
+    summary = render_dataset(root, items=14, views=3, size=48, progress=False)
+    shop = os.path.join("img", "UPPER", "Tee", "id_00000001", "shop_01.jpg")
+    assert not os.path.islink(os.path.join(root, "inshop", "img"))
+    assert os.path.samefile(os.path.join(root, "inshop", shop), os.path.join(root, "category", shop))
+    assert len(fashionlens.read(f"deepfashion-inshop:{root}/inshop")) > 0
+    for bench in ("category", "inshop", "c2s"):  # the image is gone from every root
+        os.remove(os.path.join(root, bench, shop))
+    with pytest.raises(FileNotFoundError, match="shop_01.jpg"):
+        fashionlens.read(f"garments:{root}")
+    data = fashionlens.read(f"garments:{root}", missing="skip")
+    assert len(data) == summary["images"] - 1 and data.skipped_missing == 1

@@ -51,7 +51,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from fashionlens.data.stats import dataset_stats, format_stats
 
     root = os.path.join(args.workdir, "garments")
-    marker = os.path.join(root, "params.json")
+    marker = os.path.join(root, "garments.json")
     if os.path.exists(marker) and not args.fresh:
         print(f"reusing the rendered garment set in {root} (--fresh renders it again)")
     else:
@@ -60,6 +60,114 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(format_stats(dataset_stats(data)))
     sheet = contact_sheet(data, os.path.join(args.workdir, "garments_sheet.png"), n=48)
     print(f"contact sheet: {os.path.abspath(sheet)}")
+    return 0
+
+
+def _override(cfg, assignment: str) -> None:
+    """Apply ``section.field=value`` (value parsed as YAML) to a RunConfig in place."""
+    import dataclasses
+
+    import yaml
+
+    from fashionlens.config import from_dict, to_dict
+
+    key, sep, raw = assignment.partition("=")
+    if not sep:
+        raise ValueError(f"--set expects section.field=value, got {assignment!r}")
+    values = to_dict(cfg)
+    node = values
+    *parents, leaf = key.split(".")
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            raise ValueError(f"--set {key}: no config section {part!r}")
+        node = node[part]
+    if leaf not in node:
+        raise ValueError(f"--set {key}: unknown field {leaf!r}; known: {sorted(node)}")
+    node[leaf] = yaml.safe_load(raw)
+    new = from_dict(values)
+    for f in dataclasses.fields(new):
+        setattr(cfg, f.name, getattr(new, f.name))
+
+
+def build_train_config(args: argparse.Namespace):
+    """RunConfig from --recipe / --config, then the explicit flags, then --set overrides."""
+    from fashionlens.config import RunConfig, load_yaml
+
+    cfg = load_recipe(args.recipe) if args.recipe else RunConfig()
+    if args.config:
+        cfg = load_yaml(args.config)
+    cfg.data.spec = args.data
+    for flag, (section, field) in TRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            if field is None:
+                setattr(cfg, section, value)
+            else:
+                setattr(getattr(cfg, section), field, value)
+    if args.pretrained:
+        cfg.model.pretrained = True
+    if args.no_pretrained:
+        cfg.model.pretrained = False
+    for assignment in args.set or []:
+        _override(cfg, assignment)
+    return cfg
+
+
+TRAIN_FLAGS = {  # argparse dest -> (config section, field)
+    "backbone": ("model", "backbone"), "model": ("model", "name"), "epochs": ("train", "epochs"),
+    "image_size": ("data", "image_size"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
+    "max_minutes": ("train", "max_minutes"), "init_from": ("train", "init_from"), "seed": ("seed", None),
+    "workers": ("data", "num_workers"), "threads": ("threads", None),
+}
+
+
+def load_recipe(name: str):
+    """A RunConfig from a named recipe shipped with the package (fashionlens/recipes/NAME.yaml)."""
+    from importlib import resources
+
+    from fashionlens.config import load_yaml
+
+    folder = resources.files("fashionlens") / "recipes"
+    available = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    if name not in available:
+        raise ValueError(f"unknown recipe {name!r}; available: {', '.join(available) or 'none'}")
+    with resources.as_file(folder / f"{name}.yaml") as path:
+        return load_yaml(str(path))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fashionlens.training.fit import fit
+
+    cfg = build_train_config(args)
+    summary = fit(cfg, args.out, resume=not args.no_resume, progress=not args.quiet)
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fashionlens.evaluation.run import evaluate_run
+
+    metrics = evaluate_run(args.model, args.data, split=args.split, out_dir=args.out, batch_size=args.batch_size,
+                           progress=not args.json)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        width = max(len(k) for k in metrics)
+        for key, value in metrics.items():
+            if isinstance(value, (int, float, str)) or value is None:
+                shown = f"{value:.4f}" if isinstance(value, float) else value
+                print(f"{key:<{width}}  {shown}")
+        if args.out:
+            print(f"report written to {os.path.abspath(args.out)}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fashionlens.inference import Predictor
+
+    predictor = Predictor.load(args.model, attribute_threshold=args.threshold, batch_size=args.batch_size)
+    for answer in predictor.predict_paths(args.images):
+        print(json.dumps(answer), flush=True)
     return 0
 
 
@@ -96,6 +204,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="which random images")
     p.add_argument("--split", help="only these splits (comma-separated)")
     p.set_defaults(func=cmd_data_show)
+
+    p = sub.add_parser("train", help="train a model (multi-task FashionNet by default)")
+    p.add_argument("--data", required=True, help="data spec (see `fashionlens data stats --help`)")
+    p.add_argument("--out", required=True, help="run directory (resumed when it holds last.pt)")
+    p.add_argument("--config", help="YAML run config (sections data, train, model, loss)")
+    p.add_argument("--recipe", help="named recipe shipped with fashionlens (e.g. photos)")
+    p.add_argument("--backbone", help="tiny_cnn, tf_efficientnet_lite0/1/2, resnet18, ... (any timm name)")
+    p.add_argument("--model", help="model preset: fashionnet (global + landmark-pooled local) or global")
+    pre = p.add_mutually_exclusive_group()
+    pre.add_argument("--pretrained", action="store_true", help="ImageNet weights (offline for EfficientNet-Lite)")
+    pre.add_argument("--no-pretrained", action="store_true", help="random initialisation")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--max-minutes", type=float, help="stop after this many minutes")
+    p.add_argument("--init-from", help="run directory whose backbone initialises this one (identity pre-training)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int, help="data loader processes")
+    p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override any config field")
+    p.add_argument("--no-resume", action="store_true", help="start over even if RUN_DIR/last.pt exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="DeepFashion metrics of a trained model on a data set")
+    p.add_argument("--model", required=True, help="run directory or checkpoint file")
+    p.add_argument("--data", required=True, help="data spec")
+    p.add_argument("--split", default="test", help="split(s) to evaluate, comma-separated")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", help="write report.json, report.md and plots here")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify images: one JSON object per line per image")
+    p.add_argument("--model", required=True, help="run directory or checkpoint file")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--threshold", type=float, default=0.5, help="attribute score threshold")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="run the main job on the embedded default data")
     p.add_argument("--workdir", default="out/demo", help="where the demo keeps its data and runs")

@@ -18,7 +18,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from fashionlens.data._garment_shapes import COLOURS, Shape
+from fashionlens.data._garment_shapes import COLOURS
 from fashionlens.data._garment_textures import Canonical, _grid
 from fashionlens.data.samples import LOWER, OCCLUDED, TRUNCATED, UPPER, VISIBLE
 
@@ -283,4 +283,4 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
-__all__ = ["View", "ViewParams", "encode_jpeg", "pixel", "project", "render_view", "sample_view", "Shape"]
+__all__ = ["View", "ViewParams", "encode_jpeg", "pixel", "project", "render_view", "sample_view"]

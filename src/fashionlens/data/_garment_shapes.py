@@ -12,6 +12,7 @@ jumpsuits).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +85,8 @@ CATEGORIES: tuple[Category, ...] = (
              ("crew_neckline", "v_neckline", "square_neckline"), ("mini_length", "midi_length", "maxi_length"),
              fabrics=("cotton", "chiffon", "knit")),
     Category("Jumpsuit", "full.onepieces.jumpsuit", FULL, "jumpsuit", ("sleeveless", "short_sleeve", "long_sleeve"),
-             ("crew_neckline", "v_neckline", "square_neckline", "collar_neckline"), fabrics=("cotton", "denim", "chiffon"),
+             ("crew_neckline", "v_neckline", "square_neckline", "collar_neckline"),
+             fabrics=("cotton", "denim", "chiffon"),
              textures=("solid", "solid", "striped", "dotted", "floral", "checked"), body_length=(1.45, 1.75)),
     Category("Romper", "full.onepieces.romper", FULL, "jumpsuit", ("sleeveless", "short_sleeve"),
              ("crew_neckline", "v_neckline", "square_neckline"), fabrics=("cotton", "chiffon", "denim"),
@@ -111,7 +113,7 @@ class Design:
     rgb: tuple[float, float, float]  # base colour, RGB 0-255 (jittered around COLOURS[colour])
     rgb2: tuple[float, float, float]  # pattern colour
     geom: dict[str, float] = field(default_factory=dict)  # silhouette parameters, garment units
-    pattern: dict[str, float] = field(default_factory=dict)  # pattern parameters, fractions of the canvas
+    pattern: dict[str, Any] = field(default_factory=dict)  # pattern parameters (lengths as fractions of the canvas)
     seed: int = 0  # seed of the item's fixed texture details
 
     def attributes(self) -> dict[str, str]:
@@ -218,7 +220,8 @@ def _bodice(shape: Shape, d: Design, g: dict, bottom_y: float, bottom_w: float, 
     right = [(0.0, 0.025), (nw, 0.0)]
     if sleeveless:
         st = nw + g["strap"]
-        right += [(st, 0.01)] + [tuple(q) for q in _bezier((st, 0.01), (st * 0.97, g["ay"] * 0.85), (g["bw"], g["ay"]))[1:]]
+        armhole = _bezier((st, 0.01), (st * 0.97, g["ay"] * 0.85), (g["bw"], g["ay"]))
+        right += [(st, 0.01)] + [tuple(q) for q in armhole[1:]]
     else:
         right += [(g["sw"], g["sd"]), (g["bw"], g["ay"])]
     if waist:
@@ -334,7 +337,7 @@ def _build_trousers(d: Design, g: dict) -> Shape:
 
 
 def _skirt_poly(g: dict, y0: float, ww: float, L: float, d: Design) -> tuple[np.ndarray, float]:
-    """Skirt outline from a waist at ``y0`` over the hips to a curved hem at ``L``; returns (polygon, hem half-width)."""
+    """Skirt from a waist at ``y0`` over the hips to a curved hem at ``L``: (polygon, hem half-width)."""
     spread = {"tight": (1.12, 1.3), "regular": (1.35, 1.75), "loose": (1.75, 2.35)}[d.fit]
     hw = ww * (spread[0] + (spread[1] - spread[0]) * g["flare"])
     hip_y = y0 + min(0.3, (L - y0) * 0.4)

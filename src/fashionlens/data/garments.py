@@ -21,6 +21,7 @@ split) into train/val/test (about 70/10/20); every protocol's test items are uns
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -188,8 +189,10 @@ def _write_retrieval(out: str, records: list[dict]) -> None:
     root = os.path.join(out, "inshop")
     _table(os.path.join(root, "Eval", "list_eval_partition.txt"), "image_name item_id evaluation_status",
            [f"{r['image']:<{w}}{r['item_id']} {status[id(r)]}" for r in shop])
-    _table(os.path.join(root, "Anno", "list_bbox_inshop.txt"), "image_name  clothes_type  pose_type  x_1  y_1  x_2  y_2",
-           [f"{r['image']:<{w}}{r['clothes_type']}  {POSE_OF_VARIATION[r['variation']]}  {_box(r, '  ')}" for r in shop])
+    _table(os.path.join(root, "Anno", "list_bbox_inshop.txt"),
+           "image_name  clothes_type  pose_type  x_1  y_1  x_2  y_2",
+           [f"{r['image']:<{w}}{r['clothes_type']}  {POSE_OF_VARIATION[r['variation']]}  {_box(r, '  ')}"
+            for r in shop])
     _table(os.path.join(root, "Anno", "list_landmarks_inshop.txt"), _landmark_header(True),
            [f"{r['image']:<{w}}{r['clothes_type']:>2}{r['variation']:>3}{_triplets(r)}" for r in shop])
     _items(os.path.join(root, "Anno", "list_item_inshop.txt"), shop)
@@ -203,7 +206,8 @@ def _write_retrieval(out: str, records: list[dict]) -> None:
            "image_pair_name_1  image_pair_name_2  item_id  evaluation_status", pairs)
     _table(os.path.join(root, "Anno", "list_bbox_consumer2shop.txt"),
            "image_name  clothes_type  source_type  x_1  y_1  x_2  y_2",
-           [f"{r['image']:<{w}}{r['clothes_type']}  {1 if r['domain'] == 'shop' else 2}  {_box(r, '  ')}" for r in records])
+           [f"{r['image']:<{w}}{r['clothes_type']}  {1 if r['domain'] == 'shop' else 2}  {_box(r, '  ')}"
+            for r in records])
     _table(os.path.join(root, "Anno", "list_landmarks_consumer2shop.txt"), _landmark_header(True),
            [f"{r['image']:<{w}}{r['clothes_type']:>2}{r['variation']:>3}{_triplets(r)}" for r in records])
     _items(os.path.join(root, "Anno", "list_item_consumer2shop.txt"), records)
@@ -233,20 +237,23 @@ def _write_meta(out: str, records: list[dict], params: dict) -> None:
     with open(os.path.join(out, "ground_truth.jsonl"), "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
     with open(os.path.join(out, "README.txt"), "w", encoding="utf-8") as f:
-        f.write(_README.format(**params, images=len(records)))
+        f.write(_README.format(version=VERSION, images=len(records), **params))
 
 
-_README = """Procedural garments rendered by fashionlens.data.garments (version %d).
-items={{items}} views={{views}} size={{size}} seed={{seed}}: {{images}} images.
+_README = """Procedural garments rendered by fashionlens.data.garments (version {version}).
+items={items} views={views} size={size} seed={seed}: {images} images, {size}x{size} pixels.
 
 category/  DeepFashion Category and Attribute Prediction layout (all images; split train/val/test by item)
 inshop/    DeepFashion In-shop Clothes Retrieval layout (shop views of train and test items)
 c2s/       DeepFashion Consumer-to-shop layout (each consumer view paired with each shop view)
 Images live once under category/img; inshop/img and c2s/img link to it.
+Attributes: one positive per group (attribute_type = group: 1 texture, 2 sleeve, 3 length, 4 neckline,
+5 fabric, 6 fit, 7 colour).  Landmarks: the wearer's left is image right in a frontal view; coordinates
+are pixels (centres at integers), truncated landmarks are written 000 000 with visibility 2.
 garments.json: generator parameters, taxonomy (category paths), attribute groups, conventions.
 ground_truth.jsonl: one JSON record per image with the exact (unrounded) landmarks.
 Read everything with fashionlens.read("garments:THIS_DIRECTORY").
-""" % VERSION
+"""
 
 
 def _worker_init() -> None:
@@ -296,7 +303,10 @@ def render_dataset(out: str, items: int = 300, views: int = 6, size: int = 128, 
     if items < len(CATEGORIES):
         raise ValueError(f"items must be at least {len(CATEGORIES)} (one per category), got {items}")
     if views < 3:
-        raise ValueError(f"views must be at least 3 (two shop views for in-shop query/gallery, one consumer), got {views}")
+        raise ValueError(f"views must be at least 3 (two shop views for in-shop query/gallery, one consumer), "
+                         f"got {views}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     if not 32 <= size <= 999:
         raise ValueError(f"size must be 32..999 pixels (coordinates are written with 3 digits), got {size}")
     start = time.perf_counter()
@@ -306,7 +316,8 @@ def render_dataset(out: str, items: int = 300, views: int = 6, size: int = 128, 
     for item_id, d, _ in plan:
         os.makedirs(os.path.dirname(os.path.join(out, "category", image_name(d.category, item_id, "shop", 1))),
                     exist_ok=True)
-    jobs = [(i, item_id, d, split, n_shop, views - n_shop, size, out, seed) for i, (item_id, d, split) in enumerate(plan)]
+    jobs = [(i, item_id, d, split, n_shop, views - n_shop, size, out, seed)
+            for i, (item_id, d, split) in enumerate(plan)]
     records = [r for rs in _map(jobs, workers, progress) for r in rs]
     _write_category(out, records)
     _write_retrieval(out, records)
@@ -322,24 +333,17 @@ def render_dataset(out: str, items: int = 300, views: int = 6, size: int = 128, 
             "images_per_second": round(len(records) / seconds, 1)}
 
 
-def _map(jobs: list[tuple], workers: int, progress: bool):
-    """Run ``_render_item`` over jobs (in order), in ``workers`` processes when > 1."""
-    bar = None
-    if progress:
-        from tqdm import tqdm
+def _map(jobs: list[tuple], workers: int, progress: bool) -> list[list[dict]]:
+    """Run ``_render_item`` over jobs (results in job order), in ``workers`` processes when > 1."""
+    from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs), desc="rendering garments", unit="item")
-    results = []
     if workers > 1:
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(workers, initializer=_worker_init) as pool:
-            for r in pool.imap(_render_item, jobs, chunksize=max(1, len(jobs) // (workers * 8))):
-                results.append(r)
-                bar is not None and bar.update(1)
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init)
     else:
-        for job in jobs:
-            results.append(_render_item(job))
-            bar is not None and bar.update(1)
-    if bar is not None:
-        bar.close()
-    return results
+        pool = contextlib.nullcontext()
+    with pool:
+        if workers > 1:
+            results = pool.imap(_render_item, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+        else:
+            results = map(_render_item, jobs)
+        return list(tqdm(results, total=len(jobs), desc="rendering garments", unit="item", disable=not progress))

@@ -6,10 +6,13 @@ Saved with ``torch.save`` from plain containers and tensors only, and always loa
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
 import torch
+
+from fashionlens.config import RunConfig, from_dict
 
 FORMAT_VERSION = 1
 
@@ -48,3 +51,19 @@ def find_checkpoint(run_dir_or_file: str, which: str = "best") -> str:
         if os.path.isfile(candidate):
             return candidate
     raise FileNotFoundError(f"no checkpoint (best.pt / last.pt) in {run_dir_or_file}")
+
+
+def load_model(run: str) -> tuple[torch.nn.Module, RunConfig, dict[str, Any]]:
+    """(model in eval mode, resolved run config, label names) from a run directory or checkpoint file."""
+    ckpt = load_checkpoint(find_checkpoint(run))
+    cfg: RunConfig = from_dict(ckpt["config"])
+    labels = ckpt["labels"]
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.pretrained = False  # the checkpoint holds the weights
+    from fashionlens.models import build_model
+
+    model = build_model(model_cfg, num_categories=len(labels["categories"]), num_attributes=len(labels["attributes"]),
+                        num_items=len(labels.get("items") or []),
+                        level_sizes=[len(level) for level in labels.get("hierarchy_levels") or []])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), cfg, labels

@@ -1,0 +1,160 @@
+"""Predictor: a trained run loaded for use — classify, locate landmarks and the box, embed.
+
+``Predictor.load(RUN_DIR)`` reads the self-describing checkpoint (weights-only), rebuilds the model and
+the deterministic eval transform, and answers in the ORIGINAL image's pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fashionlens.config import RunConfig
+from fashionlens.data.decode import load_image
+from fashionlens.data.samples import LANDMARK_SLOTS, NUM_SLOTS, SLOTS_BY_TYPE
+from fashionlens.data.transforms import build_transforms
+from fashionlens.training.checkpoint import load_model
+
+VISIBILITY_NAMES = ("visible", "occluded", "truncated")
+
+
+class Predictor:
+    """Classify / locate / embed images with a trained model (CPU by default)."""
+
+    def __init__(self, model: torch.nn.Module, cfg: RunConfig, labels: dict[str, Any], *,
+                 attribute_threshold: float = 0.5, batch_size: int = 16):
+        self.model, self.cfg, self.labels = model.eval(), cfg, labels
+        self.transform = build_transforms(cfg.data, train=False)
+        self.size = int(cfg.data.image_size)
+        self.attribute_threshold, self.batch_size = attribute_threshold, batch_size
+        self.categories: list[str] = list(labels["categories"])
+        self.paths: list[str] = list(labels.get("category_paths") or [])
+        self.attributes: list[str] = list(labels["attributes"])
+        self.groups: list[int] = list(labels.get("attribute_groups") or [])
+        self.group_names: dict[str, str] = dict(labels.get("group_names") or {})
+        self.channels_last = bool(cfg.train.channels_last)
+
+    @classmethod
+    def load(cls, run: str, **kw: Any) -> "Predictor":
+        model, cfg, labels = load_model(run)
+        return cls(model, cfg, labels, **kw)
+
+    def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, np.ndarray]:
+        """(network input (3, S, S), per-axis affine (a, b) with out_pixel = a * in_pixel + b, shape (2, 2)).
+
+        Two probe points ride through the same deterministic transform as landmarks, which gives the
+        exact mapping back to the original image."""
+        w, h = image.size
+        probe = np.zeros((NUM_SLOTS, 2), np.float32)
+        probe[1] = (max(w - 1, 1), max(h - 1, 1))
+        present = np.zeros(NUM_SLOTS, bool)
+        present[:2] = True
+        target = {"landmarks": probe, "visibility": np.zeros(NUM_SLOTS, np.int64), "present": present, "bbox": None}
+        tensor, out = self.transform(image, target)
+        moved = np.asarray(out["landmarks"], np.float64)[:2]
+        scale = (moved[1] - moved[0]) / np.maximum(probe[1] - probe[0], 1)
+        return tensor, np.stack([scale, moved[0]])
+
+    def _to_original(self, unit_xy: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        """[0, 1] coordinates of the network input (..., 2) -> original-image pixels."""
+        out_pixels = unit_xy * self.size - 0.5
+        return (out_pixels - affine[1]) / affine[0]
+
+    @torch.no_grad()
+    def forward(self, images: Sequence[Image.Image]) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+        tensors, affines = zip(*(self.preprocess(im) for im in images))
+        x = torch.stack(tensors)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.model(x)
+        keep = {k: v.float().numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}
+        if out.get("levels"):
+            keep["levels"] = [v.float().numpy() for v in out["levels"]]
+        return keep, list(affines)
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(N, D) float32 L2-normalised embeddings."""
+        return self.forward(images)[0]["embedding"].astype(np.float32)
+
+    def predict(self, images: Sequence[Image.Image]) -> list[dict[str, Any]]:
+        """One answer dict per image (category, top-5 scores, attributes, landmarks, box, embedding norm)."""
+        out, affines = self.forward(images)
+        return [self._answer(out, i, affines[i], images[i].size) for i in range(len(images))]
+
+    def _answer(self, out: dict[str, Any], i: int, affine: np.ndarray, size: tuple[int, int]) -> dict[str, Any]:
+        answer: dict[str, Any] = {"width": size[0], "height": size[1]}
+        if "category" in out:
+            probs = _softmax(out["category"][i])
+            order = np.argsort(-probs)[:5]
+            best = int(order[0])
+            answer["category"] = self.categories[best]
+            answer["category_index"] = best
+            if self.paths:
+                answer["category_path"] = self.paths[best]
+            answer["category_scores"] = [{"name": self.categories[j], "score": round(float(probs[j]), 5)} for j in order]
+            answer["probabilities"] = probs
+        if "attributes" in out:
+            answer["attributes"] = self._attributes(out["attributes"][i])
+        if "landmarks" in out:
+            xy = self._to_original(out["landmarks"][i].astype(np.float64), affine)
+            vis = _softmax(out["visibility"][i]) if "visibility" in out else np.tile([1.0, 0, 0], (NUM_SLOTS, 1))
+            answer["landmarks"] = [
+                {"name": LANDMARK_SLOTS[k], "x": round(float(xy[k, 0]), 1), "y": round(float(xy[k, 1]), 1),
+                 "visibility": VISIBILITY_NAMES[int(vis[k].argmax())], "visible_prob": round(float(vis[k, 0]), 4)}
+                for k in self._slots(answer.get("category_index"))]
+        if "bbox" in out:
+            box = self._to_original(out["bbox"][i].reshape(2, 2).astype(np.float64), affine).reshape(4)
+            box = np.clip(box, 0, [size[0], size[1], size[0], size[1]])
+            answer["bbox"] = [round(float(v), 1) for v in box]
+        return answer
+
+    def _slots(self, category: int | None) -> tuple[int, ...]:
+        """The landmark slots of the predicted category's clothes type (all 8 when unknown)."""
+        types = self.labels.get("category_types") or []
+        if category is not None and category < len(types) and types[category] in SLOTS_BY_TYPE:
+            return SLOTS_BY_TYPE[types[category]]
+        return tuple(range(NUM_SLOTS))
+
+    def _attributes(self, logits: np.ndarray) -> list[dict[str, Any]]:
+        """Attributes over the threshold; with single-choice groups, the best one of every group."""
+        scores = 1.0 / (1.0 + np.exp(-logits))
+        if self.labels.get("single_choice_groups") and self.groups:
+            chosen = [int(max(np.flatnonzero(np.array(self.groups) == g), key=lambda j: scores[j]))
+                      for g in sorted(set(self.groups))]
+        else:
+            chosen = [int(j) for j in np.flatnonzero(scores >= self.attribute_threshold)]
+        chosen.sort(key=lambda j: -scores[j])
+        return [{"name": self.attributes[j], "score": round(float(scores[j]), 4),
+                 "group": self.group_names.get(str(self.groups[j]), str(self.groups[j])) if self.groups else None}
+                for j in chosen]
+
+    def predict_paths(self, paths: Iterable[str]) -> Iterator[dict[str, Any]]:
+        """Answers for image files, in input order; an unreadable image yields ``{"image", "error"}``."""
+        batch: list[tuple[str, Image.Image]] = []
+        for path in paths:
+            try:
+                batch.append((path, load_image(path)))
+            except (ValueError, FileNotFoundError, OSError) as exc:
+                yield from self._flush(batch)
+                batch = []
+                yield {"image": path, "error": str(exc)}
+                continue
+            if len(batch) >= self.batch_size:
+                yield from self._flush(batch)
+                batch = []
+        yield from self._flush(batch)
+
+    def _flush(self, batch: list[tuple[str, Image.Image]]) -> Iterator[dict[str, Any]]:
+        if not batch:
+            return
+        for (path, _), answer in zip(batch, self.predict([im for _, im in batch])):
+            answer.pop("probabilities", None)
+            yield {"image": path, **answer}
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
