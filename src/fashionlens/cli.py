@@ -44,22 +44,13 @@ def cmd_data_show(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the embedded default data: render the garment set, print its statistics, draw a sheet."""
-    from fashionlens.data.garments import render_dataset
-    from fashionlens.data.readers import read
-    from fashionlens.data.show import contact_sheet
-    from fashionlens.data.stats import dataset_stats, format_stats
+    """The main job on the embedded default data (see fashionlens.demo)."""
+    from fashionlens.demo import DemoSettings, run_demo
 
-    root = os.path.join(args.workdir, "garments")
-    marker = os.path.join(root, "garments.json")
-    if os.path.exists(marker) and not args.fresh:
-        print(f"reusing the rendered garment set in {root} (--fresh renders it again)")
-    else:
-        render_dataset(root, items=args.items, views=args.views, size=args.size, seed=args.seed, progress=True)
-    data = read(f"garments:{root}")
-    print(format_stats(dataset_stats(data)))
-    sheet = contact_sheet(data, os.path.join(args.workdir, "garments_sheet.png"), n=48)
-    print(f"contact sheet: {os.path.abspath(sheet)}")
+    settings = DemoSettings(workdir=args.workdir, items=args.items, views=args.views, size=args.size, seed=args.seed,
+                            minutes=args.minutes, quick=args.quick, fresh=args.fresh)
+    result = run_demo(settings)
+    print(f"report: {os.path.abspath(result['report'])}/report.md")
     return 0
 
 
@@ -92,6 +83,7 @@ def _override(cfg, assignment: str) -> None:
 def build_train_config(args: argparse.Namespace):
     """RunConfig from --recipe / --config, then the explicit flags, then --set overrides."""
     from fashionlens.config import RunConfig, load_yaml
+    from fashionlens.recipes import load_recipe
 
     cfg = load_recipe(args.recipe) if args.recipe else RunConfig()
     if args.config:
@@ -119,20 +111,6 @@ TRAIN_FLAGS = {  # argparse dest -> (config section, field)
     "max_minutes": ("train", "max_minutes"), "init_from": ("train", "init_from"), "seed": ("seed", None),
     "workers": ("data", "num_workers"), "threads": ("threads", None),
 }
-
-
-def load_recipe(name: str):
-    """A RunConfig from a named recipe shipped with the package (fashionlens/recipes/NAME.yaml)."""
-    from importlib import resources
-
-    from fashionlens.config import load_yaml
-
-    folder = resources.files("fashionlens") / "recipes"
-    available = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
-    if name not in available:
-        raise ValueError(f"unknown recipe {name!r}; available: {', '.join(available) or 'none'}")
-    with resources.as_file(folder / f"{name}.yaml") as path:
-        return load_yaml(str(path))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -251,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=6)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fresh", action="store_true", help="render again even if a rendered set exists")
+    p.add_argument("--minutes", type=float, default=5.0, help="training time budget")
+    p.add_argument("--quick", action="store_true", help="tiny data and model (a smoke test in seconds)")
+    p.add_argument("--fresh", action="store_true", help="start over instead of reusing the render and the run")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -36,8 +36,8 @@ def draw_sample(sample: Sample, thumb: int) -> Image.Image:
     if sample.landmarks is not None:
         xy, vis, present = sample.unified_landmarks()
         for slot in range(len(xy)):
-            if not present[slot]:
-                continue
+            if not present[slot] or (vis[slot] != VISIBLE and vis[slot] != OCCLUDED and not xy[slot].any()):
+                continue  # a truncated point written as 0 0 has no position to draw
             x, y = xy[slot] * scale
             colour = VIS_COLOURS.get(int(vis[slot]), TRUNCATED_COLOUR)
             box = [x - 2.5, y - 2.5, x + 2.5, y + 2.5]

@@ -2,6 +2,10 @@
 
 A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per epoch),
 ``curves.png``, ``last.pt`` (resumable, also written every ``checkpoint_every`` steps) and ``best.pt``.
+
+Launched by ``torchrun --nproc-per-node N`` the same code trains data-parallel (see
+``fashionlens.training.distributed``): each process takes its shard of every global batch, DDP averages
+the gradients, validation is sharded and gathered on rank 0, and only rank 0 writes files and logs.
 """
 
 from __future__ import annotations
@@ -10,12 +14,15 @@ import copy
 import json
 import os
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Subset
+from torch.utils.data import default_collate
 
 from fashionlens.config import RunConfig, from_dict, save_yaml, to_dict
 from fashionlens.data.dataset import GarmentDataset, PKSampler
@@ -26,10 +33,13 @@ from fashionlens.evaluation.report import compute_metrics
 from fashionlens.losses import MultiTaskLoss
 from fashionlens.losses.multitask import stage_weights
 from fashionlens.models import backbone_normalization, build_model
+from fashionlens.training import distributed as ddp
 from fashionlens.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from fashionlens.training.loop import collect_outputs, train_one_epoch
 from fashionlens.training.schedule import lr_at
 from fashionlens.utils import seed_everything, set_threads
+
+VAL_FRACTION = 0.1  # share of training items held out when the validation split is empty
 
 
 @dataclass
@@ -52,17 +62,32 @@ class Hierarchy:
         return cls(levels, maps)
 
 
+@dataclass
+class RunState:
+    """Where a run stands: ``epoch`` epochs done, ``batch`` batches of the next one done, ``step``
+    optimiser steps in all; the best value of the selection metric and the epochs since it improved."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    best: float | None = None
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
 def split_train_val(data: SampleSet, train_split: str, val_split: str, seed: int) -> tuple[SampleSet, SampleSet]:
-    """The configured splits; when the validation split is empty, hold out ~10% of training *items*
-    (or images when there are no items) deterministically."""
+    """The configured splits.  When ``val_split`` is set but has no samples, hold out ~10% of the training
+    *items* (images when there are no item ids; at least one when there are two or more), chosen by
+    ``seed``, so no item has images on both sides.  ``val_split`` "" means no validation."""
     train = data.split(train_split)
     if not len(train):
         raise ValueError(f"no samples in the training split {train_split!r}; splits: {data.splits()}")
     val = data.split(val_split) if val_split else SampleSet([], data.info)
     if val_split and not len(val):
         keys = [s.item_id or s.image for s in train.samples]
-        rng = np.random.default_rng(seed)
-        held = {k for k in sorted(set(keys)) if rng.random() < 0.1}
+        unique = sorted(set(keys))
+        count = max(1, round(VAL_FRACTION * len(unique))) if len(unique) > 1 else 0
+        held = set(np.random.default_rng(seed).permutation(unique)[:count].tolist())
         val = SampleSet([s for s, k in zip(train.samples, keys) if k in held], data.info)
         train = SampleSet([s for s, k in zip(train.samples, keys) if k not in held], data.info)
     return train, val
@@ -76,7 +101,7 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def _optimizer(model: torch.nn.Module, loss_fn: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, loss_fn: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     """Parameter groups: backbone (lr x backbone_lr_scale) and heads; no weight decay on 1-D params."""
     groups: dict[tuple[float, bool], list] = {}
     named = [(n, p) for n, p in model.named_parameters()] + [(f"loss.{n}", p) for n, p in loss_fn.named_parameters()]
@@ -109,8 +134,26 @@ class _Skip(torch.utils.data.Sampler):
                 yield batch
 
 
+class _Until:
+    """Iterate ``loader`` while ``stop()`` is false (asked before every batch, on every rank alike)."""
+
+    def __init__(self, loader: DataLoader, stop: Callable[[], bool]):
+        self.loader, self.stop = loader, stop
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        batches = iter(self.loader)
+        while not self.stop():
+            try:
+                yield next(batches)
+            except StopIteration:
+                return
+
+
 def _train_batches(ds: GarmentDataset, cfg: RunConfig, epoch: int) -> Any:
-    """The epoch's batch sampler: P x K by item when configured, else shuffled batches; seeded by epoch."""
+    """The epoch's global batch sampler: P x K by item when configured, else shuffled batches; seeded by epoch."""
     if cfg.train.pk_items > 0:
         sampler = PKSampler(ds.item_labels, cfg.train.pk_items, cfg.train.pk_images, seed=cfg.seed,
                             length=max(1, len(ds) // (cfg.train.pk_items * cfg.train.pk_images)))
@@ -120,14 +163,16 @@ def _train_batches(ds: GarmentDataset, cfg: RunConfig, epoch: int) -> Any:
     return BatchSampler(RandomSampler(ds, generator=generator), cfg.train.batch_size, drop_last=len(ds) > cfg.train.batch_size)
 
 
-def _loader(ds: GarmentDataset, cfg: RunConfig, batch_sampler: Any = None) -> DataLoader:
-    workers = cfg.data.num_workers
+def _loader(ds: Dataset, cfg: RunConfig, batch_sampler: Any = None, seed: int = 0) -> DataLoader:
+    """A DataLoader with its own generator: creating it leaves torch's global generator (which draws the
+    augmentations) untouched, so a resumed run sees the same random stream as an uninterrupted one."""
+    kw = dict(num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(seed))
     if batch_sampler is not None:
-        return DataLoader(ds, batch_sampler=batch_sampler, num_workers=workers, persistent_workers=False)
-    return DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=False, num_workers=workers)
+        return DataLoader(ds, batch_sampler=batch_sampler, persistent_workers=False, **kw)
+    return DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=False, **kw)
 
 
-def init_backbone_from(model: torch.nn.Module, run_dir: str) -> int:
+def init_backbone_from(model: nn.Module, run_dir: str) -> int:
     """Copy the backbone weights of another run (identity pre-training); returns the number of tensors."""
     state = load_checkpoint(find_checkpoint(run_dir))["model"]
     backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
@@ -137,32 +182,93 @@ def init_backbone_from(model: torch.nn.Module, run_dir: str) -> int:
     return len(backbone)
 
 
-class Trainer:
-    """Builds everything a run needs from a :class:`RunConfig` and trains it into ``out_dir``."""
+class ModelWithLoss(nn.Module):
+    """The model and its loss as one module: ``forward(images (B, 3, S, S), batch, weights)`` returns
+    ``(model outputs, loss dict)``.  One forward computes both, so DDP sees (and all-reduces the
+    gradients of) the loss's own parameters, e.g. ProxyAnchor proxies, with the model's."""
 
-    def __init__(self, cfg: RunConfig, out_dir: str, *, progress: bool = True, log=print):
-        self.cfg, self.out_dir, self.progress, self.log = resolve_config(cfg), out_dir, progress, log
-        os.makedirs(out_dir, exist_ok=True)
+    def __init__(self, model: nn.Module, loss_fn: nn.Module):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, images: torch.Tensor, batch: dict, weights: dict[str, float]) -> tuple[dict, dict]:
+        outputs = self.model(images)
+        return outputs, self.loss_fn(outputs, batch, weights)
+
+
+class _LossInForward(nn.Module):
+    """Adapter for ``train_one_epoch`` (which calls ``model(images)`` then ``loss_fn(outputs, batch)``):
+    the "outputs" carry the images and the loss function runs the real (possibly DDP) forward."""
+
+    def __init__(self, engine: nn.Module):
+        super().__init__()
+        self.engine = engine
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"images": images}
+
+    def loss(self, weights: dict[str, float]) -> Callable[[dict, dict], dict]:
+        return lambda pending, batch: self.engine(pending["images"], batch, weights)[1]
+
+
+def _silent(*_args: Any, **_kw: Any) -> None:
+    """The log function of ranks other than 0."""
+
+
+class Trainer:
+    """Builds everything a run needs from a :class:`RunConfig` and trains it into ``out_dir``.
+
+    Under torchrun (``WORLD_SIZE`` > 1 in the environment) it joins the process group (gloo: training
+    runs on the CPU) and trains data-parallel; call :meth:`close` (``fit`` does) to leave it.
+    """
+
+    def __init__(self, cfg: RunConfig, out_dir: str, *, progress: bool = True, log: Callable[..., Any] = print):
+        self._owns_group = ddp.env_world_size() > 1 and not (torch.distributed.is_available()
+                                                              and torch.distributed.is_initialized())
+        self.rank, self.world = ddp.init_distributed(backend="gloo")
+        self.main = self.rank == 0
+        self.cfg, self.out_dir = resolve_config(cfg), out_dir
+        self.progress, self.log = progress and self.main, log if self.main else _silent
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self) -> None:
+        if self.main:
+            os.makedirs(self.out_dir, exist_ok=True)
         seed_everything(self.cfg.seed)
-        set_threads(self.cfg.threads)
-        data = read(self.cfg.data.spec, missing="skip" if self.cfg.data.skip_missing else "error")
-        self.info = data.info
-        self.train_set, self.val_set = split_train_val(data, self.cfg.train.train_split, self.cfg.train.val_split,
-                                                       self.cfg.seed)
-        self.hierarchy = Hierarchy.from_paths(self.info.category_paths) if self.info.category_paths else Hierarchy([], [])
-        self.train_ds = GarmentDataset(self.train_set, build_transforms(self.cfg.data, train=True),
-                                       num_attributes=self.info.num_attributes)
-        self.val_ds = GarmentDataset(self.val_set, build_transforms(self.cfg.data, train=False),
-                                     num_attributes=self.info.num_attributes)
+        set_threads(ddp.local_threads(self.cfg.threads) if self.world > 1 else self.cfg.threads)
+        self._load_data()
         self.model = self._build_model()
         self.loss_fn = MultiTaskLoss(self.cfg.loss, num_items=len(self.train_ds.items),
                                      embedding_dim=self.cfg.model.embedding_dim,
                                      class_weights=self._class_weights(),
                                      level_maps=[torch.tensor(m) for m in self.hierarchy.maps])
+        self.joint = ModelWithLoss(self.model, self.loss_fn)
         self.optimizer = _optimizer(self.model, self.loss_fn, self.cfg)
         self.steps_per_epoch = len(_train_batches(self.train_ds, self.cfg, 0))
+        self.engine = self._data_parallel()
+        if self.world > 1:  # same initial weights everywhere (seeded above); own augmentations per rank
+            torch.manual_seed(self.cfg.seed * 1000 + self.rank)
 
-    def _build_model(self) -> torch.nn.Module:
+    def _load_data(self) -> None:
+        cfg, tc = self.cfg, self.cfg.train
+        data = read(cfg.data.spec, missing="skip" if cfg.data.skip_missing else "error")
+        self.info = data.info
+        self.train_set, self.val_set = split_train_val(data, tc.train_split, tc.val_split, cfg.seed)
+        if tc.val_split and tc.val_split not in data.splits():
+            self.log(f"no {tc.val_split!r} split: holding out {len(self.val_set)} of "
+                     f"{len(self.val_set) + len(self.train_set)} training images (~10% of items) for validation")
+        paths = self.info.category_paths
+        self.hierarchy = Hierarchy.from_paths(paths) if paths else Hierarchy([], [])
+        self.train_ds = GarmentDataset(self.train_set, build_transforms(cfg.data, train=True),
+                                       num_attributes=self.info.num_attributes)
+        self.val_ds = GarmentDataset(self.val_set, build_transforms(cfg.data, train=False),
+                                     num_attributes=self.info.num_attributes)
+
+    def _build_model(self) -> nn.Module:
         cfg = self.cfg
         model = build_model(cfg.model, num_categories=self.info.num_categories,
                             num_attributes=self.info.num_attributes,
@@ -183,6 +289,34 @@ class Trainer:
         weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
         return torch.tensor(weights, dtype=torch.float32)
 
+    def _data_parallel(self) -> nn.Module:
+        """``self.joint`` itself single-process, else wrapped in DDP (unused-parameter search only if the
+        probe finds parameters without a gradient on some rank)."""
+        if self.world == 1:
+            return self.joint
+        tc = self.cfg.train
+        per_batch = tc.pk_items if tc.pk_items > 0 else min(tc.batch_size, len(self.train_ds))
+        if per_batch < self.world:
+            unit = "items (pk_items)" if tc.pk_items > 0 else "images"
+            raise ValueError(f"{self.world} processes need at least {self.world} {unit} per batch, got {per_batch}")
+        unused = self._unused_parameters()
+        if unused:
+            self.log(f"parameters without gradient ({', '.join(unused[:5])}...): DDP searches unused parameters")
+        return DistributedDataParallel(self.joint, find_unused_parameters=ddp.any_rank(bool(unused)))
+
+    def _unused_parameters(self) -> list[str]:
+        """Names of trainable parameters that one forward + backward on a few (un-augmented) training
+        images leaves without a gradient."""
+        probe = GarmentDataset(self.train_set, build_transforms(self.cfg.data, train=False),
+                               num_attributes=self.info.num_attributes)
+        batch = default_collate([probe[i] for i in range(min(len(probe), 4))])
+        self.joint.eval()
+        _, losses = self.joint(batch["image"], batch, stage_weights(0, self.cfg.loss))
+        losses["loss"].backward()
+        names = [n for n, p in self.joint.named_parameters() if p.requires_grad and p.grad is None]
+        self.joint.zero_grad(set_to_none=True)
+        return names
+
     def labels(self) -> dict[str, Any]:
         """What a checkpoint must carry to be self-describing."""
         info = self.info
@@ -194,18 +328,30 @@ class Trainer:
                 "hierarchy_levels": self.hierarchy.levels, "hierarchy_maps": self.hierarchy.maps,
                 "items": self.train_ds.items if self.cfg.loss.item > 0 else []}
 
-    def state(self, epoch: int, batch: int, step: int, best: float | None, bad_epochs: int, history: list) -> dict:
+    def state(self, run: RunState, rng: list[torch.Tensor] | None = None) -> dict:
+        """The checkpoint payload: weights, optimiser, loss state, config, labels, position in the run and
+        ``rng`` (torch generator state of every rank, so a resumed run draws the same augmentations)."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "loss_state": self.loss_fn.state_dict(), "config": to_dict(self.cfg), "labels": self.labels(),
-                "epoch": epoch, "batch": batch, "step": step, "best": best, "bad_epochs": bad_epochs,
-                "history": history}
+                "epoch": run.epoch, "batch": run.batch, "step": run.step, "best": run.best,
+                "bad_epochs": run.bad_epochs, "history": list(run.history), "rng": rng or []}
 
     def validate(self) -> dict[str, Any]:
+        """Validation losses and metrics (``val_`` keys) on rank 0; {} on other ranks and without val data.
+        Data-parallel: each rank runs its contiguous part of the set and rank 0 gathers the outputs."""
         if not len(self.val_ds):
             return {}
-        preds, targets, losses = collect_outputs(self.model, _loader(self.val_ds, self.cfg), self.loss_fn,
+        part = ddp.shard_range(len(self.val_ds), self.rank, self.world)
+        ds = self.val_ds if self.world == 1 else Subset(self.val_ds, list(part))
+        preds, targets, losses = collect_outputs(self.model, _loader(ds, self.cfg), self.loss_fn,
                                                  channels_last=self.cfg.train.channels_last, progress=self.progress,
                                                  desc="val")
+        if self.world > 1:
+            parts = ddp.all_gather_objects((preds, targets, losses, len(part)))
+            preds, targets = ddp.merge_arrays([p[0] for p in parts]), ddp.merge_arrays([p[1] for p in parts])
+            losses = {k: sum(p[2].get(k, 0.0) * p[3] for p in parts) / len(self.val_ds) for k in parts[0][2]}
+        if not self.main:
+            return {}
         samples = [self.val_ds.samples[i] for i in targets["index"]]
         metrics = compute_metrics(preds, targets, samples, self.info)
         keep = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None}
@@ -213,75 +359,151 @@ class Trainer:
 
     def fit(self, resume: bool = True) -> dict[str, Any]:
         """Train for ``cfg.train.epochs`` (or until the time limit / early stop); returns the summary."""
-        cfg, tc = self.cfg, self.cfg.train
-        save_yaml(cfg, os.path.join(self.out_dir, "config.yaml"))
-        last_path, best_path = os.path.join(self.out_dir, "last.pt"), os.path.join(self.out_dir, "best.pt")
-        epoch, skip, step, best, bad, history = 0, 0, 0, None, 0, []
-        if resume and os.path.isfile(last_path):
-            ckpt = load_checkpoint(last_path)
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.loss_fn.load_state_dict(ckpt["loss_state"])
-            epoch, skip, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
-            best, bad, history = ckpt["best"], ckpt["bad_epochs"], ckpt["history"]
-            self.log(f"resuming from {last_path}: epoch {epoch + 1}, batch {skip}, step {step}")
-        total = tc.epochs * self.steps_per_epoch
-        warmup = int(tc.warmup_epochs * self.steps_per_epoch)
+        tc = self.cfg.train
+        if self.main:
+            save_yaml(self.cfg, os.path.join(self.out_dir, "config.yaml"))
+        run = self._resume() if resume else RunState()
+        total, warmup = tc.epochs * self.steps_per_epoch, int(tc.warmup_epochs * self.steps_per_epoch)
         lr_fn = lambda s: lr_at(s, total, warmup, tc.lr, tc.min_lr)  # noqa: E731
         deadline = time.time() + tc.max_minutes * 60 if tc.max_minutes > 0 else None
+        past = lambda: deadline is not None and ddp.any_rank(time.time() > deadline)  # noqa: E731
         stopped = ""
-        while epoch < tc.epochs and not stopped:
-            weights = stage_weights(epoch, cfg.loss)
-            batches = _Skip(_train_batches(self.train_ds, cfg, epoch), skip)
-            start_batch = skip
-
-            def on_step(s: int, i: int, _epoch=epoch) -> None:
-                if tc.checkpoint_every and s % tc.checkpoint_every == 0:
-                    save_checkpoint(last_path, self.state(_epoch, start_batch + i + 1, s, best, bad, history))
-
-            train_metrics, step = train_one_epoch(
-                self.model, _loader(self.train_ds, cfg, batches), lambda o, b: self.loss_fn(o, b, weights),
-                self.optimizer, step=step, lr_fn=lr_fn, grad_clip=tc.grad_clip, amp=tc.amp,
-                channels_last=tc.channels_last, deadline=deadline, on_step=on_step, progress=self.progress,
-                desc=f"epoch {epoch + 1}/{tc.epochs}")
-            skip = 0
-            record = {"epoch": epoch + 1, "step": step, "lr": lr_fn(step), **train_metrics, **self.validate()}
-            history.append(record)
-            improved, best = self._improved(record, best)
-            bad = 0 if improved else bad + 1
-            epoch += 1
-            if deadline is not None and time.time() > deadline:
-                stopped = f"time limit of {tc.max_minutes} min"
-            elif tc.early_stop_patience and bad >= tc.early_stop_patience:
-                stopped = f"no improvement of {tc.select_metric} for {bad} epochs"
-            state = self.state(epoch, 0, step, best, bad, history)
-            save_checkpoint(last_path, state)
-            if improved:
-                save_checkpoint(best_path, state)
-            self._log_epoch(record, improved)
-        self._plot(history)
+        while run.epoch < tc.epochs and not stopped:
+            train_metrics = self._train_epoch(run, lr_fn, past)
+            stopped = self._end_epoch(run, train_metrics, lr_fn(run.step), past())
+        if self.main:
+            self._plot(run.history)
         if stopped:
             self.log(f"stopped early: {stopped}")
-        return {"run_dir": self.out_dir, "epochs": epoch, "steps": step, "best": best,
-                "select_metric": tc.select_metric, "stopped": stopped or None, "last": history[-1] if history else {}}
+        ddp.barrier()
+        return {"run_dir": self.out_dir, "epochs": run.epoch, "steps": run.step, "best": run.best,
+                "select_metric": tc.select_metric, "stopped": stopped or None,
+                "last": run.history[-1] if run.history else {}}
+
+    def close(self) -> None:
+        """Leave the process group this trainer joined (no-op otherwise)."""
+        if self._owns_group:
+            ddp.cleanup()
+            self._owns_group = False
+
+    def _resume(self) -> RunState:
+        """Load ``last.pt`` (read on rank 0, sent to every rank) into the model, optimiser and loss."""
+        path = os.path.join(self.out_dir, "last.pt")
+        ckpt = ddp.broadcast_object(load_checkpoint(path) if self.main and os.path.isfile(path) else None)
+        if ckpt is None:
+            return RunState()
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.loss_fn.load_state_dict(ckpt["loss_state"])
+        rng = ckpt.get("rng") or []
+        if len(rng) == self.world:
+            torch.set_rng_state(rng[self.rank])
+        else:
+            self.log(f"{path}: saved by {len(rng)} process(es), resumed by {self.world}: new augmentation streams")
+        run = RunState(ckpt["epoch"], ckpt["batch"], ckpt["step"], ckpt["best"], ckpt["bad_epochs"], ckpt["history"])
+        self.log(f"resuming from {path}: epoch {run.epoch + 1}, batch {run.batch}, step {run.step}")
+        return run
+
+    def _train_epoch(self, run: RunState, lr_fn: Callable[[int], float], past: Callable[[], bool]) -> dict:
+        """Train the rest of epoch ``run.epoch`` (from batch ``run.batch``) or until ``past()``; updates ``run``."""
+        cfg, tc = self.cfg, self.cfg.train
+        group = tc.pk_images if tc.pk_items > 0 else 1
+        batches = ddp.ShardedBatches(_Skip(_train_batches(self.train_ds, cfg, run.epoch), run.batch),
+                                     self.rank, self.world, group)
+        loader = _Until(_loader(self.train_ds, cfg, batches, seed=cfg.seed * 1000 + run.epoch), past)
+        start = run.batch
+
+        def on_step(step: int, index: int) -> None:
+            run.step, run.batch = step, start + index + 1
+            if tc.checkpoint_every and step % tc.checkpoint_every == 0:
+                self._save(run, improved=False)
+
+        step_model = _LossInForward(self.engine)
+        metrics, run.step = train_one_epoch(
+            step_model, loader, step_model.loss(stage_weights(run.epoch, cfg.loss)), self.optimizer,
+            step=run.step, lr_fn=lr_fn, grad_clip=tc.grad_clip, amp=tc.amp, channels_last=tc.channels_last,
+            on_step=on_step, progress=self.progress, desc=f"epoch {run.epoch + 1}/{tc.epochs}")
+        return _merge_train_metrics(ddp.all_gather_objects(metrics))
+
+    def _end_epoch(self, run: RunState, train_metrics: dict, lr: float, past: bool) -> str:
+        """Validate, record, decide (rank 0, sent to all), checkpoint; returns why to stop ("" = go on)."""
+        ddp.sync_buffers(self.model)
+        val = self.validate()
+        decision: dict[str, Any] = {}
+        if self.main:
+            try:
+                decision = self._decide(run, {"step": run.step, "lr": lr, **train_metrics, **val}, past)
+            except ValueError as exc:  # bad select_metric: every rank must raise, not wait
+                decision = {"error": str(exc)}
+        decision = ddp.broadcast_object(decision)
+        if "error" in decision:
+            raise ValueError(decision["error"])
+        run.history.append(decision["record"])
+        run.best, run.bad_epochs = decision["best"], decision["bad_epochs"]
+        if run.batch >= self.steps_per_epoch:  # a time limit may end an epoch early: resume continues it
+            run.epoch, run.batch = run.epoch + 1, 0
+        self._save(run, decision["improved"])
+        if self.main:
+            self._log_epoch(run.history, decision["improved"])
+        return decision["stopped"]
+
+    def _decide(self, run: RunState, record: dict, past: bool) -> dict[str, Any]:
+        tc = self.cfg.train
+        record = {"epoch": run.epoch + 1, **record}
+        if run.batch < self.steps_per_epoch:
+            record.update(partial=True, batches=run.batch)
+        improved, best = self._improved(record, run.best)
+        bad = 0 if improved else run.bad_epochs + 1
+        stopped = ""
+        if past:
+            stopped = f"time limit of {tc.max_minutes} min"
+        elif tc.early_stop_patience and bad >= tc.early_stop_patience:
+            stopped = f"no improvement of {self._selection_key(record)} for {bad} epochs"
+        return {"record": record, "improved": improved, "best": best, "bad_epochs": bad, "stopped": stopped}
+
+    def _save(self, run: RunState, improved: bool) -> None:
+        """Write last.pt (and best.pt when ``improved``) on rank 0; every rank must call it (RNG gather)."""
+        rng = ddp.all_gather_objects(torch.get_rng_state())
+        if not self.main:
+            return
+        state = self.state(run, rng)
+        save_checkpoint(os.path.join(self.out_dir, "last.pt"), state)
+        if improved:
+            save_checkpoint(os.path.join(self.out_dir, "best.pt"), state)
+
+    def _selection_key(self, record: dict) -> str:
+        """``select_metric``, or "train_loss" when there is no validation data; a key the validation does
+        not produce is a ValueError listing the ones it does."""
+        key = self.cfg.train.select_metric
+        if key in record:
+            return key
+        if not len(self.val_ds) or not any(k.startswith("val_") for k in record):
+            return "train_loss"
+        known = sorted(k for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+        raise ValueError(f"select_metric {key!r} is not a metric of this run; choices: {', '.join(known)}")
 
     def _improved(self, record: dict, best: float | None) -> tuple[bool, float | None]:
-        key = self.cfg.train.select_metric
+        """(whether ``record`` beats ``best``, the new best).  Losses, normalised errors (``_ne``) and
+        calibration errors (``_ece``) are minimised; everything else is maximised."""
+        key = self._selection_key(record)
         value = record.get(key)
-        if value is None:  # no validation data: judge on the training loss
-            key, value = "train_loss", record.get("train_loss")
         if value is None:
-            return True, best
-        minimise = key.endswith("loss") or key.endswith("_ne")
+            return False, best
+        minimise = key.endswith("loss") or key.endswith("_ne") or key.endswith("_ece")
         better = best is None or (value < best if minimise else value > best)
         return better, (value if better else best)
 
-    def _log_epoch(self, record: dict, improved: bool) -> None:
-        with open(os.path.join(self.out_dir, "metrics.jsonl"), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+    def _log_epoch(self, history: list[dict], improved: bool) -> None:
+        """Rewrite metrics.jsonl from the history (atomic; stays consistent with last.pt) and log a line."""
+        path = os.path.join(self.out_dir, "metrics.jsonl")
+        with open(f"{path}.tmp", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(record) + "\n" for record in history)
+        os.replace(f"{path}.tmp", path)
+        record = history[-1]
         shown = {k: record[k] for k in ("train_loss", "val_loss", "val_category_top1", "val_retrieval_top20",
                                          "val_landmark_ne", "train_images_per_s") if record.get(k) is not None}
-        self.log(f"epoch {record['epoch']}: " + "  ".join(f"{k}={v:.4g}" for k, v in shown.items())
+        partial = f" (partial: {record['batches']}/{self.steps_per_epoch} batches)" if record.get("partial") else ""
+        self.log(f"epoch {record['epoch']}{partial}: " + "  ".join(f"{k}={v:.4g}" for k, v in shown.items())
                  + ("  (best)" if improved else ""))
 
     def _plot(self, history: list[dict]) -> None:
@@ -294,9 +516,32 @@ class Trainer:
         plot_curves(history, keys, os.path.join(self.out_dir, "curves.png"))
 
 
-def fit(cfg: RunConfig, out_dir: str, *, resume: bool = True, progress: bool = True, log=print) -> dict[str, Any]:
-    """Train a model as configured into ``out_dir`` (resuming from ``out_dir/last.pt`` when present)."""
-    return Trainer(cfg, out_dir, progress=progress, log=log).fit(resume=resume)
+def _merge_train_metrics(parts: list[dict]) -> dict:
+    """One epoch's training metrics over all ranks: loss means weighted by images, images and throughput
+    summed, the slowest rank's seconds."""
+    if len(parts) == 1:
+        return parts[0]
+    images = sum(p.get("train_images", 0) for p in parts)
+    seconds = max(p.get("train_seconds", 0.0) for p in parts)
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(k for p in parts for k in p):
+        if key not in ("train_images", "train_seconds", "train_images_per_s"):
+            out[key] = sum(p.get(key, 0.0) * p.get("train_images", 0) for p in parts) / max(images, 1)
+    out.update(train_images=images, train_seconds=seconds, train_images_per_s=images / max(seconds, 1e-9))
+    return out
+
+
+def fit(cfg: RunConfig, out_dir: str, *, resume: bool = True, progress: bool = True,
+        log: Callable[..., Any] = print) -> dict[str, Any]:
+    """Train a model as configured into ``out_dir`` (resuming from ``out_dir/last.pt`` when present).
+
+    Single-process, or data-parallel when launched by torchrun (every rank returns the same summary).
+    """
+    trainer = Trainer(cfg, out_dir, progress=progress, log=log)
+    try:
+        return trainer.fit(resume=resume)
+    finally:
+        trainer.close()
 
 
 def config_from_checkpoint(ckpt: dict) -> RunConfig:

@@ -1,0 +1,43 @@
+"""Shared helpers of the training benchmarks: run a config, evaluate it, print a table, write JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from typing import Any, Sequence
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+
+
+def train_and_evaluate(cfg: Any, run_dir: str, spec: str, split: str = "test") -> dict[str, Any]:
+    """Train ``cfg`` into ``run_dir`` (from scratch), evaluate its best checkpoint on ``spec``'s ``split``."""
+    from fashionlens.evaluation.run import evaluate_run
+    from fashionlens.training.fit import fit
+
+    start = time.perf_counter()
+    summary = fit(cfg, run_dir, resume=False, progress=False, log=lambda m: print("   ", m, flush=True))
+    minutes = (time.perf_counter() - start) / 60
+    metrics = evaluate_run(run_dir, spec, split=split, progress=False)
+    return {"train_minutes": minutes, "epochs": summary["epochs"], "stopped": summary["stopped"], **metrics}
+
+
+def table(rows: dict[str, dict], columns: Sequence[str]) -> str:
+    """Markdown table: one row per named result, the given metric columns."""
+    head = "| run | " + " | ".join(columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 1)]
+    for name, r in rows.items():
+        cells = [(f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c))) for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write(name: str, payload: dict) -> str:
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, f"{name}.json")
+    payload = {"machine": platform.machine(), "cpus": os.cpu_count(), **payload}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, default=str)
+    return path
