@@ -75,9 +75,28 @@ class Predictor:
             keep["levels"] = [v.float().numpy() for v in out["levels"]]
         return keep, list(affines)
 
-    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """(N, D) float32 L2-normalised embeddings."""
+    def embed(self, images: Sequence[Image.Image], *, crop: bool = False, margin: float = 0.1) -> np.ndarray:
+        """(N, D) float32 L2-normalised embeddings.
+
+        ``crop=True`` localises the garment first: the model's predicted box (widened by ``margin`` of its
+        size on each side) is cut out of the original image and that crop is embedded (two passes)."""
+        if crop:
+            images = self.crop_garments(images, margin=margin)
         return self.forward(images)[0]["embedding"].astype(np.float32)
+
+    def crop_garments(self, images: Sequence[Image.Image], *, margin: float = 0.1) -> list[Image.Image]:
+        """Each image cut to its predicted garment box plus ``margin``; the whole image when no box head."""
+        out, affines = self.forward(images)
+        if "bbox" not in out:
+            return list(images)
+        crops = []
+        for image, box_unit, affine in zip(images, out["bbox"], affines):
+            (x1, y1), (x2, y2) = self._to_original(box_unit.reshape(2, 2).astype(np.float64), affine)
+            mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+            x1, y1 = max(0, int(x1 - mx)), max(0, int(y1 - my))
+            x2, y2 = min(image.width, int(np.ceil(x2 + mx))), min(image.height, int(np.ceil(y2 + my)))
+            crops.append(image.crop((x1, y1, x2, y2)) if x2 - x1 >= 8 and y2 - y1 >= 8 else image)
+        return crops
 
     def predict(self, images: Sequence[Image.Image]) -> list[dict[str, Any]]:
         """One answer dict per image (category, top-5 scores, attributes, landmarks, box, embedding norm)."""
