@@ -152,7 +152,9 @@ class SiftBoVW:
 
     def histograms(self, descriptors: Sequence[np.ndarray]) -> np.ndarray:
         """Raw visual-word counts: (N, V) float32, one row per descriptor array."""
-        vocab = self._fitted()[0]
+        if self.vocabulary is None:
+            raise RuntimeError("SiftBoVW is not fitted: call fit(images) or SiftBoVW.load(path) first")
+        vocab = self.vocabulary
         out = np.zeros((len(descriptors), self.vocab_size), np.float32)
         for i, desc in enumerate(descriptors):
             if len(desc):
