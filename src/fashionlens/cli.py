@@ -233,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny data and model (a smoke test in seconds)")
     p.add_argument("--fresh", action="store_true", help="start over instead of reusing the render and the run")
     p.set_defaults(func=cmd_demo)
+
+    from fashionlens._cli_export import add_commands as add_export_commands
+
+    add_export_commands(sub)
     return parser
 
 

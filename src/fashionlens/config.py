@@ -104,6 +104,18 @@ class LossConfig:
 
 
 @dataclass
+class IndexConfig:
+    backend: str = "faiss"  # "faiss" (embedded, files on disk) or "milvus" (pymilvus: milvus-lite file or server URI)
+    kind: str = "flat"  # "flat" (exact), "ivf" (k-means clusters, nlist/nprobe) or "ivfpq" (IVF + product quantization)
+    nlist: int = 0  # IVF clusters (0 = auto: about 4 * sqrt(N) at train time; milvus: 128)
+    nprobe: int = 0  # IVF clusters scanned per query (0 = auto: about nlist / 8)
+    pq_m: int = 16  # PQ sub-quantizers per vector (must divide the embedding size)
+    pq_bits: int = 8  # bits per PQ code (8 = 256 centroids per sub-quantizer)
+    uri: str = ""  # milvus: local milvus-lite file "path/index.db" or a server "http://host:19530"
+    collection: str = "fashionlens"  # milvus collection name
+
+
+@dataclass
 class RunConfig:
     """Top-level config: one section per concern (more sections join as the system grows)."""
 
@@ -111,6 +123,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
     seed: int = 0  # global random seed
     threads: int = 0  # torch intra-op threads (0 = library default)
 

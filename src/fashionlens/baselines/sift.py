@@ -7,8 +7,8 @@ The pipeline of Sivic & Zisserman ("Video Google", ICCV 2003) with RootSIFT (Ara
 2. up to ``max_features`` OpenCV SIFT keypoints (the strongest responses), one 128-d descriptor each;
    RootSIFT maps a descriptor d to sqrt(d / |d|_1), so that the inner product of two RootSIFT vectors is
    the Hellinger kernel of the originals;
-3. a vocabulary of ``vocab_size`` visual words: k-means centroids (scikit-learn MiniBatchKMeans) of a
-   random sample of at most ``max_train_descriptors`` training descriptors;
+3. a vocabulary of ``vocab_size`` visual words: k-means centroids (faiss.Kmeans, ``kmeans_iterations``
+   Lloyd iterations) of a random sample of at most ``max_train_descriptors`` training descriptors;
 4. per image, the histogram of nearest words (term frequencies) times the inverse document frequency of
    the training images (scikit-learn's smoothed idf: ln((1 + n) / (1 + df)) + 1), L2-normalised, so the
    cosine similarity of two images is the inner product of their vectors, as for the CNN embeddings.
@@ -87,6 +87,7 @@ class SiftBoVW:
         image_size: longer image side in pixels before detection.
         rootsift: use RootSIFT descriptors (else raw SIFT).
         seed: seed of the descriptor sample and of k-means (same seed + same images = same model).
+        kmeans_iterations: Lloyd iterations of k-means.
         max_train_descriptors: descriptors sampled for k-means (all images still count for the idf).
         workers: threads for descriptor extraction (OpenCV releases the GIL); 1 = sequential.
 
@@ -94,14 +95,16 @@ class SiftBoVW:
     """
 
     def __init__(self, vocab_size: int = 1000, max_features: int = 500, image_size: int = 256,
-                 rootsift: bool = True, seed: int = 0, max_train_descriptors: int = 200_000, workers: int = 1):
+                 rootsift: bool = True, seed: int = 0, kmeans_iterations: int = 20,
+                 max_train_descriptors: int = 200_000, workers: int = 1):
         for name, value, low in (("vocab_size", vocab_size, 2), ("max_features", max_features, 1),
+                                 ("kmeans_iterations", kmeans_iterations, 1),
                                  ("image_size", image_size, 16), ("max_train_descriptors", max_train_descriptors, 2),
                                  ("workers", workers, 1)):
             if int(value) < low:
                 raise ValueError(f"SiftBoVW: {name} must be at least {low}, got {value}")
         self.vocab_size, self.max_features, self.image_size = int(vocab_size), int(max_features), int(image_size)
-        self.rootsift, self.seed = bool(rootsift), int(seed)
+        self.rootsift, self.seed, self.kmeans_iterations = bool(rootsift), int(seed), int(kmeans_iterations)
         self.max_train_descriptors, self.workers = int(max_train_descriptors), int(workers)
         self.vocabulary: np.ndarray | None = None
         self.idf: np.ndarray | None = None
@@ -109,7 +112,8 @@ class SiftBoVW:
     def config(self) -> dict[str, Any]:
         """The constructor arguments that define the model (``workers`` excluded: it changes nothing)."""
         return {"vocab_size": self.vocab_size, "max_features": self.max_features, "image_size": self.image_size,
-                "rootsift": self.rootsift, "seed": self.seed, "max_train_descriptors": self.max_train_descriptors}
+                "rootsift": self.rootsift, "seed": self.seed, "kmeans_iterations": self.kmeans_iterations,
+                "max_train_descriptors": self.max_train_descriptors}
 
     def describe(self, images: Sequence[ImageLike]) -> list[np.ndarray]:
         """Descriptors of every image, in order: a list of (n_i, 128) float32 arrays."""
@@ -131,7 +135,7 @@ class SiftBoVW:
 
     def fit_descriptors(self, descriptors: Sequence[np.ndarray]) -> "SiftBoVW":
         """:meth:`fit` from already extracted descriptors (one (n_i, 128) array per training image)."""
-        from sklearn.cluster import MiniBatchKMeans
+        import faiss
         from sklearn.feature_extraction.text import TfidfTransformer
 
         stacked = np.concatenate([_check_desc(d) for d in descriptors]) if len(descriptors) else np.zeros((0, 128))
@@ -142,10 +146,10 @@ class SiftBoVW:
         rng = np.random.default_rng(self.seed)
         if len(stacked) > self.max_train_descriptors:
             stacked = stacked[np.sort(rng.choice(len(stacked), self.max_train_descriptors, replace=False))]
-        kmeans = MiniBatchKMeans(n_clusters=self.vocab_size, batch_size=max(4096, 2 * self.vocab_size),
-                                 n_init=3, max_no_improvement=20, random_state=self.seed)
-        kmeans.fit(stacked.astype(np.float32))
-        self.vocabulary = np.ascontiguousarray(kmeans.cluster_centers_, dtype=np.float32)
+        kmeans = faiss.Kmeans(DESCRIPTOR_DIM, self.vocab_size, niter=self.kmeans_iterations, seed=self.seed,
+                              max_points_per_centroid=len(stacked), min_points_per_centroid=1, verbose=False)
+        kmeans.train(np.ascontiguousarray(stacked, dtype=np.float32))
+        self.vocabulary = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
         counts = self.histograms(descriptors)
         self.idf = TfidfTransformer(smooth_idf=True).fit(counts).idf_.astype(np.float32)
         return self

@@ -1,0 +1,603 @@
+"""Catalog: a directory of garment items — SQLite rows + a vector index + the stored images.
+
+Layout of a catalog directory::
+
+    catalog.json      format version, model run, embedding dim, index backend / kind / parameters
+    items.db          SQLite (WAL): table items(id, sku, title, category, category_path, attributes JSON,
+                      image, source, created_at, updated_at, embedding BLOB float32, status, extra JSON)
+    images/<id>.<ext> stored copies under names the catalog chooses (never the uploaded file name)
+    vectors.index     the vector index (+ vectors.index.json); Milvus keeps its data in vectors.milvus.db
+    writer.lock       fcntl lock file: one writer at a time
+
+Design:
+
+* **The database is the source of truth** and holds every embedding; the vector index is a derived
+  cache, saved after each write batch.  ``Catalog.open`` reconciles the two: ids ready in the
+  database but missing from the index are re-added from the stored embeddings, ids in the index but
+  not in the database are removed, and rows stuck in ``'pending'`` (a process killed during ``add``)
+  are rolled back together with their image files; image files no row refers to are deleted.  An
+  unreadable index file is rebuilt from the database.
+* **Two-phase add**: rows are inserted as ``'pending'``, image files are written atomically (temp
+  file + fsync + ``os.replace``), then one transaction flips the rows to ``'ready'``; only then is the
+  index updated and ``add`` returns.  A process killed at any point therefore leaves a catalog whose
+  database and index agree after ``open`` and in which every acknowledged item (``add`` returned) is
+  present.  Bad input (missing, corrupt, truncated or non-image files, bad metadata) is rejected before
+  anything is written: no row, no file, index unchanged.
+* **Durability**: WAL journal with ``synchronous=FULL`` — an acknowledged add survives power loss
+  too; the cost (one fsync per batch) is small next to the network forward of the batch.
+* **Concurrency**: readers (other ``Catalog`` objects, threads or processes) keep searching while one
+  writer adds: WAL readers see whole batches only, and before each search a reader compares the
+  database's ``generation`` counter with its own and, if it changed, reloads the saved index and
+  applies the difference from the database in memory.  Writers serialise on an ``fcntl`` file lock
+  (the kernel releases it if the writer dies, which is also how ``open`` knows that pending rows are
+  abandoned rather than in progress).  The Milvus backend (milvus-lite) allows one process per
+  catalog.
+* **IVF / IVF-PQ** indexes need training: the catalog trains them on the stored embeddings once
+  ``min_train`` vectors exist (default ``39 * nlist``, the k-means rule of thumb; ``39 * 256`` at
+  least for PQ codebooks); until then searches are exact (a matrix product over the stored
+  embeddings), so results are right from the first item.  ``reindex()`` retrains from scratch.
+* **Garment localisation** (``crop=True``): the predictor's box (original-image pixels) is used to
+  crop the garment, with a margin, and the crop is embedded (:func:`crop_garments`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+from fashionlens._catalog_store import (ItemStore, WriterLock, atomic_write, build_jobs, file_stamp, fsync_dir,
+                                        image_entry, metadata_list, normalize_metadata, sweep_images, unlink,
+                                        write_images)
+from fashionlens.index import create_index, open_index
+from fashionlens.index.base import sidecar_path
+
+if TYPE_CHECKING:
+    from fashionlens.inference import Predictor
+
+FORMAT = "fashionlens-catalog"
+FORMAT_VERSION = 1
+CONFIG, DB, INDEX, IMAGES, LOCK = "catalog.json", "items.db", "vectors.index", "images", "writer.lock"
+MILVUS_DB = "vectors.milvus.db"
+ImageLike = Any  # PIL.Image.Image | str | os.PathLike
+
+
+class Catalog:
+    """Items with embeddings, searchable by image or vector.  Open with :meth:`create` / :meth:`open`."""
+
+    def __init__(self, directory: str, config: dict[str, Any]):
+        self.directory = os.path.abspath(directory)
+        self.config = config
+        self.dim = int(config["dim"])
+        self.model_run: str | None = config.get("model_run")
+        self.store = ItemStore(os.path.join(self.directory, DB))
+        self._lock = WriterLock(os.path.join(self.directory, LOCK))
+        self._threads = threading.RLock()
+        self._predictor: Predictor | None = None
+        self._index = self._load_index()
+        self._stamp = file_stamp(sidecar_path(self._index_path))
+        self._generation = -1
+
+    # -- opening -------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, directory: str, *, dim: int, model_run: str | None = None, backend: str = "faiss",
+               index: str = "flat", nlist: int = 64, nprobe: int = 8, pq_m: int = 8,
+               min_train: int | None = None) -> "Catalog":
+        """Make a new, empty catalog in ``directory`` (created; must not hold a catalog yet).
+
+        ``dim`` is the embedding size; ``model_run`` the run directory whose model embeds images (kept so
+        that ``search`` by image needs no model argument); ``index`` one of flat / ivf / ivfpq."""
+        directory = os.path.abspath(directory)
+        if os.path.exists(os.path.join(directory, CONFIG)):
+            raise ValueError(f"{directory} already holds a catalog (open it instead)")
+        if backend not in ("faiss", "milvus"):
+            raise ValueError(f"unknown backend {backend!r}; choose faiss or milvus")
+        if index not in ("flat", "ivf", "ivfpq"):
+            raise ValueError(f"unknown index kind {index!r}; choose flat, ivf or ivfpq")
+        if min_train is None:
+            min_train = 0 if index == "flat" else 39 * max(nlist, 256 if index == "ivfpq" else 1)
+        config = {"format": FORMAT, "version": FORMAT_VERSION, "dim": int(dim),
+                  "model_run": os.path.abspath(model_run) if model_run else None, "backend": backend,
+                  "index": {"kind": index, "nlist": int(nlist), "nprobe": int(nprobe), "pq_m": int(pq_m),
+                            "min_train": int(min_train)}}
+        os.makedirs(os.path.join(directory, IMAGES), exist_ok=True)
+        atomic_write(os.path.join(directory, CONFIG), json.dumps(config, indent=2).encode())
+        fsync_dir(directory)
+        return cls.open(directory)
+
+    @classmethod
+    def open(cls, directory: str) -> "Catalog":
+        """Open an existing catalog and reconcile its index with its database (see the module docstring)."""
+        path = os.path.join(directory, CONFIG)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no catalog in {directory} ({CONFIG} not found)")
+        try:
+            with open(path, encoding="utf-8") as f:
+                config = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: corrupt catalog description: {e}") from e
+        if not isinstance(config, dict) or config.get("format") != FORMAT or "dim" not in config:
+            raise ValueError(f"{path}: not a fashionlens catalog description")
+        if config.get("version", 0) > FORMAT_VERSION:
+            raise ValueError(f"{path}: catalog format {config['version']} is newer than this fashionlens supports")
+        catalog = cls(directory, config)
+        if catalog._lock.acquire(blocking=False):  # no writer alive: repair what a crash may have left
+            try:
+                catalog._recover()
+            finally:
+                catalog._lock.release()
+        else:  # a writer is at work: its pending rows are in progress, not abandoned
+            catalog._refresh()
+        return catalog
+
+    def close(self) -> None:
+        self._index.close()
+        self.store.close()
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def predictor(self) -> "Predictor":
+        """The catalog's model (``model_run``), loaded on first use."""
+        if self._predictor is None:
+            if not self.model_run:
+                raise ValueError(f"catalog {self.directory} records no model run; pass a predictor")
+            from fashionlens.inference import Predictor
+
+            self._predictor = Predictor.load(self.model_run)
+        return self._predictor
+
+    # -- writes --------------------------------------------------------------------------------------
+    def add(self, images: Sequence[ImageLike], metadata: Sequence[dict[str, Any]] | None = None,
+            predictor: "Predictor | None" = None, *, crop: bool = False) -> list[int]:
+        """Add items from images (PIL images, file paths or uint8 arrays); returns their new ids, in order.
+
+        The predictor (default: the catalog's model) predicts category and attributes — unless an item's
+        metadata gives them — and embeds the image (its garment crop with ``crop=True``).  Metadata keys
+        ``sku``, ``title``, ``category``, ``category_path``, ``attributes`` (names), ``source`` fill the
+        columns; other JSON values are kept in ``extra``.  Raises FileNotFoundError / ValueError naming
+        the file for missing or unreadable images; nothing is written then."""
+        return self._add_items(images, metadata, predictor, crop, save=True)
+
+    def _add_items(self, images: Sequence[ImageLike], metadata: Sequence[dict[str, Any]] | None,
+                   predictor: "Predictor | None", crop: bool, save: bool) -> list[int]:
+        records = [normalize_metadata(m, i) for i, m in enumerate(metadata_list(metadata, len(images)))]
+        entries = [image_entry(img, i) for i, img in enumerate(images)]  # decodes: bad files fail here
+        if not entries:
+            return []
+        for rec, entry in zip(records, entries):
+            rec.setdefault("source", entry.source)
+        vectors = self._analyse(predictor or self.predictor, [e.image for e in entries], records, crop)
+        return self._commit(records, vectors, entries, save)
+
+    def add_embeddings(self, vectors: np.ndarray, metadata: Sequence[dict[str, Any]] | None = None,
+                       images: Sequence[ImageLike] | None = None) -> list[int]:
+        """Add items from pre-computed embeddings (N, dim) (L2-normalised here), with optional metadata
+        and images to store; returns the new ids."""
+        vectors = np.asarray(vectors, np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"embeddings must have shape (N, {self.dim}), got {vectors.shape}")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        if not np.isfinite(vectors).all() or (norms <= 1e-12).any():
+            raise ValueError("embeddings must be finite and non-zero")
+        records = [normalize_metadata(m, i) for i, m in enumerate(metadata_list(metadata, len(vectors)))]
+        entries = None
+        if images is not None:
+            if len(images) != len(vectors):
+                raise ValueError(f"{len(images)} images for {len(vectors)} embeddings")
+            entries = [image_entry(img, i) for i, img in enumerate(images)]
+            for rec, entry in zip(records, entries):
+                rec.setdefault("source", entry.source)
+        return self._commit(records, vectors / norms, entries, True) if len(vectors) else []
+
+    def remove(self, ids: Sequence[int]) -> int:
+        """Delete items (rows, image files, index entries); unknown ids are ignored.  Returns the count."""
+        with self._write():
+            gone = self.store.delete(ids)
+            for _, name in gone:
+                if name:
+                    unlink(os.path.join(self.directory, IMAGES, name))
+            if gone:
+                self._index_remove(np.array([i for i, _ in gone], np.int64))
+                self._save_index()
+            return len(gone)
+
+    def update(self, item_id: int, **fields: Any) -> dict[str, Any]:
+        """Change an item's metadata (not its image or embedding); returns the updated item.
+
+        KeyError for an unknown id; ValueError for fields that are not metadata."""
+        record = normalize_metadata(fields, 0, allow_extra=True)
+        if "category" in record and "category_path" not in record:
+            record["category_path"] = self.store.category_path_of(record["category"])
+        if "extra" in record:
+            old = self.get(item_id)["extra"]
+            record["extra"] = {**old, **record["extra"]}
+        with self._write():
+            if not record:
+                return self.get(item_id)
+            if not self.store.update(int(item_id), record):
+                raise KeyError(f"no item {item_id} in catalog {self.directory}")
+        return self.get(item_id)
+
+    def reindex(self) -> None:
+        """Rebuild the vector index from the stored embeddings (retrains IVF on the current items)."""
+        with self._write():
+            drop = getattr(self._index, "drop", None)  # Milvus: the collection must go before it is re-made
+            drop() if drop is not None else self._index.close()
+            self._index = self._new_index()
+            for stale in (self._index_path, sidecar_path(self._index_path)):
+                unlink(stale)
+            self._sync(persist=True)
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        with self._threads:
+            return self.store.count()
+
+    def get(self, item_id: int) -> dict[str, Any]:
+        """One item as a dict (``id``, metadata columns, ``image`` = stored file path); KeyError if unknown."""
+        with self._threads:
+            row = self.store.rows([int(item_id)]).get(int(item_id))
+        if row is None:
+            raise KeyError(f"no item {item_id} in catalog {self.directory}")
+        return self._public(row)
+
+    def list(self, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """Items ordered by id: ``limit`` of them starting at position ``offset``."""
+        with self._threads:
+            return [self._public(r) for r in self.store.page(offset, limit)]
+
+    def ids(self) -> np.ndarray:
+        """Ids of every item, (N,) int64 ascending."""
+        with self._threads:
+            return self.store.ready_ids()
+
+    def index_ids(self) -> np.ndarray:
+        """Ids held by the vector index (after bringing it up to date), (N,) int64 ascending."""
+        with self._threads:
+            self._refresh()
+            return np.sort(np.asarray(self._index.ids(), np.int64))
+
+    def search(self, query: ImageLike | np.ndarray, k: int = 10, *, category: str | None = None,
+               attribute: str | None = None, crop: bool = False, predictor: "Predictor | None" = None,
+               nprobe: int | None = None) -> list[dict[str, Any]]:
+        """The ``k`` items most similar to an image (PIL / path) or an embedding (dim,), best first.
+
+        ``category`` keeps items whose category name, taxonomy path or path prefix (``"upper"``) matches;
+        ``attribute`` items with that attribute.  Each result: item_id, score (cosine similarity),
+        category, category_path, attributes, image (stored file path), source, sku, title, extra."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        vector = self._query_vector(query, crop, predictor)
+        with self._threads:
+            self._refresh()
+            allowed = None
+            if category is not None or attribute is not None:
+                allowed = self.store.filter_ids(category, attribute)
+                if not len(allowed):
+                    return []
+            if self._index.is_trained:
+                scores, ids = self._index.search(vector[None], int(k), allowed_ids=allowed, nprobe=nprobe)
+                hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+            else:
+                hits = self._exact_search(vector, int(k), allowed)
+            rows = self.store.rows([i for i, _ in hits])
+        return [{"item_id": i, "score": s, **_result_fields(self._public(rows[i]))} for i, s in hits if i in rows]
+
+    # -- internals: analysis -------------------------------------------------------------------------
+    def _analyse(self, predictor: "Predictor", images: list[Image.Image], records: list[dict[str, Any]],
+                 crop: bool) -> np.ndarray:
+        """Fill predicted category/attributes into ``records`` (where absent); return (N, dim) embeddings."""
+        need = crop or any("category" not in r or "attributes" not in r for r in records)
+        vectors, answers = [], []
+        for start in range(0, len(images), 32):
+            part = images[start:start + 32]
+            if crop:
+                part, found = crop_garments(predictor, part)
+            else:
+                found = predictor.predict(part) if need else [None] * len(part)
+            vectors.append(predictor.embed(part))
+            answers += found
+        with self._threads:
+            self.store.remember_paths(list(getattr(predictor, "categories", [])), list(getattr(predictor, "paths", [])))
+        for rec, answer in zip(records, answers):
+            if answer is not None:
+                _apply_prediction(rec, answer)
+            if rec.get("category") and "category_path" not in rec:
+                with self._threads:
+                    rec["category_path"] = self.store.category_path_of(rec["category"])
+        out = np.concatenate(vectors).astype(np.float32)
+        if out.shape[1] != self.dim:
+            raise ValueError(f"the model embeds into {out.shape[1]} dimensions but catalog {self.directory} "
+                             f"holds {self.dim}-dimensional embeddings (built with another model?)")
+        return out
+
+    def _query_vector(self, query: Any, crop: bool, predictor: "Predictor | None") -> np.ndarray:
+        if isinstance(query, np.ndarray):
+            v = np.asarray(query, np.float32).reshape(-1)
+            if v.size != self.dim or not np.isfinite(v).all() or not np.linalg.norm(v) > 0:
+                raise ValueError(f"query embedding must be {self.dim} finite values, not all zero")
+            return v / np.linalg.norm(v)
+        image = image_entry(query, 0, keep_bytes=False).image
+        predictor = predictor or self.predictor
+        images = crop_garments(predictor, [image])[0] if crop else [image]
+        return predictor.embed(images)[0].astype(np.float32)
+
+    def _exact_search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+        """Brute force over the stored embeddings (used while an IVF index awaits training)."""
+        best_ids, best_scores = np.empty(0, np.int64), np.empty(0, np.float32)
+        for ids, vecs in self.store.embeddings(None if allowed is None else allowed):
+            best_ids = np.concatenate([best_ids, ids])
+            best_scores = np.concatenate([best_scores, vecs @ vector])
+            if len(best_ids) > k:
+                keep = np.argpartition(-best_scores, k)[:k]
+                best_ids, best_scores = best_ids[keep], best_scores[keep]
+        order = np.lexsort((best_ids, -best_scores))[:k]
+        return [(int(best_ids[j]), float(best_scores[j])) for j in order]
+
+    def _public(self, row: dict[str, Any]) -> dict[str, Any]:
+        out = dict(row)
+        if out.get("image"):
+            out["image"] = os.path.join(self.directory, IMAGES, out["image"])
+        return out
+
+    # -- internals: writing --------------------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """Thread lock + inter-process writer lock, with the in-memory index brought up to date."""
+        with self._threads:
+            self._lock.acquire()
+            try:
+                self._refresh()
+                yield
+                self._generation = self.store.generation()
+            finally:
+                self._lock.release()
+
+    def _commit(self, records: list[dict[str, Any]], vectors: np.ndarray, entries: list | None,
+                save: bool) -> list[int]:
+        """Two-phase insert (pending rows, image files, ready) then the index; returns the new ids."""
+        with self._write():
+            ids = self.store.insert_pending(records, vectors)
+            try:
+                names = (write_images(os.path.join(self.directory, IMAGES), ids, entries)
+                         if entries is not None else [None] * len(ids))
+                self.store.mark_ready(ids, names)
+            except BaseException:  # undo: nothing half-written (KeyboardInterrupt included)
+                self.store.delete(ids)
+                sweep_images(os.path.join(self.directory, IMAGES), self.store.image_names())
+                raise
+            self._index_add(np.asarray(ids, np.int64), vectors)
+            if save:
+                self._save_index()
+            return ids
+
+    def _index_add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if self._index.is_trained:
+            self._index.add(ids, vectors)
+        else:
+            self._sync(persist=False)  # trains once enough vectors are stored
+
+    def _index_remove(self, ids: np.ndarray) -> None:
+        if self._index.is_trained:
+            self._index.remove(ids)
+
+    # -- internals: the index as a cache of the database ---------------------------------------------
+    @property
+    def _index_path(self) -> str:
+        return os.path.join(self.directory, INDEX)
+
+    def _new_index(self):
+        p = self.config["index"]
+        kw: dict[str, Any] = {"backend": self.config["backend"]}
+        if p["kind"] != "flat":
+            kw.update(nlist=p["nlist"], nprobe=p["nprobe"])
+        if p["kind"] == "ivfpq":
+            kw["pq_m"] = p["pq_m"]
+        if self.config["backend"] == "milvus":
+            kw["uri"] = os.path.join(self.directory, MILVUS_DB)
+        return create_index(p["kind"], self.dim, **kw)
+
+    def _load_index(self):
+        """The saved index, or a new empty one when none is saved or it can not be read (rebuilt by sync)."""
+        if os.path.exists(sidecar_path(self._index_path)):
+            try:
+                index = open_index(self._index_path)
+                if index.dim == self.dim and index.kind == self.config["index"]["kind"]:
+                    return index
+                index.close()
+            except (OSError, ValueError, RuntimeError):
+                pass  # a torn or foreign file: the database rebuilds it
+        return self._new_index()
+
+    def _save_index(self) -> None:
+        """Persist the index (an IVF index awaiting training has nothing to save: searches are exact)."""
+        if self._index.is_trained:
+            self._index.save(self._index_path)
+            self._stamp = file_stamp(sidecar_path(self._index_path))
+
+    def _sync(self, persist: bool) -> bool:
+        """Make the index hold exactly the ready ids of the database; returns whether it changed."""
+        db_ids = self.store.ready_ids()
+        changed = False
+        if self._index.is_trained:
+            extra = np.setdiff1d(np.asarray(self._index.ids(), np.int64), db_ids)
+            if extra.size:
+                changed = self._index.remove(extra) > 0 or changed
+        elif len(db_ids) >= max(1, int(self.config["index"]["min_train"])):
+            self._index.train(self._training_sample(db_ids))
+            changed = True
+        if self._index.is_trained:
+            missing = np.setdiff1d(db_ids, np.asarray(self._index.ids(), np.int64))
+            for ids, vecs in self.store.embeddings(missing if missing.size < len(db_ids) else None):
+                self._index.add(ids, vecs)
+                changed = True
+        if persist and (changed or not os.path.exists(sidecar_path(self._index_path))):
+            self._save_index()
+        return changed
+
+    def _training_sample(self, db_ids: np.ndarray, limit: int = 100_000) -> np.ndarray:
+        chosen = db_ids if len(db_ids) <= limit else np.random.default_rng(0).choice(db_ids, limit, replace=False)
+        return np.concatenate([v for _, v in self.store.embeddings(chosen)])
+
+    def _refresh(self) -> None:
+        """Catch up with other processes' writes: reload the saved index if it changed, then apply the
+        difference from the database in memory."""
+        generation = self.store.generation()
+        if generation == self._generation:
+            return
+        stamp = file_stamp(sidecar_path(self._index_path))  # the description is written after the index
+        if stamp != self._stamp:
+            self._index.close()
+            self._index = self._load_index()
+            self._stamp = stamp
+        self._sync(persist=False)
+        self._generation = generation
+
+    def _recover(self) -> None:
+        """After a crash (called holding the writer lock): roll back pending rows, delete orphan image
+        files, and bring the index in line with the database, saving it."""
+        with self._threads:
+            pending = self.store.pending()
+            if pending:
+                self.store.delete([i for i, _ in pending])
+            sweep_images(os.path.join(self.directory, IMAGES), self.store.image_names())
+            self._sync(persist=True)
+            self._generation = self.store.generation()
+
+
+# -- garment localisation --------------------------------------------------------------------------------
+def crop_box(image: Image.Image, bbox: Sequence[float] | None, margin: float = 0.1) -> Image.Image:
+    """Crop ``image`` to ``bbox`` (x1, y1, x2, y2 in original-image pixels) grown by ``margin`` of the box's
+    width/height on every side and clipped to the image; the whole image when the box is absent or
+    smaller than 2 pixels."""
+    if bbox is None:
+        return image
+    x1, y1, x2, y2 = (float(v) for v in bbox)
+    w, h = x2 - x1, y2 - y1
+    if not (w >= 2 and h >= 2):
+        return image
+    left, top = max(0, round(x1 - margin * w)), max(0, round(y1 - margin * h))
+    right, bottom = min(image.width, round(x2 + margin * w)), min(image.height, round(y2 + margin * h))
+    if right - left < 2 or bottom - top < 2:
+        return image
+    return image.crop((left, top, right, bottom))
+
+
+def crop_garments(predictor: "Predictor", images: Sequence[Image.Image], *,
+                  margin: float = 0.1) -> tuple[list[Image.Image], list[dict[str, Any]]]:
+    """Localise the garment in each image with the predictor's box and crop it (see :func:`crop_box`).
+
+    Returns (crops, the predictor's answers for the whole images)."""
+    answers = predictor.predict(list(images))
+    return [crop_box(im, a.get("bbox"), margin) for im, a in zip(images, answers)], answers
+
+
+# -- building from a data set or a folder --------------------------------------------------------------
+def build(directory: str, predictor: "Predictor | str", source: Any, *, split: str | None = None,
+          model_run: str | None = None, batch_size: int = 32, progress: bool = True, crop: bool = False,
+          backend: str = "faiss", index: str = "flat", skip_bad: bool = False,
+          index_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Embed a data set into the catalog at ``directory`` (created when absent), ``batch_size`` images per
+    committed batch, with a progress bar.
+
+    ``source`` is a data spec (``garments:DIR``, ``folder:DIR``, ...; ``split`` keeps some splits,
+    comma-separated), a ``SampleSet``, or a folder of image files (searched recursively).  Data-set
+    labels (category, attributes, item id as ``sku``) are stored where the data set has them, model
+    predictions otherwise.  ``predictor`` is a Predictor or a run directory (then it is also the
+    catalog's ``model_run``).  An interrupted build resumes: sources already stored are skipped.  A bad
+    image stops the build (its batch is not written) unless ``skip_bad``, which reports and skips it.
+
+    Returns a summary: catalog, added, already_present, bad (list of "file: error"), items."""
+    if isinstance(predictor, (str, os.PathLike)):
+        model_run = os.fspath(predictor)
+        from fashionlens.inference import Predictor
+
+        predictor = Predictor.load(model_run)
+    jobs = build_jobs(source, split)
+    catalog = _open_for_build(directory, predictor, model_run, backend, index, index_params or {})
+    try:
+        done = catalog.store.stored_sources([src for src, _, _ in jobs])
+        todo = [j for j in dict((j[0], j) for j in jobs).values() if j[0] not in done]
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="catalog build", unit="img", disable=not progress)
+        added, bad, last_save = 0, [], time.monotonic()
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            save = time.monotonic() - last_save > 30  # the index is a cache: save it every 30 s and at the end
+            added += _build_batch(catalog, predictor, batch, crop, skip_bad, bad, save)
+            last_save = time.monotonic() if save else last_save
+            bar.update(len(batch))
+        bar.close()
+        with catalog._write():
+            catalog._save_index()
+        return {"catalog": catalog.directory, "added": added, "already_present": len(done), "bad": bad,
+                "items": len(catalog)}
+    finally:
+        catalog.close()
+
+
+def _build_batch(catalog: Catalog, predictor: "Predictor", batch: list, crop: bool, skip_bad: bool,
+                 bad: list[str], save: bool) -> int:
+    """Add one batch of (source, image, metadata) jobs; with ``skip_bad`` a failing batch is retried one
+    image at a time and the bad images are recorded in ``bad``.  Returns the number added."""
+    try:
+        return len(catalog._add_items([j[1] for j in batch], [j[2] for j in batch], predictor, crop, save))
+    except (ValueError, FileNotFoundError):
+        if not skip_bad:
+            raise
+    count = 0
+    for _, image, meta in batch:
+        try:
+            count += len(catalog._add_items([image], [meta], predictor, crop, save))
+        except (ValueError, FileNotFoundError) as exc:
+            bad.append(str(exc))
+    return count
+
+
+def _open_for_build(directory: str, predictor: "Predictor", model_run: str | None, backend: str, index: str,
+                    params: dict[str, Any]) -> Catalog:
+    """The catalog at ``directory`` (checked to use ``model_run``), or a new one for the predictor's embeddings."""
+    if os.path.exists(os.path.join(directory, CONFIG)):
+        catalog = Catalog.open(directory)
+        known = catalog.model_run
+        if model_run and known and os.path.realpath(known) != os.path.realpath(model_run):
+            catalog.close()
+            raise ValueError(f"catalog {directory} was built with model {known}, not {model_run}: "
+                             "its embeddings would not be comparable (use a new catalog)")
+        return catalog
+    dim = int(predictor.cfg.model.embedding_dim)
+    return Catalog.create(directory, dim=dim, model_run=model_run, backend=backend, index=index, **params)
+
+
+def _apply_prediction(record: dict[str, Any], answer: dict[str, Any]) -> None:
+    """Fill category / path / attributes the caller did not give from the model's answer."""
+    if "category" not in record and answer.get("category") is not None:
+        record["category"] = answer["category"]
+        if answer.get("category_path"):
+            record.setdefault("category_path", answer["category_path"])
+    if "attributes" not in record:
+        record["attributes"] = [a["name"] for a in answer.get("attributes") or []]
+    record.setdefault("extra", {})["prediction"] = {
+        "category": answer.get("category"), "category_scores": answer.get("category_scores"),
+        "attributes": [{"name": a["name"], "score": a["score"]} for a in answer.get("attributes") or []],
+        "bbox": answer.get("bbox")}
+
+
+def _result_fields(item: dict[str, Any]) -> dict[str, Any]:
+    keys = ("category", "category_path", "attributes", "image", "source", "sku", "title", "extra")
+    return {k: item.get(k) for k in keys}
+
+
+__all__ = ["Catalog", "build", "crop_box", "crop_garments"]

@@ -1,0 +1,189 @@
+"""Embed a whole data set or image folder in batches, and keep the vectors in an ``.npz`` file.
+
+``embed_spec(predictor, "garments:DIR")`` or ``embed_spec(predictor, "photos/")`` decodes every image,
+applies the predictor's deterministic eval transform in a DataLoader, runs the model in batches and
+returns ``(ids, vectors)``:
+
+* ``vectors``: float32 (N, D), unit L2 norm (the model's retrieval embedding), one row per image read.
+* ``ids``: a dict of per-row lists ``paths`` (image file), ``item_ids``, ``categories`` (category
+  names), ``domains``, ``splits`` (None where the data has no such label), and ``skipped``: one
+  ``{"path", "error"}`` per unreadable image, left out of the rows instead of stopping the run.
+
+The predictor is a :class:`~fashionlens.inference.Predictor` (PyTorch), an
+:class:`~fashionlens.export.OnnxEmbedder` (ONNX Runtime) or a path to either (run directory,
+checkpoint or ``.onnx``).  With ``crop_to_bbox`` in the model's data config, samples with an
+annotated box are cropped to it, as in evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fashionlens.data.decode import load_image
+from fashionlens.data.readers import READERS, read
+from fashionlens.data.readers.folder import IMAGE_EXTENSIONS
+from fashionlens.data.samples import NUM_SLOTS, Sample
+from fashionlens.data.transforms import JointTransform
+from fashionlens.export import load_predictor
+from fashionlens.inference import Predictor
+
+ID_FIELDS = ("paths", "item_ids", "categories", "domains", "splits")
+
+
+def list_images(folder: str) -> list[str]:
+    """Image files (``IMAGE_EXTENSIONS``, any case) under ``folder``, recursively, sorted; hidden entries skipped."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(root, f) for f in files
+                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found)
+
+
+def resolve_samples(source: str, split: str | None = None) -> list[Sample]:
+    """Samples of a data spec (``kind:PATH``, filtered to ``split``, comma-separated) or of an image folder."""
+    if source.partition(":")[0] in READERS:
+        data = read(source)
+        if split:
+            data = data.split(*split.split(","))
+            if not len(data):
+                raise ValueError(f"no samples in split {split!r} of {source}; splits: {read(source).splits()}")
+        return list(data.samples)
+    if not os.path.exists(source):
+        raise FileNotFoundError(f"{source}: neither an image folder nor a data spec "
+                                f"({', '.join(k + ':PATH' for k in READERS)})")
+    if not os.path.isdir(source):
+        raise NotADirectoryError(f"{source}: not a folder (give a folder of images or a data spec)")
+    if split:
+        raise ValueError(f"--split needs a data spec; {source} is a plain image folder without splits")
+    root = os.path.abspath(source)
+    files = list_images(root)
+    if not files:
+        raise ValueError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) found in it or its subfolders")
+    return [Sample(image=f, source=os.path.relpath(f, root)) for f in files]
+
+
+class _EmbedDataset(Dataset):
+    """Decode + eval transform; an unreadable image yields ``(index, None, error)`` instead of raising."""
+
+    def __init__(self, samples: Sequence[Sample], transform: JointTransform):
+        self.samples, self.transform = list(samples), transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str]:
+        s = self.samples[index]
+        try:
+            image = load_image(s)
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            return index, None, str(exc)
+        target = {"landmarks": np.zeros((NUM_SLOTS, 2), np.float32), "visibility": np.zeros(NUM_SLOTS, np.int64),
+                  "present": np.zeros(NUM_SLOTS, bool), "bbox": s.bbox}
+        return index, self.transform(image, target)[0], ""
+
+
+def _collate(batch: list[tuple[int, torch.Tensor | None, str]]) -> tuple[list[int], torch.Tensor | None, list]:
+    """(row indices read, images (b, 3, S, S) or None, [(index, error)] of unreadable ones)."""
+    good = [(i, x) for i, x, _ in batch if x is not None]
+    bad = [(i, err) for i, x, err in batch if x is None]
+    return [i for i, _ in good], (torch.stack([x for _, x in good]) if good else None), bad
+
+
+def embed_batch(predictor: Predictor, images: torch.Tensor) -> np.ndarray:
+    """(B, 3, S, S) normalised network inputs -> (B, D) float32 embeddings (PyTorch or ONNX Runtime)."""
+    if predictor.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = predictor.model(images)
+    return out["embedding"].float().numpy().astype(np.float32, copy=False)
+
+
+def embed_spec(predictor: Predictor | str, source: str, *, split: str | None = None, batch_size: int = 32,
+               num_workers: int = 0, progress: bool = True) -> tuple[dict[str, Any], np.ndarray]:
+    """Embed every image of a data spec or image folder: ``(ids, vectors (N, D) float32)`` (module docstring).
+
+    Unreadable images are skipped, listed in ``ids["skipped"]`` and announced by one warning."""
+    from tqdm import tqdm
+
+    if isinstance(predictor, str):
+        predictor = load_predictor(predictor)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    samples = resolve_samples(source, split)
+    loader = DataLoader(_EmbedDataset(samples, predictor.transform), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=_collate)
+    rows: list[int] = []
+    chunks: list[np.ndarray] = []
+    failed: list[tuple[int, str]] = []
+    with tqdm(total=len(samples), desc="embedding", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for index, images, bad in loader:
+            failed += bad
+            if images is not None:
+                chunks.append(embed_batch(predictor, images))
+                rows += index
+            bar.update(len(index) + len(bad))
+    dim = int(predictor.cfg.model.embedding_dim)
+    vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    ids = _ids([samples[i] for i in rows])
+    ids["skipped"] = [{"path": samples[i].image, "error": err} for i, err in failed]
+    if failed:
+        names = ", ".join(os.path.basename(d["path"]) for d in ids["skipped"][:5])
+        warnings.warn(f"{len(failed)} of {len(samples)} images could not be read and were skipped "
+                      f"({names}{', ...' if len(failed) > 5 else ''})", stacklevel=2)
+    return ids, vectors
+
+
+def _ids(samples: Sequence[Sample]) -> dict[str, Any]:
+    return {"paths": [s.image for s in samples], "item_ids": [s.item_id for s in samples],
+            "categories": [s.category_name for s in samples], "domains": [s.domain for s in samples],
+            "splits": [s.split for s in samples]}
+
+
+def save_embeddings(path: str, ids: dict[str, Any], vectors: np.ndarray, *, model: str = "") -> str:
+    """Write ``vectors`` (N, D) and the per-row ``ids`` lists to an ``.npz`` (no pickled objects; None -> "")."""
+    vectors = np.asarray(vectors, np.float32)
+    if vectors.ndim != 2:
+        raise ValueError(f"vectors must be (N, D), got shape {vectors.shape}")
+    arrays: dict[str, np.ndarray] = {"vectors": vectors, "model": np.array(model)}
+    for name in ID_FIELDS:
+        values = list(ids.get(name) or [None] * len(vectors))
+        if len(values) != len(vectors):
+            raise ValueError(f"ids[{name!r}] has {len(values)} entries for {len(vectors)} vectors")
+        arrays[name] = np.array(["" if v is None else str(v) for v in values], dtype=str)
+    skipped = ids.get("skipped") or []
+    arrays["skipped_paths"] = np.array([d["path"] for d in skipped], dtype=str)
+    arrays["skipped_errors"] = np.array([d["error"] for d in skipped], dtype=str)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return path if path.endswith(".npz") else path + ".npz"
+
+
+def load_embeddings(path: str) -> tuple[dict[str, Any], np.ndarray]:
+    """``(ids, vectors (N, D) float32)`` as :func:`save_embeddings` wrote them ("" read back as None)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"embeddings file not found: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from exc
+    with data:
+        missing = [k for k in ("vectors", *ID_FIELDS) if k not in data.files]
+        if missing:
+            raise ValueError(f"{path}: not a fashionlens embeddings file (missing {', '.join(missing)})")
+        vectors = data["vectors"].astype(np.float32, copy=False)
+        ids: dict[str, Any] = {k: [v or None for v in data[k].tolist()] for k in ID_FIELDS}
+        ids["model"] = str(data["model"]) if "model" in data.files else ""
+        ids["skipped"] = [{"path": p, "error": e}
+                          for p, e in zip(data["skipped_paths"].tolist(), data["skipped_errors"].tolist())]
+    return ids, vectors
+
+
+__all__ = ["embed_batch", "embed_spec", "list_images", "load_embeddings", "resolve_samples", "save_embeddings"]

@@ -1,0 +1,78 @@
+"""Vector indexes for retrieval: exact flat, IVF (k-means clusters) and IVF-PQ, on FAISS or Milvus.
+
+    index = create_index("ivf", 128)                 # FAISS, in memory; save(path) writes a file
+    index.train(vectors)                             # k-means clusters (no-op for flat)
+    index.add(ids, vectors)                          # (N,) int64 ids, (N, 128) unit vectors
+    scores, found = index.search(queries, k=10, allowed_ids=same_category_ids)
+    index.save("catalog/index.faiss"); index = open_index("catalog/index.faiss")
+
+Every backend implements ``VectorIndex`` (base.py) and passes the same tests.
+"""
+
+from __future__ import annotations
+
+import os
+
+from fashionlens.config import IndexConfig
+from fashionlens.index.base import KINDS, VectorIndex, l2_normalize, read_sidecar
+from fashionlens.index.faiss_index import FaissIndex
+
+BACKENDS = ("faiss", "milvus")
+
+
+def create_index(
+    kind: str,
+    dim: int,
+    *,
+    backend: str = "faiss",
+    nlist: int = 0,
+    nprobe: int = 0,
+    pq_m: int = 16,
+    pq_bits: int = 8,
+    uri: str | None = None,
+    collection: str = "fashionlens",
+) -> VectorIndex:
+    """A new, empty index of ``kind`` ("flat", "ivf", "ivfpq") for vectors of size ``dim``.
+
+    Args:
+        backend: "faiss" (embedded; ``save`` writes files) or "milvus" (needs ``uri``: a milvus-lite
+            file "path/index.db" or a server "http://host:19530").
+        nlist: IVF clusters (0 = auto: ~4 sqrt(N) at train time on FAISS, 128 on Milvus).
+        nprobe: clusters scanned per query by default (0 = nlist / 8).
+        pq_m, pq_bits: product quantization: ``pq_m`` codes of ``pq_bits`` bits per vector (ivfpq).
+        collection: Milvus collection name (must not exist yet).
+    """
+    if backend == "faiss":
+        return FaissIndex(kind, dim, nlist=nlist, nprobe=nprobe, pq_m=pq_m, pq_bits=pq_bits)
+    if backend == "milvus":
+        from fashionlens.index.milvus_index import MilvusIndex
+
+        return MilvusIndex(kind, dim, uri=uri or "", collection=collection, nlist=nlist, nprobe=nprobe,
+                           pq_m=pq_m, pq_bits=pq_bits)
+    raise ValueError(f"unknown index backend {backend!r}; choose one of {BACKENDS}")
+
+
+def index_from_config(cfg: IndexConfig, dim: int) -> VectorIndex:
+    """``create_index`` with the settings of an ``IndexConfig``."""
+    return create_index(cfg.kind, dim, backend=cfg.backend, nlist=cfg.nlist, nprobe=cfg.nprobe,
+                        pq_m=cfg.pq_m, pq_bits=cfg.pq_bits, uri=cfg.uri or None, collection=cfg.collection)
+
+
+def open_index(path: str | os.PathLike) -> VectorIndex:
+    """The index saved at ``path`` (reads ``path.json`` to find its backend and kind).
+
+    Raises FileNotFoundError when the index or its description is missing, ValueError when either
+    is corrupt or they disagree; both name the file.
+    """
+    meta = read_sidecar(path)
+    if meta["backend"] == "faiss":
+        return FaissIndex.load(path, meta)
+    if meta["backend"] == "milvus":
+        from fashionlens.index.milvus_index import MilvusIndex
+
+        return MilvusIndex.load(path, meta)
+    raise ValueError(f"{os.fspath(path)}.json: unknown backend {meta['backend']!r}")
+
+
+__all__ = ["BACKENDS", "KINDS", "FaissIndex", "VectorIndex", "create_index", "index_from_config", "l2_normalize",
+           "open_index"]

@@ -1,0 +1,179 @@
+"""The embedded FAISS backend: exact flat, IVF (k-means clusters) and IVF-PQ indexes in one file.
+
+``flat``  ``IndexIDMap2(IndexFlatIP)``: exact inner-product search, 4 * dim bytes per vector.
+``ivf``   ``IndexIVFFlat`` with a flat inner-product coarse quantizer: k-means (faiss, fixed seed)
+          splits the catalog into ``nlist`` clusters; a query scans the ``nprobe`` closest ones.
+          Vectors are stored uncompressed, so recall depends only on ``nprobe`` and reaches exact
+          search at ``nprobe = nlist``.
+``ivfpq`` ``IndexIVFPQ`` (METRIC_INNER_PRODUCT, residuals to the cluster centroid): every vector
+          becomes ``pq_m`` codes of ``pq_bits`` bits (16 bytes for the defaults instead of 512 for
+          dim 128). Scores are approximations, so even with ``nprobe = nlist`` the top-k order
+          differs from exact search (recall@10 ~0.7-0.9 on unit vectors, see
+          benchmarks/bench_index.py); use it when the catalog does not fit in memory, and re-rank
+          the shortlist with exact vectors if the order matters.
+
+Saved as ``faiss.write_index`` bytes at ``path`` plus ``path.json`` (kind, dim, nprobe, version,
+size), each written to a temporary file and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import faiss
+import numpy as np
+
+from fashionlens.index.base import (
+    VectorIndex,
+    atomic_write,
+    auto_nlist,
+    read_sidecar,
+    write_sidecar,
+)
+
+
+class FaissIndex(VectorIndex):
+    """A FAISS index of unit vectors under int64 ids (see the module docstring for the kinds)."""
+
+    backend = "faiss"
+
+    def __init__(self, kind: str, dim: int, *, nlist: int = 0, nprobe: int = 0, pq_m: int = 16, pq_bits: int = 8):
+        super().__init__(kind, dim, nlist=nlist, nprobe=nprobe)
+        if kind == "ivfpq" and (pq_m < 1 or dim % pq_m):
+            raise ValueError(f"pq_m={pq_m} must divide the vector size {dim} (e.g. {dim // 8} or {dim // 4})")
+        if kind == "ivfpq" and not 1 <= pq_bits <= 16:
+            raise ValueError(f"pq_bits must be in 1..16, got {pq_bits}")
+        self.pq_m, self.pq_bits = int(pq_m), int(pq_bits)
+        self._index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dim)) if kind == "flat" else None
+        self._ids = np.empty(0, np.int64)  # sorted ids present, kept beside the index for replace/ids()
+
+    @property
+    def is_trained(self) -> bool:
+        return self._index is not None and bool(self._index.is_trained)
+
+    def __len__(self) -> int:
+        return 0 if self._index is None else int(self._index.ntotal)
+
+    def ids(self) -> np.ndarray:
+        return self._ids.copy()
+
+    @property
+    def index(self) -> Any:
+        """The underlying ``faiss.Index`` (None for an IVF index before train())."""
+        return self._index
+
+    # -- training ----------------------------------------------------------------------------
+    def _train(self, x: np.ndarray) -> None:
+        if len(self):
+            raise ValueError(f"the {self.kind} index already holds {len(self)} vectors; build a new index to retrain")
+        nlist = self._nlist or auto_nlist(len(x))
+        needed = max(nlist, 2**self.pq_bits if self.kind == "ivfpq" else 1)
+        if len(x) < needed:
+            raise ValueError(
+                f"train: {len(x)} vectors cannot train {self.kind} with nlist={nlist}"
+                + (f", pq_bits={self.pq_bits}" if self.kind == "ivfpq" else "")
+                + f"; give at least {needed} (about 40 per cluster is better) or lower nlist"
+            )
+        quantizer = faiss.IndexFlatIP(self.dim)
+        if self.kind == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, self.pq_m, self.pq_bits, faiss.METRIC_INNER_PRODUCT)
+        index.cp.spherical = True  # unit-norm centroids: clusters of directions, as the metric sees them
+        index.train(x)
+        self._nlist = nlist
+        index.nprobe = self.nprobe
+        self._index = index
+
+    # -- writes ------------------------------------------------------------------------------
+    def _add(self, ids: np.ndarray, x: np.ndarray) -> None:
+        present = ids[np.isin(ids, self._ids, assume_unique=True)]
+        if len(present):
+            self._index.remove_ids(faiss.IDSelectorBatch(present))
+        self._index.add_with_ids(x, ids)
+        self._ids = np.union1d(self._ids, ids)
+
+    def _remove(self, ids: np.ndarray) -> int:
+        present = ids[np.isin(ids, self._ids, assume_unique=True)]
+        if not len(present):
+            return 0
+        removed = int(self._index.remove_ids(faiss.IDSelectorBatch(present)))
+        self._ids = np.setdiff1d(self._ids, present, assume_unique=True)
+        return removed
+
+    # -- search ------------------------------------------------------------------------------
+    def _search(self, q: np.ndarray, k: int, allowed: np.ndarray | None, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        selector = None if allowed is None else faiss.IDSelectorBatch(allowed)
+        if self.kind == "flat":
+            params = None if selector is None else faiss.SearchParameters(sel=selector)
+        else:
+            params = faiss.SearchParametersIVF(nprobe=nprobe)
+            if selector is not None:
+                params.sel = selector
+        scores, ids = self._index.search(q, k, params=params)
+        return scores, ids
+
+    # -- persistence -------------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        extra = {"pq_m": self.pq_m, "pq_bits": self.pq_bits} if self.kind == "ivfpq" else {}
+        return {**super().metadata(), **extra, "ntotal": len(self)}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the index to ``path`` and its description to ``path.json`` (both atomically)."""
+        self._require_trained("save")
+        path = os.fspath(path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        atomic_write(path, lambda tmp: faiss.write_index(self._index, tmp))
+        write_sidecar(path, {**self.metadata(), "index_bytes": os.path.getsize(path)})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> "FaissIndex":
+        """The index saved at ``path``; FileNotFoundError / ValueError name the file at fault."""
+        path = os.fspath(path)
+        meta = read_sidecar(path) if meta is None else meta
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: index file not found (its description {path}.json exists)")
+        if "index_bytes" in meta and os.path.getsize(path) != meta["index_bytes"]:
+            raise ValueError(
+                f"{path}: {os.path.getsize(path)} bytes but its description records {meta['index_bytes']}"
+                " (interrupted save or a file from another index); rebuild or restore both files"
+            )
+        try:
+            raw = faiss.read_index(path)
+        except RuntimeError as e:
+            raise ValueError(f"{path}: not a readable faiss index: {str(e).strip().splitlines()[-1]}") from e
+        self = cls(meta["kind"], int(meta["dim"]), nprobe=int(meta.get("nprobe", 0)),
+                   pq_m=int(meta.get("pq_m", 16)), pq_bits=int(meta.get("pq_bits", 8)))
+        self._index = _check_loaded(raw, meta, path)
+        self._nlist = 0 if meta["kind"] == "flat" else int(raw.nlist)
+        self._ids = np.sort(_stored_ids(raw))
+        return self
+
+
+_TYPES = {"flat": faiss.IndexIDMap2, "ivf": faiss.IndexIVFFlat, "ivfpq": faiss.IndexIVFPQ}
+
+
+def _check_loaded(raw: Any, meta: dict[str, Any], path: str) -> Any:
+    """``raw`` if it is the kind and size the description says, else ValueError naming ``path``."""
+    expected = _TYPES.get(meta["kind"])
+    if expected is None or not isinstance(raw, expected):
+        raise ValueError(f"{path}: holds a {type(raw).__name__}, but its description says kind {meta['kind']!r}")
+    if raw.d != int(meta["dim"]):
+        raise ValueError(f"{path}: vectors of size {raw.d}, but its description says dim {meta['dim']}")
+    if raw.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise ValueError(f"{path}: index does not use the inner-product metric")
+    return raw
+
+
+def _stored_ids(raw: Any) -> np.ndarray:
+    """Every id stored in a loaded flat (IDMap2) or IVF index, (N,) int64."""
+    if isinstance(raw, faiss.IndexIDMap2):
+        return faiss.vector_to_array(raw.id_map).astype(np.int64)
+    lists = raw.invlists
+    parts = [np.empty(0, np.int64)]
+    for i in range(raw.nlist):
+        n = lists.list_size(i)
+        if n:
+            parts.append(faiss.rev_swig_ptr(lists.get_ids(i), n).astype(np.int64))
+    return np.concatenate(parts)

@@ -1,0 +1,341 @@
+"""Vector indexes: exact search against numpy, approximate search as recall against exact search,
+writes, pre-classification filters, persistence and errors, run for both backends (FAISS and
+Milvus through milvus-lite)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from fashionlens.config import IndexConfig
+from fashionlens.index import FaissIndex, create_index, index_from_config, l2_normalize, open_index
+
+DIM = 32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_faiss_thread():
+    """Single-threaded faiss: on a shared 2-core machine OpenMP spinning made k-means 4x slower."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+def clustered(n: int, d: int = DIM, clusters: int = 100, noise: float = 1.0, seed: int = 0) -> np.ndarray:
+    """(n, d) unit vectors from a Gaussian mixture: noise of norm ~``noise`` around unit centres."""
+    rng = np.random.default_rng(seed)
+    centres = l2_normalize(rng.standard_normal((clusters, d)))
+    points = centres[rng.integers(0, clusters, n)] + noise * rng.standard_normal((n, d)) / np.sqrt(d)
+    return l2_normalize(points)
+
+
+def exact(queries: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Plain numpy reference: all inner products, sorted."""
+    sims = queries @ vectors.T
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sims, order, axis=1), ids[order]
+
+
+def recall(reference: np.ndarray, found: np.ndarray) -> float:
+    """Mean fraction of each reference row's ids found in the same row of ``found``."""
+    return float(np.mean([len(set(r) & set(f)) / len(r) for r, f in zip(reference, found)]))
+
+
+@pytest.fixture(scope="session")
+def milvus_ok(tmp_path_factory) -> str:
+    """'' when milvus-lite starts here, else the reason to skip."""
+    try:
+        from pymilvus import MilvusClient
+    except ImportError as e:
+        return f"pymilvus not installed ({e})"
+    path = str(tmp_path_factory.mktemp("probe") / "probe.db")
+    try:
+        client = MilvusClient(uri=path)
+        client.close()
+    except Exception as e:  # any start-up failure means "cannot test here", reported as the skip reason
+        return f"milvus-lite cannot start: {type(e).__name__}: {e}"
+    from milvus_lite.server_manager import server_manager_instance
+
+    server_manager_instance.release_server(path)
+    return ""
+
+
+@pytest.fixture(params=["faiss", "milvus"])
+def backend(request, milvus_ok) -> str:
+    if request.param == "milvus" and milvus_ok:
+        pytest.skip(milvus_ok)
+    return request.param
+
+
+@pytest.fixture
+def make(backend, tmp_path):
+    """make(kind, **kw) -> a new index of the current backend (Milvus: its own milvus-lite file)."""
+    made = []
+
+    def factory(kind: str, dim: int = DIM, **kw):
+        if backend == "milvus":
+            kw.setdefault("uri", str(tmp_path / f"m{len(made)}.db"))
+        index = create_index(kind, dim, backend=backend, **kw)
+        made.append(index)
+        return index
+
+    yield factory
+    for index in made:
+        index.close()
+
+
+def build(make, kind: str, vectors: np.ndarray, ids: np.ndarray, **kw):
+    index = make(kind, vectors.shape[1], **kw)
+    index.train(vectors)
+    index.add(ids, vectors)
+    index.flush()
+    return index
+
+
+def test_flat_equals_numpy_reference(make):
+    data = clustered(1020, seed=1)
+    vectors, queries = data[:1000], data[1000:]
+    ids = np.random.default_rng(0).permutation(1000) * 7 + 3  # arbitrary, unordered ids
+    index = build(make, "flat", vectors, ids)
+    scores, found = index.search(queries, 10)
+    ref_scores, ref_ids = exact(queries, vectors, ids, 10)
+    assert found.dtype == np.int64 and scores.dtype == np.float32 and found.shape == (20, 10)
+    np.testing.assert_array_equal(found, ref_ids)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    assert len(index) == 1000
+    np.testing.assert_array_equal(index.ids(), np.sort(ids))
+
+
+def test_ivf_recall_against_exact(make):
+    data = clustered(4100)
+    vectors, queries, ids = data[:4000], data[4000:], np.arange(4000)
+    _, ref = exact(queries, vectors, ids, 10)
+    index = build(make, "ivf", vectors, ids, nlist=64)
+    assert index.nlist == 64 and index.nprobe == 8  # auto nprobe = nlist / 8
+    coarse = recall(ref, index.search(queries, 10, nprobe=1)[1])
+    quarter = recall(ref, index.search(queries, 10, nprobe=16)[1])
+    full = recall(ref, index.search(queries, 10, nprobe=64)[1])
+    assert coarse < 0.95, "nprobe=1 should miss neighbours in other clusters (is the index really IVF?)"
+    assert quarter >= 0.95  # measured 0.99 (faiss and milvus-lite)
+    assert full >= 0.999  # every cluster scanned = exact search
+    assert coarse < quarter <= full
+
+
+def test_ivfpq_recall_against_exact(make, backend):
+    data = clustered(4100, seed=2)
+    vectors, queries, ids = data[:4000], data[4000:], np.arange(4000)
+    if backend == "milvus":  # milvus-lite has no IVF_PQ: refused up front rather than silently exact
+        with pytest.raises(ValueError, match="IVF_PQ"):
+            make("ivfpq", pq_m=8)
+        return
+    _, ref = exact(queries, vectors, ids, 10)
+    index = build(make, "ivfpq", vectors, ids, nlist=64, pq_m=8)  # 8 bytes per vector instead of 128
+    assert recall(ref, index.search(queries, 10, nprobe=64)[1]) >= 0.7  # measured 0.76: PQ reorders near ties
+
+
+def test_add_remove_replace(make):
+    data = clustered(305, seed=3)
+    vectors, extra = data[:300], data[300:]
+    ids = np.arange(100, 400)
+    index = build(make, "flat", vectors, ids)
+    assert index.remove(np.array([100, 101, 5, 101])) == 2  # absent 5 and the repeated 101 count once
+    assert len(index) == 298 and 100 not in set(index.ids().tolist())
+    _, found = index.search(vectors[:2], 3)
+    assert not np.isin(found, [100, 101]).any()
+    index.add(np.array([200]), extra[:1])  # replaces id 200 in place
+    assert len(index) == 298
+    scores, found = index.search(extra[:1], 1)
+    assert found[0, 0] == 200 and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    scores, found = index.search(vectors[100:101], 1)  # the old vector of id 200 is gone
+    assert found[0, 0] != 200
+    index.add(np.array([100, 999]), extra[1:3])
+    assert len(index) == 300 and {100, 999} <= set(index.ids().tolist())
+
+
+def test_padding_when_fewer_results_than_k(make):
+    vectors = clustered(4, seed=4)
+    index = build(make, "flat", vectors, np.array([1, 2, 3, 4]))
+    scores, found = index.search(vectors[:2], 6)
+    assert found.shape == (2, 6)
+    assert (found[:, :4] >= 1).all() and (found[:, 4:] == -1).all()
+    assert np.isneginf(scores[:, 4:]).all() and np.isfinite(scores[:, :4]).all()
+    scores, found = index.search(vectors[:1], 3, allowed_ids=np.array([], dtype=np.int64))
+    assert (found == -1).all() and np.isneginf(scores).all()
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_allowed_ids_equal_filtered_brute_force(make, kind):
+    data = clustered(2020, seed=5)
+    vectors, queries, ids = data[:2000], data[2000:], np.arange(2000) * 2
+    index = build(make, kind, vectors, ids, nlist=32)
+    allowed = ids[::14]  # ~1/14 of the catalog, like one category of a garment taxonomy
+    keep = np.isin(ids, allowed)
+    ref_scores, ref_ids = exact(queries, vectors[keep], ids[keep], 10)
+    scores, found = index.search(queries, 10, allowed_ids=np.append(allowed, 99999), nprobe=32)  # unknown id ignored
+    assert np.isin(found, allowed).all()
+    np.testing.assert_array_equal(found, ref_ids)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    few = allowed[:3]
+    _, found = index.search(queries[:2], 5, allowed_ids=few, nprobe=32)
+    assert set(found[0, :3].tolist()) == set(few.tolist()) and (found[:, 3:] == -1).all()
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq"])
+def test_save_open_round_trip(make, backend, kind, tmp_path):
+    if backend == "milvus" and kind == "ivfpq":
+        pytest.skip("milvus-lite has no IVF_PQ (checked in test_ivfpq_recall_against_exact)")
+    data = clustered(1300, seed=6)
+    vectors, queries, ids = data[:1280], data[1280:], np.arange(1280) + 10
+    index = build(make, kind, vectors, ids, nlist=16, nprobe=3, pq_m=8)
+    index.remove(ids[:5])
+    before = index.search(queries, 10)
+    path = tmp_path / "saved" / "catalog.index"
+    index.save(path)
+    index.close()
+    with open_index(path) as back:
+        assert (back.kind, back.dim, back.nprobe, len(back)) == (kind, DIM, 0 if kind == "flat" else 3, 1275)
+        np.testing.assert_array_equal(back.ids(), ids[5:])
+        after = back.search(queries, 10)
+    np.testing.assert_array_equal(after[1], before[1])
+    np.testing.assert_allclose(after[0], before[0], atol=1e-6)
+
+
+def test_input_errors(make):
+    vectors = clustered(300, seed=7)
+    index = build(make, "flat", vectors, np.arange(300))
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        index.add(np.array([1000]), clustered(1, d=DIM + 1))
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        index.search(clustered(2, d=16), 3)
+    for k in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="k must be"):
+            index.search(vectors[:1], k)
+    bad = vectors[:2].copy()
+    bad[1, 3] = np.nan
+    with pytest.raises(ValueError, match="row 1 contains NaN"):
+        index.add(np.array([1000, 1001]), bad)
+    with pytest.raises(ValueError, match="NaN"):
+        index.search(bad, 1)
+    with pytest.raises(ValueError, match="norm"):
+        index.add(np.array([1000]), 3 * vectors[:1])
+    with pytest.raises(ValueError, match="2 ids for 1 vectors"):
+        index.add(np.array([1000, 1001]), vectors[:1])
+    with pytest.raises(ValueError, match="duplicate ids"):
+        index.add(np.array([1000, 1000]), vectors[:2])
+    with pytest.raises(ValueError, match=">= 0"):
+        index.add(np.array([-1]), vectors[:1])
+    with pytest.raises(ValueError, match="nprobe"):
+        index.search(vectors[:1], 1, nprobe=0)
+    assert len(index) == 300  # nothing was written by the failed calls
+
+
+def test_unknown_kind_and_backend():
+    with pytest.raises(ValueError, match="unknown index kind"):
+        create_index("hnsw", DIM)
+    with pytest.raises(ValueError, match="unknown index backend"):
+        create_index("flat", DIM, backend="annoy")
+    with pytest.raises(ValueError, match="pq_m"):
+        create_index("ivfpq", DIM, pq_m=5)
+    with pytest.raises(ValueError, match="needs a uri"):
+        create_index("flat", DIM, backend="milvus")
+
+
+def test_untrained_ivf_is_refused():
+    index = create_index("ivf", DIM, nlist=8)
+    assert not index.is_trained
+    vectors = clustered(20, seed=8)
+    with pytest.raises(RuntimeError, match="not trained"):
+        index.search(vectors[:1], 1)
+    with pytest.raises(RuntimeError, match="not trained"):
+        index.add(np.arange(20), vectors)
+    with pytest.raises(ValueError, match="at least 8"):
+        index.train(vectors[:5])
+    index.train(vectors)
+    assert index.is_trained and index.nlist == 8
+
+
+def test_auto_nlist_and_config():
+    index = index_from_config(IndexConfig(kind="ivf", nprobe=4), DIM)
+    assert isinstance(index, FaissIndex) and index.nlist == 0
+    index.train(clustered(2000, seed=9))
+    assert index.nlist == 51  # min(4 sqrt(2000) = 179, 2000 // 39 = 51)
+    assert index.nprobe == 4
+
+
+def test_open_errors_name_the_file(tmp_path):
+    missing = tmp_path / "nothing.index"
+    with pytest.raises(FileNotFoundError, match="nothing.index"):
+        open_index(missing)
+    index = create_index("flat", DIM)
+    index.add(np.arange(10), clustered(10, seed=10))
+    path = tmp_path / "a.index"
+    index.save(path)
+    os.remove(path)
+    with pytest.raises(FileNotFoundError, match="a.index"):
+        open_index(path)
+    index.save(path)
+    with open(path, "r+b") as f:  # same size, garbage bytes
+        f.write(b"\0garbage" * 8)
+    with pytest.raises(ValueError, match="a.index: not a readable faiss index"):
+        open_index(path)
+    index.save(path)
+    with open(path, "ab") as f:  # a torn / foreign file: size disagrees with the description
+        f.write(b"x")
+    with pytest.raises(ValueError, match="description records"):
+        open_index(path)
+    with open(f"{path}.json", "w") as f:
+        f.write("{not json")
+    with pytest.raises(ValueError, match="a.index.json: corrupt"):
+        open_index(path)
+    with open(f"{path}.json", "w") as f:
+        json.dump({"format": "fashionlens-index", "version": 1, "backend": "faiss", "kind": "ivf", "dim": DIM}, f)
+    with pytest.raises(ValueError, match="kind 'ivf'"):
+        open_index(path)
+
+
+def test_failed_save_keeps_the_previous_index(tmp_path, monkeypatch):
+    import faiss
+
+    vectors = clustered(20, seed=11)
+    index = create_index("flat", DIM)
+    index.add(np.arange(10), vectors[:10])
+    path = tmp_path / "a.index"
+    index.save(path)
+    index.add(np.arange(10, 20), vectors[10:])
+
+    def crash(idx, filename):  # write half a file, then die as a killed process would
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(faiss, "write_index", crash)
+    with pytest.raises(OSError, match="disk full"):
+        index.save(path)
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["a.index", "a.index.json"]  # no temporary left behind
+    assert len(open_index(path)) == 10  # the previous save is intact
+
+
+def test_milvus_specifics(milvus_ok, tmp_path):
+    if milvus_ok:
+        pytest.skip(milvus_ok)
+    from fashionlens.index.milvus_index import is_lite_uri
+
+    assert is_lite_uri("catalog/index.db") and not is_lite_uri("http://localhost:19530")
+    uri = str(tmp_path / "x.db")
+    first = create_index("flat", DIM, backend="milvus", uri=uri, collection="items")
+    try:
+        with pytest.raises(ValueError, match="already exists"):
+            create_index("flat", DIM, backend="milvus", uri=uri, collection="items")
+        second = create_index("ivf", DIM, backend="milvus", uri=uri, collection="other", nlist=4)
+        second.add(np.arange(3), clustered(3, seed=12))
+        assert len(second) == 3 and len(first) == 0  # one milvus-lite file, two collections
+        second.drop()
+    finally:
+        first.close()
