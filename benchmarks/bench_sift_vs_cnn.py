@@ -178,7 +178,7 @@ def garments_root(args: argparse.Namespace, tmp: str) -> str:
     from fashionlens.data.garments import render_dataset
 
     root = os.path.join(tmp, "garments")
-    print("(b) rendering 200 garments x 6 views (128 px) into a temporary folder", flush=True)
+    print("\n(b) rendering 200 garments x 6 views (128 px) into a temporary folder", flush=True)
     render_dataset(root, items=200, views=6, size=128, seed=0, progress=False)
     return root
 

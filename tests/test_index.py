@@ -337,5 +337,11 @@ def test_milvus_specifics(milvus_ok, tmp_path):
         second.add(np.arange(3), clustered(3, seed=12))
         assert len(second) == 3 and len(first) == 0  # one milvus-lite file, two collections
         second.drop()
+        first.save(tmp_path / "items.index")
     finally:
         first.close()
+    import shutil
+
+    shutil.rmtree(uri)
+    with pytest.raises(FileNotFoundError, match="x.db"):
+        open_index(tmp_path / "items.index")

@@ -59,16 +59,15 @@ def _connect(uri: str) -> Any:
 
 def _release_lite(uri: str) -> None:
     """Stop the in-process milvus-lite server of ``uri`` (absolute) once no index of ours uses it."""
-    path = uri
     with _lite_lock:
-        _lite_users[path] = _lite_users.get(path, 1) - 1
-        last = _lite_users[path] <= 0
+        _lite_users[uri] = _lite_users.get(uri, 1) - 1
+        last = _lite_users[uri] <= 0
         if last:
-            del _lite_users[path]
+            del _lite_users[uri]
     if last:
         from milvus_lite.server_manager import server_manager_instance
 
-        server_manager_instance.release_server(path)
+        server_manager_instance.release_server(uri)
 
 
 def _wait_for_lite_index(uri: str, collection: str) -> None:

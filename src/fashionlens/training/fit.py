@@ -370,7 +370,7 @@ class Trainer:
         stopped = ""
         while run.epoch < tc.epochs and not stopped:
             train_metrics = self._train_epoch(run, lr_fn, past)
-            stopped = self._end_epoch(run, train_metrics, lr_fn(run.step), past())
+            stopped = self._end_epoch(run, train_metrics, lr_fn(run.step), past)
         if self.main:
             self._plot(run.history)
         if stopped:
@@ -425,14 +425,15 @@ class Trainer:
             on_step=on_step, progress=self.progress, desc=f"epoch {run.epoch + 1}/{tc.epochs}")
         return _merge_train_metrics(ddp.all_gather_objects(metrics))
 
-    def _end_epoch(self, run: RunState, train_metrics: dict, lr: float, past: bool) -> str:
+    def _end_epoch(self, run: RunState, train_metrics: dict, lr: float, past: Callable[[], bool]) -> str:
         """Validate, record, decide (rank 0, sent to all), checkpoint; returns why to stop ("" = go on)."""
         ddp.sync_buffers(self.model)
         val = self.validate()
+        out_of_time = past()
         decision: dict[str, Any] = {}
         if self.main:
             try:
-                decision = self._decide(run, {"step": run.step, "lr": lr, **train_metrics, **val}, past)
+                decision = self._decide(run, {"step": run.step, "lr": lr, **train_metrics, **val}, out_of_time)
             except ValueError as exc:  # bad select_metric: every rank must raise, not wait
                 decision = {"error": str(exc)}
         decision = ddp.broadcast_object(decision)
