@@ -20,6 +20,8 @@ OpenMP spinning made 2 threads slower than 1).
 
     python benchmarks/bench_index.py [--full] [--queries 1000] [--threads 1] [--real FILE.npy]
 
+On the shared 2-core machine (1 thread): the default run (10k + 100k) took ~2 min, --full ~4 min.
+
 Writes benchmarks/results/index.json and benchmarks/results/index_recall_speed.png.
 """
 
@@ -241,7 +243,8 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="synthetic catalog sizes")
+    ap.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000],
+                    help="synthetic catalog sizes (none: --real only)")
     ap.add_argument("--full", action="store_true", help="also 1M vectors")
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--clusters", type=int, default=1000, help="Gaussian-mixture centres")

@@ -194,7 +194,8 @@ def test_bad_input_leaves_catalog_unchanged(tmp_path, images, predictor):
     with open(images[5], "rb") as f:
         (bad / "truncated.jpg").write_bytes(f.read()[:600])
     (bad / "notes.png").write_text("this is not an image")
-    cases = {"noise.jpg": ValueError, "truncated.jpg": ValueError, "notes.png": ValueError, "missing.jpg": FileNotFoundError}
+    cases = {"noise.jpg": ValueError, "truncated.jpg": ValueError, "notes.png": ValueError,
+             "missing.jpg": FileNotFoundError}
     for name, error in cases.items():
         with pytest.raises(error, match=name):
             cat.add([images[3], str(bad / name)], None, predictor)  # a good image first: still nothing written

@@ -127,9 +127,9 @@ def check_recovered(directory, acked):
             rows = dict(db.execute("SELECT id, embedding FROM items").fetchall())
         stored = {os.path.basename(cat.get(i)["image"]) for i in ids}
         assert set(os.listdir(os.path.join(directory, "images"))) == stored  # no orphans, none missing
-        for item_id in acked:
-            vector = np.frombuffer(rows[item_id], np.float32)
-            assert cat.search(vector, k=1)[0]["item_id"] == item_id
+        for item_id in acked:  # found first (the same image may be in the catalog twice: ties)
+            hits = cat.search(np.frombuffer(rows[item_id], np.float32), k=5)
+            assert item_id in {h["item_id"] for h in hits if h["score"] >= hits[0]["score"] - 1e-5}
         return ids
 
 
@@ -161,8 +161,9 @@ def test_kill_at_random_moments_of_real_adds(tmp_path, images_dir):
     directory = tmp_path / "cat"
     Catalog.create(directory, dim=DIM, model_run=run).close()
     acked_all: list[int] = []
-    for round_, delay in enumerate((0.0, 0.013, 0.031)):  # several kill points in the write path
-        proc = start_child(directory, images_dir, "predict", first=100 * round_)
+    rounds = [("predict", 0.011), ("embed", 0.0), ("embed", 0.003), ("embed", 0.007), ("embed", 0.015)]
+    for round_, (mode, delay) in enumerate(rounds):  # kill points spread over the write path
+        proc = start_child(directory, images_dir, mode, first=100 * round_)
         acked = read_until(proc, lambda acked, line: len(acked) >= 4)
         time.sleep(delay)
         kill(proc)
@@ -182,7 +183,7 @@ def test_reader_searches_while_two_writers_add(tmp_path, images_dir):
             while any(w.poll() is None for w in writers) or len(counts) < 3:
                 counts.append(len(reader))
                 hits = reader.search(query, k=5)
-                assert len(hits) == min(5, len(reader.index_ids())) or len(reader) > counts[-1]
+                assert min(5, counts[-1]) <= len(hits) <= 5  # never fewer items than counted before
                 assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
                 assert all(os.path.exists(h["image"]) for h in hits)
                 time.sleep(0.005)

@@ -15,8 +15,7 @@ import torch
 
 from fashionlens.config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig, load_yaml
 from fashionlens.data.readers import read
-from fashionlens.training import fit as fit_module
-from fashionlens.training.checkpoint import FORMAT_VERSION, load_checkpoint
+from fashionlens.training.checkpoint import FORMAT_VERSION, load_checkpoint, load_model
 from fashionlens.training.fit import Trainer, config_from_checkpoint, fit, split_train_val
 
 BATCH = 16  # 51 training images -> 3 full batches (drop_last) per epoch
@@ -83,10 +82,9 @@ def test_fit_writes_a_complete_run_directory(spec, tmp_path):
     assert ckpt["labels"]["categories"] == info.categories and ckpt["labels"]["attributes"] == info.attributes
     assert ckpt["labels"]["hierarchy_levels"] and ckpt["epoch"] == 2 and ckpt["batch"] == 0 and ckpt["step"] == 6
     assert config_from_checkpoint(ckpt).model.embedding_dim == 16
-    model = fit_module.build_model(config_from_checkpoint(ckpt).model, num_categories=info.num_categories,
-                                   num_attributes=info.num_attributes,
-                                   level_sizes=[len(x) for x in ckpt["labels"]["hierarchy_levels"]])
-    model.load_state_dict(ckpt["model"])  # strict: the checkpoint describes the model completely
+    model, cfg, labels = load_model(str(tmp_path))  # the checkpoint alone rebuilds the model (strict load)
+    assert cfg.model.backbone == "tiny_cnn" and labels["categories"] == info.categories
+    assert model(torch.zeros(2, 3, 48, 48))["category"].shape == (2, info.num_categories)
     best = load_checkpoint(str(tmp_path / "best.pt"))
     assert best["best"] == summary["best"] == min(r["val_loss"] for r in records)
 
@@ -165,8 +163,11 @@ def test_time_limit_stops_mid_run_with_a_resumable_position(spec, tmp_path):
     assert any(line.startswith("stopped early: time limit") for line in logs)
     assert 0 < summary["steps"] < epochs * STEPS_PER_EPOCH
     last = load_checkpoint(str(tmp_path / "last.pt"))
-    assert last["step"] == summary["steps"] == last["epoch"] * STEPS_PER_EPOCH + last["batch"]
-    assert last["history"][-1]["epoch"] == summary["epochs"] + (1 if last["batch"] else 0)
+    per_epoch = len(split_train_val(read(spec), "train", "dev", seed=0)[0]) // BATCH
+    assert last["step"] == summary["steps"] == last["epoch"] * per_epoch + last["batch"]
+    final = last["history"][-1]
+    assert final["epoch"] == summary["epochs"] + (1 if last["batch"] else 0)
+    assert final.get("partial", False) == (last["batch"] > 0) and final.get("batches", 0) == last["batch"]
     # (d) at fit level: no "dev" split, so part of the training items were held out and validated on
     assert any("no 'dev' split: holding out" in line for line in logs)
     assert "val_loss" in last["history"][-1]

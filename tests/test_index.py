@@ -177,13 +177,15 @@ def test_allowed_ids_equal_filtered_brute_force(make, kind):
     allowed = ids[::14]  # ~1/14 of the catalog, like one category of a garment taxonomy
     keep = np.isin(ids, allowed)
     ref_scores, ref_ids = exact(queries, vectors[keep], ids[keep], 10)
-    scores, found = index.search(queries, 10, allowed_ids=np.append(allowed, 99999), nprobe=32)  # unknown id ignored
-    assert np.isin(found, allowed).all()
-    np.testing.assert_array_equal(found, ref_ids)
-    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
     few = allowed[:3]
-    _, found = index.search(queries[:2], 5, allowed_ids=few, nprobe=32)
-    assert set(found[0, :3].tolist()) == set(few.tolist()) and (found[:, 3:] == -1).all()
+    for rows in (slice(0, 3), slice(None)):  # a few queries and a batch (faiss flat: selector vs gather path)
+        scores, found = index.search(queries[rows], 10, allowed_ids=np.append(allowed, 99999), nprobe=32)
+        assert np.isin(found, allowed).all()  # the unknown id 99999 is ignored
+        np.testing.assert_array_equal(found, ref_ids[rows])
+        np.testing.assert_allclose(scores, ref_scores[rows], atol=1e-5)
+        scores, found = index.search(queries[rows], 5, allowed_ids=few, nprobe=32)
+        assert set(found[0, :3].tolist()) == set(few.tolist())
+        assert (found[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq"])

@@ -50,7 +50,8 @@ def test_answers_use_label_space_and_type_slots():
 def test_crop_before_embed_uses_predicted_box():
     pred = make_predictor()
     image = Image.new("RGB", (120, 90), (10, 200, 30))
-    crops = pred.crop_garments([image])
+    crops, answers = pred.crop_garments([image])
+    assert answers[0]["bbox"] and answers[0]["embedding"].shape == (128,)
     assert crops[0].width <= 120 and crops[0].height <= 90
     plain, cropped = pred.embed([image]), pred.embed([image], crop=True)
     assert plain.shape == cropped.shape == (1, 128)

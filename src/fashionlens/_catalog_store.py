@@ -166,7 +166,8 @@ class ItemStore:
                                (int(limit), int(offset)))
         return [_decode_row(r) for r in rows]
 
-    def embeddings(self, ids: Sequence[int] | None = None, *, chunk: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def embeddings(self, ids: Sequence[int] | None = None, *,
+                   chunk: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stored embeddings of ready rows (all, or ``ids``) in chunks of ``(ids (n,), vectors (n, D) float32)``."""
         if ids is None:
             cur = self.db.execute("SELECT id, embedding FROM items WHERE status='ready' ORDER BY id")
@@ -382,8 +383,7 @@ def sweep_images(folder: str, keep: set[str]) -> int:
 RESERVED = {"id", "item_id", "image", "embedding", "status", "created_at", "updated_at", "score"}
 
 
-def normalize_metadata(meta: dict[str, Any] | None, position: int, *, keep_none: bool = False,
-                       allow_extra: bool = True) -> dict[str, Any]:
+def normalize_metadata(meta: dict[str, Any] | None, position: int, *, keep_none: bool = False) -> dict[str, Any]:
     """Validate one item's metadata into column values plus ``extra`` (other JSON values).
 
     ``attributes`` may be a list of names or a comma-separated string.  None values are dropped (so the
@@ -413,8 +413,6 @@ def normalize_metadata(meta: dict[str, Any] | None, position: int, *, keep_none:
         else:
             extra[key] = value
     if extra:
-        if not allow_extra:
-            raise ValueError(f"metadata {position}: unknown field(s) {sorted(extra)}")
         try:
             json.dumps(extra)
         except (TypeError, ValueError) as e:

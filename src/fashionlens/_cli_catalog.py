@@ -118,7 +118,12 @@ def add_commands(subparsers: Any) -> None:
     """Register ``catalog {build,add,remove,list}`` and ``search`` on the ``fashionlens`` subparsers."""
     catalog = subparsers.add_parser("catalog", help="build and edit a searchable catalog of garment images")
     sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    _add_build(sub)
+    _add_edit_commands(sub)
+    _add_search(subparsers)
 
+
+def _add_build(sub: Any) -> None:
     p = sub.add_parser("build", help="embed a data set or a folder of images into a catalog (resumable)")
     p.add_argument("--model", required=True, help="run directory of the model that embeds the images")
     source = p.add_mutually_exclusive_group(required=True)
@@ -137,6 +142,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_build)
 
+
+def _add_edit_commands(sub: Any) -> None:
     p = sub.add_parser("add", help="add images to a catalog (prints one JSON line per new item)")
     p.add_argument("catalog", help="catalog directory")
     p.add_argument("images", nargs="+", help="image files")
@@ -159,6 +166,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=cmd_list)
 
+
+def _add_search(subparsers: Any) -> None:
     p = subparsers.add_parser("search", help="find the catalog items most similar to an image")
     p.add_argument("--catalog", required=True, help="catalog directory (it knows its model)")
     p.add_argument("image", help="query image file")

@@ -5,18 +5,20 @@ Layout of a catalog directory::
     catalog.json      format version, model run, embedding dim, index backend / kind / parameters
     items.db          SQLite (WAL): table items(id, sku, title, category, category_path, attributes JSON,
                       image, source, created_at, updated_at, embedding BLOB float32, status, extra JSON)
-    images/<id>.<ext> stored copies under names the catalog chooses (never the uploaded file name)
+    images/<id>.<ext> stored copies under names the catalog chooses (never the uploaded file name):
+                      JPEG / PNG / WebP / GIF bytes as uploaded, other formats re-encoded as PNG
     vectors.index     the vector index (+ vectors.index.json); Milvus keeps its data in vectors.milvus.db
     writer.lock       fcntl lock file: one writer at a time
 
 Design:
 
 * **The database is the source of truth** and holds every embedding; the vector index is a derived
-  cache, saved after each write batch.  ``Catalog.open`` reconciles the two: ids ready in the
-  database but missing from the index are re-added from the stored embeddings, ids in the index but
-  not in the database are removed, and rows stuck in ``'pending'`` (a process killed during ``add``)
-  are rolled back together with their image files; image files no row refers to are deleted.  An
-  unreadable index file is rebuilt from the database.
+  cache, saved after each write batch (``build`` commits the database per batch but saves the index
+  every 30 s and at the end, so a large build does not rewrite the whole index per batch).
+  ``Catalog.open`` reconciles the two: ids ready in the database but missing from the index are
+  re-added from the stored embeddings, ids in the index but not in the database are removed, and rows
+  stuck in ``'pending'`` (a process killed during ``add``) are rolled back together with their image
+  files; image files no row refers to are deleted.  An unreadable index is rebuilt from the database.
 * **Two-phase add**: rows are inserted as ``'pending'``, image files are written atomically (temp
   file + fsync + ``os.replace``), then one transaction flips the rows to ``'ready'``; only then is the
   index updated and ``add`` returns.  A process killed at any point therefore leaves a catalog whose
@@ -56,6 +58,7 @@ from fashionlens._catalog_store import (ItemStore, WriterLock, atomic_write, bui
                                         image_entry, metadata_list, normalize_metadata, sweep_images, unlink,
                                         write_images)
 from fashionlens.index import create_index, open_index
+from fashionlens.inference import crop_box, crop_garments
 from fashionlens.index.base import sidecar_path
 
 if TYPE_CHECKING:
@@ -76,6 +79,7 @@ class Catalog:
         self.config = config
         self.dim = int(config["dim"])
         self.model_run: str | None = config.get("model_run")
+        os.makedirs(os.path.join(self.directory, IMAGES), exist_ok=True)
         self.store = ItemStore(os.path.join(self.directory, DB))
         self._lock = WriterLock(os.path.join(self.directory, LOCK))
         self._threads = threading.RLock()
@@ -100,6 +104,8 @@ class Catalog:
             raise ValueError(f"unknown backend {backend!r}; choose faiss or milvus")
         if index not in ("flat", "ivf", "ivfpq"):
             raise ValueError(f"unknown index kind {index!r}; choose flat, ivf or ivfpq")
+        if index == "ivfpq" and (backend == "milvus" or pq_m < 1 or dim % pq_m):
+            raise ValueError(f"ivfpq needs the faiss backend and pq_m dividing dim {dim} (pq_m={pq_m})")
         if min_train is None:
             min_train = 0 if index == "flat" else 39 * max(nlist, 256 if index == "ivfpq" else 1)
         config = {"format": FORMAT, "version": FORMAT_VERSION, "dim": int(dim),
@@ -213,20 +219,17 @@ class Catalog:
             return len(gone)
 
     def update(self, item_id: int, **fields: Any) -> dict[str, Any]:
-        """Change an item's metadata (not its image or embedding); returns the updated item.
-
-        KeyError for an unknown id; ValueError for fields that are not metadata."""
-        record = normalize_metadata(fields, 0, allow_extra=True)
-        if "category" in record and "category_path" not in record:
-            record["category_path"] = self.store.category_path_of(record["category"])
-        if "extra" in record:
-            old = self.get(item_id)["extra"]
-            record["extra"] = {**old, **record["extra"]}
+        """Change an item's metadata (not its image or embedding; None clears a field; ``extra`` keys are
+        merged); returns the updated item.  KeyError for an unknown id, ValueError for reserved fields."""
+        record = normalize_metadata(fields, 0, keep_none=True)
         with self._write():
-            if not record:
-                return self.get(item_id)
-            if not self.store.update(int(item_id), record):
-                raise KeyError(f"no item {item_id} in catalog {self.directory}")
+            old = self.get(item_id)  # KeyError when unknown
+            if record.get("category") and "category_path" not in record:
+                record["category_path"] = self.store.category_path_of(record["category"])
+            if "extra" in record:
+                record["extra"] = {**old["extra"], **record["extra"]}
+            if record:
+                self.store.update(int(item_id), record)
         return self.get(item_id)
 
     def reindex(self) -> None:
@@ -304,9 +307,13 @@ class Catalog:
             part = images[start:start + 32]
             if crop:
                 part, found = crop_garments(predictor, part)
+                vectors.append(predictor.embed(part))
+            elif need:  # one pass gives the predictions and the embedding
+                found = predictor.predict(part)
+                vectors.append(np.stack([a["embedding"] for a in found]))
             else:
-                found = predictor.predict(part) if need else [None] * len(part)
-            vectors.append(predictor.embed(part))
+                found = [None] * len(part)
+                vectors.append(predictor.embed(part))
             answers += found
         with self._threads:
             self.store.remember_paths(list(getattr(predictor, "categories", [])), list(getattr(predictor, "paths", [])))
@@ -477,32 +484,6 @@ class Catalog:
 
 
 # -- garment localisation --------------------------------------------------------------------------------
-def crop_box(image: Image.Image, bbox: Sequence[float] | None, margin: float = 0.1) -> Image.Image:
-    """Crop ``image`` to ``bbox`` (x1, y1, x2, y2 in original-image pixels) grown by ``margin`` of the box's
-    width/height on every side and clipped to the image; the whole image when the box is absent or
-    smaller than 2 pixels."""
-    if bbox is None:
-        return image
-    x1, y1, x2, y2 = (float(v) for v in bbox)
-    w, h = x2 - x1, y2 - y1
-    if not (w >= 2 and h >= 2):
-        return image
-    left, top = max(0, round(x1 - margin * w)), max(0, round(y1 - margin * h))
-    right, bottom = min(image.width, round(x2 + margin * w)), min(image.height, round(y2 + margin * h))
-    if right - left < 2 or bottom - top < 2:
-        return image
-    return image.crop((left, top, right, bottom))
-
-
-def crop_garments(predictor: "Predictor", images: Sequence[Image.Image], *,
-                  margin: float = 0.1) -> tuple[list[Image.Image], list[dict[str, Any]]]:
-    """Localise the garment in each image with the predictor's box and crop it (see :func:`crop_box`).
-
-    Returns (crops, the predictor's answers for the whole images)."""
-    answers = predictor.predict(list(images))
-    return [crop_box(im, a.get("bbox"), margin) for im, a in zip(images, answers)], answers
-
-
 # -- building from a data set or a folder --------------------------------------------------------------
 def build(directory: str, predictor: "Predictor | str", source: Any, *, split: str | None = None,
           model_run: str | None = None, batch_size: int = 32, progress: bool = True, crop: bool = False,
@@ -526,20 +507,18 @@ def build(directory: str, predictor: "Predictor | str", source: Any, *, split: s
         predictor = Predictor.load(model_run)
     jobs = build_jobs(source, split)
     catalog = _open_for_build(directory, predictor, model_run, backend, index, index_params or {})
+    from tqdm.auto import tqdm
+
     try:
         done = catalog.store.stored_sources([src for src, _, _ in jobs])
-        todo = [j for j in dict((j[0], j) for j in jobs).values() if j[0] not in done]
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc="catalog build", unit="img", disable=not progress)
+        todo = [j for j in dict((j[0], j) for j in jobs).values() if j[0] not in done]  # resume: skip stored
         added, bad, last_save = 0, [], time.monotonic()
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            save = time.monotonic() - last_save > 30  # the index is a cache: save it every 30 s and at the end
-            added += _build_batch(catalog, predictor, batch, crop, skip_bad, bad, save)
-            last_save = time.monotonic() if save else last_save
-            bar.update(len(batch))
-        bar.close()
+        with tqdm(total=len(todo), desc="catalog build", unit="img", disable=not progress) as bar:
+            for start in range(0, len(todo), batch_size):
+                save = time.monotonic() - last_save > 30  # the index is a cache: saved every 30 s and at the end
+                added += _build_batch(catalog, predictor, todo[start:start + batch_size], crop, skip_bad, bad, save)
+                last_save = time.monotonic() if save else last_save
+                bar.update(len(todo[start:start + batch_size]))
         with catalog._write():
             catalog._save_index()
         return {"catalog": catalog.directory, "added": added, "already_present": len(done), "bad": bad,

@@ -117,8 +117,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fashionlens.training.fit import fit
 
     cfg = build_train_config(args)
+    from fashionlens.training.distributed import env_rank
+
     summary = fit(cfg, args.out, resume=not args.no_resume, progress=not args.quiet)
-    print(json.dumps(summary, default=str))
+    if env_rank() == 0:  # under torchrun, one summary (rank 0's)
+        print(json.dumps(summary, default=str))
     return 0
 
 
@@ -234,9 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="start over instead of reusing the render and the run")
     p.set_defaults(func=cmd_demo)
 
+    from fashionlens._cli_catalog import add_commands as add_catalog_commands
     from fashionlens._cli_export import add_commands as add_export_commands
 
     add_export_commands(sub)
+    add_catalog_commands(sub)
     return parser
 
 

@@ -36,11 +36,14 @@ class Predictor:
         self.groups: list[int] = list(labels.get("attribute_groups") or [])
         self.group_names: dict[str, str] = dict(labels.get("group_names") or {})
         self.channels_last = bool(cfg.train.channels_last)
+        self.run: str | None = None  # the run directory / checkpoint it was loaded from, when known
 
     @classmethod
     def load(cls, run: str, **kw: Any) -> "Predictor":
         model, cfg, labels = load_model(run)
-        return cls(model, cfg, labels, **kw)
+        predictor = cls(model, cfg, labels, **kw)
+        predictor.run = run
+        return predictor
 
     def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, np.ndarray]:
         """(network input (3, S, S), per-axis affine (a, b) with out_pixel = a * in_pixel + b, shape (2, 2)).
@@ -81,22 +84,13 @@ class Predictor:
         ``crop=True`` localises the garment first: the model's predicted box (widened by ``margin`` of its
         size on each side) is cut out of the original image and that crop is embedded (two passes)."""
         if crop:
-            images = self.crop_garments(images, margin=margin)
+            images = self.crop_garments(images, margin=margin)[0]
         return self.forward(images)[0]["embedding"].astype(np.float32)
 
-    def crop_garments(self, images: Sequence[Image.Image], *, margin: float = 0.1) -> list[Image.Image]:
-        """Each image cut to its predicted garment box plus ``margin``; the whole image when no box head."""
-        out, affines = self.forward(images)
-        if "bbox" not in out:
-            return list(images)
-        crops = []
-        for image, box_unit, affine in zip(images, out["bbox"], affines):
-            (x1, y1), (x2, y2) = self._to_original(box_unit.reshape(2, 2).astype(np.float64), affine)
-            mx, my = (x2 - x1) * margin, (y2 - y1) * margin
-            x1, y1 = max(0, int(x1 - mx)), max(0, int(y1 - my))
-            x2, y2 = min(image.width, int(np.ceil(x2 + mx))), min(image.height, int(np.ceil(y2 + my)))
-            crops.append(image.crop((x1, y1, x2, y2)) if x2 - x1 >= 8 and y2 - y1 >= 8 else image)
-        return crops
+    def crop_garments(self, images: Sequence[Image.Image], *,
+                      margin: float = 0.1) -> tuple[list[Image.Image], list[dict[str, Any]]]:
+        """(each image cut to its predicted garment box plus ``margin``, the answers for the whole images)."""
+        return crop_garments(self, images, margin=margin)
 
     def predict(self, images: Sequence[Image.Image]) -> list[dict[str, Any]]:
         """One answer dict per image (category, top-5 scores, attributes, landmarks, box, embedding norm)."""
@@ -124,6 +118,8 @@ class Predictor:
                 {"name": LANDMARK_SLOTS[k], "x": round(float(xy[k, 0]), 1), "y": round(float(xy[k, 1]), 1),
                  "visibility": VISIBILITY_NAMES[int(vis[k].argmax())], "visible_prob": round(float(vis[k, 0]), 4)}
                 for k in self._slots(answer.get("category_index"))]
+        if "embedding" in out:
+            answer["embedding"] = out["embedding"][i].astype(np.float32)
         if "bbox" in out:
             box = self._to_original(out["bbox"][i].reshape(2, 2).astype(np.float64), affine).reshape(4)
             box = np.clip(box, 0, [size[0], size[1], size[0], size[1]])
@@ -171,7 +167,34 @@ class Predictor:
             return
         for (path, _), answer in zip(batch, self.predict([im for _, im in batch])):
             answer.pop("probabilities", None)
+            answer.pop("embedding", None)
             yield {"image": path, **answer}
+
+
+def crop_box(image: Image.Image, bbox: Sequence[float] | None, margin: float = 0.1) -> Image.Image:
+    """Crop ``image`` to ``bbox`` (x1, y1, x2, y2 in original-image pixels) grown by ``margin`` of the box's
+    width/height on every side and clipped to the image; the whole image when the box is absent or
+    smaller than 2 pixels."""
+    if bbox is None:
+        return image
+    x1, y1, x2, y2 = (float(v) for v in bbox)
+    w, h = x2 - x1, y2 - y1
+    if not (w >= 2 and h >= 2):
+        return image
+    left, top = max(0, round(x1 - margin * w)), max(0, round(y1 - margin * h))
+    right, bottom = min(image.width, round(x2 + margin * w)), min(image.height, round(y2 + margin * h))
+    if right - left < 2 or bottom - top < 2:
+        return image
+    return image.crop((left, top, right, bottom))
+
+
+def crop_garments(predictor: "Predictor", images: Sequence[Image.Image], *,
+                  margin: float = 0.1) -> tuple[list[Image.Image], list[dict[str, Any]]]:
+    """Localise the garment in each image with the predictor's box and crop it (see :func:`crop_box`).
+
+    Returns (crops, the predictor's answers for the whole images)."""
+    answers = predictor.predict(list(images))
+    return [crop_box(im, a.get("bbox"), margin) for im, a in zip(images, answers)], answers
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -1,11 +1,16 @@
-"""Data-parallel training across processes: process group, rank helpers, batch sharding.
+"""Data-parallel training across processes: process group, rank helpers, batch sharding, DDP wrapping.
 
 ``torchrun --nproc-per-node N -m fashionlens train ...`` starts N processes whose environment holds
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``;
 :func:`init_distributed` joins them into one process group (nothing happens without those variables,
 so the same code runs single-process).  Every rank draws the same seeded *global* batches and trains on
-its own shard of each (:class:`ShardedBatches`); DistributedDataParallel averages the gradients, so
+its own shard of each (:class:`ShardedBatches`; resuming skips the same batches everywhere); the model
+and its loss run as one DDP module (:class:`ModelWithLoss`), so the gradients of both are averaged and
 the weights stay identical on every rank.  Only rank 0 writes files and logs.
+
+A process should create the default group once: PyTorch reuses the group's store keys, so destroying
+and re-creating it inside one torchrun worker can hang.  To run several trainings in one worker, call
+:func:`init_distributed` before them and :func:`cleanup` after (a trainer leaves a group it did not create).
 
 All helpers are no-ops (or identities) when no process group is running.
 """
@@ -14,12 +19,13 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Sampler
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -28,6 +34,11 @@ ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 def env_world_size() -> int:
     """``WORLD_SIZE`` from the environment (1 when absent: not launched by torchrun)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def env_rank() -> int:
+    """``RANK`` from the environment (0 when absent): who prints, also before or after the group exists."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def is_distributed() -> bool:
@@ -177,14 +188,126 @@ class ShardedBatches(Sampler[list[int]]):
             yield shard
 
 
-def merge_arrays(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Concatenate per-rank dicts of arrays key by key, in rank order (ranks without a key are skipped)."""
-    keys = list(dict.fromkeys(k for part in parts for k in part))
+class SkipBatches(Sampler[list[int]]):
+    """Yield the batches of ``batch_sampler`` after the first ``skip`` (resuming mid-epoch)."""
+
+    def __init__(self, batch_sampler: Any, skip: int):
+        self.batch_sampler, self.skip = batch_sampler, skip
+
+    def __len__(self) -> int:
+        return max(0, len(self.batch_sampler) - self.skip)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for i, batch in enumerate(self.batch_sampler):
+            if i >= self.skip:
+                yield batch
+
+
+class StopWhen:
+    """Iterate ``loader`` while ``stop()`` is false, asked before every batch (a time limit: make ``stop``
+    agree on every rank, e.g. with :func:`any_rank`, and every rank stops after the same batch)."""
+
+    def __init__(self, loader: Any, stop: Callable[[], bool]):
+        self.loader, self.stop = loader, stop
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = iter(self.loader)
+        while not self.stop():
+            try:
+                yield next(batches)
+            except StopIteration:
+                return
+
+
+def gather_outputs(preds: dict[str, np.ndarray], targets: dict[str, np.ndarray], losses: dict[str, float],
+                   count: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
+    """Join the ``collect_outputs`` results of every rank's part of a set (``count`` images here): arrays
+    concatenated in rank order, mean losses weighted by part size.  Identity single-process."""
+    if not is_distributed():
+        return preds, targets, losses
+    parts = all_gather_objects((preds, targets, losses, count))
+    total = max(1, sum(p[3] for p in parts))
+    merged = [_concat([p[i] for p in parts]) for i in (0, 1)]
+    keys = dict.fromkeys(k for p in parts for k in p[2])
+    return merged[0], merged[1], {k: sum(p[2].get(k, 0.0) * p[3] for p in parts) / total for k in keys}
+
+
+def _concat(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenate dicts of arrays key by key, in order (dicts without a key are skipped)."""
+    keys = dict.fromkeys(k for part in parts for k in part)
     return {k: np.concatenate([part[k] for part in parts if k in part]) for k in keys}
 
 
+class ModelWithLoss(nn.Module):
+    """The model and its loss as one module: ``forward(images (B, 3, S, S), batch, weights)`` returns
+    ``(model outputs, loss dict)``.  One forward computes both, so DDP sees (and all-reduces the
+    gradients of) the loss's own parameters, e.g. ProxyAnchor proxies, with the model's."""
+
+    def __init__(self, model: nn.Module, loss_fn: nn.Module):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, images: torch.Tensor, batch: dict, weights: dict[str, float]) -> tuple[dict, dict]:
+        outputs = self.model(images)
+        return outputs, self.loss_fn(outputs, batch, weights)
+
+
+class LossInForward(nn.Module):
+    """Adapter for ``train_one_epoch`` (which calls ``model(images)`` then ``loss_fn(outputs, batch)``):
+    the "outputs" carry the images and the loss function runs the real (possibly DDP) forward."""
+
+    def __init__(self, engine: nn.Module):
+        super().__init__()
+        self.engine = engine
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"images": images}
+
+    def loss(self, weights: dict[str, float]) -> Callable[[dict, dict], dict]:
+        return lambda pending, batch: self.engine(pending["images"], batch, weights)[1]
+
+
+def unused_parameters(module: nn.Module, *inputs: Any) -> list[str]:
+    """Names of trainable parameters of ``module`` left without a gradient by one forward (in eval mode)
+    on ``inputs`` and a backward of its ``[1]["loss"]`` (a :class:`ModelWithLoss` call); grads are cleared."""
+    module.eval()
+    module(*inputs)[1]["loss"].backward()
+    names = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
+    module.zero_grad(set_to_none=True)
+    return names
+
+
+def wrap_data_parallel(joint: nn.Module, batch: dict, weights: dict[str, float], log: Any = print) -> nn.Module:
+    """``DistributedDataParallel(joint)`` for a CPU :class:`ModelWithLoss`; the (slower) search for unused
+    parameters is switched on only when a probe on ``batch`` finds parameters without gradient on some rank."""
+    unused = unused_parameters(joint, batch["image"], batch, weights)
+    if unused:
+        log(f"parameters without gradient ({', '.join(unused[:5])}): DDP searches for unused parameters")
+    return DistributedDataParallel(joint, find_unused_parameters=any_rank(bool(unused)))
+
+
+def merge_train_metrics(parts: list[dict]) -> dict:
+    """One epoch's training metrics over all ranks: loss means weighted by images, images and throughput
+    summed, the slowest rank's seconds."""
+    if len(parts) == 1:
+        return parts[0]
+    images = sum(p.get("train_images", 0) for p in parts)
+    seconds = max(p.get("train_seconds", 0.0) for p in parts)
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(k for p in parts for k in p):
+        if key not in ("train_images", "train_seconds", "train_images_per_s"):
+            out[key] = sum(p.get(key, 0.0) * p.get("train_images", 0) for p in parts) / max(images, 1)
+    out.update(train_images=images, train_seconds=seconds, train_images_per_s=images / max(seconds, 1e-9))
+    return out
+
+
 __all__ = [
-    "ShardedBatches", "all_gather_objects", "any_rank", "barrier", "broadcast_object", "cleanup",
-    "default_backend", "env_world_size", "get_rank", "get_world_size", "init_distributed", "is_distributed",
-    "is_main", "local_threads", "merge_arrays", "shard_batch", "shard_range", "sync_buffers",
+    "LossInForward", "ModelWithLoss", "ShardedBatches", "SkipBatches", "StopWhen", "all_gather_objects",
+    "any_rank", "barrier", "broadcast_object", "cleanup", "default_backend", "env_rank", "env_world_size",
+    "gather_outputs", "get_rank", "get_world_size", "init_distributed", "is_distributed", "is_main",
+    "local_threads", "merge_train_metrics", "shard_batch", "shard_range", "sync_buffers", "unused_parameters",
+    "wrap_data_parallel",
 ]

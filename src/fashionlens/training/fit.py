@@ -20,16 +20,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Subset
 from torch.utils.data import default_collate
 
 from fashionlens.config import RunConfig, from_dict, save_yaml, to_dict
 from fashionlens.data.dataset import GarmentDataset, PKSampler
 from fashionlens.data.readers import read
-from fashionlens.data.samples import SampleSet
+from fashionlens.data.splits import split_train_val
 from fashionlens.data.transforms import build_transforms
 from fashionlens.evaluation.report import compute_metrics
+from fashionlens.hierarchy.taxonomy import Hierarchy
 from fashionlens.losses import MultiTaskLoss
 from fashionlens.losses.multitask import stage_weights
 from fashionlens.models import backbone_normalization, build_model
@@ -39,27 +39,6 @@ from fashionlens.training.loop import collect_outputs, train_one_epoch
 from fashionlens.training.schedule import lr_at
 from fashionlens.utils import seed_everything, set_threads
 
-VAL_FRACTION = 0.1  # share of training items held out when the validation split is empty
-
-
-@dataclass
-class Hierarchy:
-    """Level structure derived from dotted category paths ("upper.tops.tee"): one list of node names per
-    level above the leaves, and for each level a map category index -> node index at that level."""
-
-    levels: list[list[str]]
-    maps: list[list[int]]
-
-    @classmethod
-    def from_paths(cls, paths: list[str]) -> "Hierarchy":
-        depth = min((len(p.split(".")) for p in paths), default=0)
-        levels, maps = [], []
-        for level in range(depth - 1):  # internal levels only (the leaf level is the category head)
-            prefixes = [".".join(p.split(".")[: level + 1]) for p in paths]
-            names = sorted(set(prefixes))
-            levels.append(names)
-            maps.append([names.index(x) for x in prefixes])
-        return cls(levels, maps)
 
 
 @dataclass
@@ -73,24 +52,6 @@ class RunState:
     best: float | None = None
     bad_epochs: int = 0
     history: list[dict] = field(default_factory=list)
-
-
-def split_train_val(data: SampleSet, train_split: str, val_split: str, seed: int) -> tuple[SampleSet, SampleSet]:
-    """The configured splits.  When ``val_split`` is set but has no samples, hold out ~10% of the training
-    *items* (images when there are no item ids; at least one when there are two or more), chosen by
-    ``seed``, so no item has images on both sides.  ``val_split`` "" means no validation."""
-    train = data.split(train_split)
-    if not len(train):
-        raise ValueError(f"no samples in the training split {train_split!r}; splits: {data.splits()}")
-    val = data.split(val_split) if val_split else SampleSet([], data.info)
-    if val_split and not len(val):
-        keys = [s.item_id or s.image for s in train.samples]
-        unique = sorted(set(keys))
-        count = max(1, round(VAL_FRACTION * len(unique))) if len(unique) > 1 else 0
-        held = set(np.random.default_rng(seed).permutation(unique)[:count].tolist())
-        val = SampleSet([s for s, k in zip(train.samples, keys) if k in held], data.info)
-        train = SampleSet([s for s, k in zip(train.samples, keys) if k not in held], data.info)
-    return train, val
 
 
 def resolve_config(cfg: RunConfig) -> RunConfig:
@@ -119,39 +80,6 @@ def _optimizer(model: nn.Module, loss_fn: nn.Module, cfg: RunConfig) -> torch.op
     raise ValueError(f"unknown optimizer {cfg.train.optimizer!r}; choices: adamw, sgd")
 
 
-class _Skip(torch.utils.data.Sampler):
-    """Yield the batches of ``batch_sampler`` after the first ``skip`` (resuming mid-epoch)."""
-
-    def __init__(self, batch_sampler: Any, skip: int):
-        self.batch_sampler, self.skip = batch_sampler, skip
-
-    def __len__(self) -> int:
-        return max(0, len(self.batch_sampler) - self.skip)
-
-    def __iter__(self):
-        for i, batch in enumerate(self.batch_sampler):
-            if i >= self.skip:
-                yield batch
-
-
-class _Until:
-    """Iterate ``loader`` while ``stop()`` is false (asked before every batch, on every rank alike)."""
-
-    def __init__(self, loader: DataLoader, stop: Callable[[], bool]):
-        self.loader, self.stop = loader, stop
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        batches = iter(self.loader)
-        while not self.stop():
-            try:
-                yield next(batches)
-            except StopIteration:
-                return
-
-
 def _train_batches(ds: GarmentDataset, cfg: RunConfig, epoch: int) -> Any:
     """The epoch's global batch sampler: P x K by item when configured, else shuffled batches; seeded by epoch."""
     if cfg.train.pk_items > 0:
@@ -160,7 +88,8 @@ def _train_batches(ds: GarmentDataset, cfg: RunConfig, epoch: int) -> Any:
         sampler.set_epoch(epoch)
         return sampler
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-    return BatchSampler(RandomSampler(ds, generator=generator), cfg.train.batch_size, drop_last=len(ds) > cfg.train.batch_size)
+    batch = cfg.train.batch_size
+    return BatchSampler(RandomSampler(ds, generator=generator), batch, drop_last=len(ds) > batch)
 
 
 def _loader(ds: Dataset, cfg: RunConfig, batch_sampler: Any = None, seed: int = 0) -> DataLoader:
@@ -180,35 +109,6 @@ def init_backbone_from(model: nn.Module, run_dir: str) -> int:
         raise ValueError(f"{run_dir}: its checkpoint has no backbone weights")
     model.backbone.load_state_dict(backbone)
     return len(backbone)
-
-
-class ModelWithLoss(nn.Module):
-    """The model and its loss as one module: ``forward(images (B, 3, S, S), batch, weights)`` returns
-    ``(model outputs, loss dict)``.  One forward computes both, so DDP sees (and all-reduces the
-    gradients of) the loss's own parameters, e.g. ProxyAnchor proxies, with the model's."""
-
-    def __init__(self, model: nn.Module, loss_fn: nn.Module):
-        super().__init__()
-        self.model, self.loss_fn = model, loss_fn
-
-    def forward(self, images: torch.Tensor, batch: dict, weights: dict[str, float]) -> tuple[dict, dict]:
-        outputs = self.model(images)
-        return outputs, self.loss_fn(outputs, batch, weights)
-
-
-class _LossInForward(nn.Module):
-    """Adapter for ``train_one_epoch`` (which calls ``model(images)`` then ``loss_fn(outputs, batch)``):
-    the "outputs" carry the images and the loss function runs the real (possibly DDP) forward."""
-
-    def __init__(self, engine: nn.Module):
-        super().__init__()
-        self.engine = engine
-
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"images": images}
-
-    def loss(self, weights: dict[str, float]) -> Callable[[dict, dict], dict]:
-        return lambda pending, batch: self.engine(pending["images"], batch, weights)[1]
 
 
 def _silent(*_args: Any, **_kw: Any) -> None:
@@ -246,7 +146,7 @@ class Trainer:
                                      embedding_dim=self.cfg.model.embedding_dim,
                                      class_weights=self._class_weights(),
                                      level_maps=[torch.tensor(m) for m in self.hierarchy.maps])
-        self.joint = ModelWithLoss(self.model, self.loss_fn)
+        self.joint = ddp.ModelWithLoss(self.model, self.loss_fn)
         self.optimizer = _optimizer(self.model, self.loss_fn, self.cfg)
         self.steps_per_epoch = len(_train_batches(self.train_ds, self.cfg, 0))
         self.engine = self._data_parallel()
@@ -290,8 +190,7 @@ class Trainer:
         return torch.tensor(weights, dtype=torch.float32)
 
     def _data_parallel(self) -> nn.Module:
-        """``self.joint`` itself single-process, else wrapped in DDP (unused-parameter search only if the
-        probe finds parameters without a gradient on some rank)."""
+        """``self.joint`` itself single-process, else wrapped in DDP (see ``distributed.wrap_data_parallel``)."""
         if self.world == 1:
             return self.joint
         tc = self.cfg.train
@@ -299,23 +198,10 @@ class Trainer:
         if per_batch < self.world:
             unit = "items (pk_items)" if tc.pk_items > 0 else "images"
             raise ValueError(f"{self.world} processes need at least {self.world} {unit} per batch, got {per_batch}")
-        unused = self._unused_parameters()
-        if unused:
-            self.log(f"parameters without gradient ({', '.join(unused[:5])}...): DDP searches unused parameters")
-        return DistributedDataParallel(self.joint, find_unused_parameters=ddp.any_rank(bool(unused)))
-
-    def _unused_parameters(self) -> list[str]:
-        """Names of trainable parameters that one forward + backward on a few (un-augmented) training
-        images leaves without a gradient."""
         probe = GarmentDataset(self.train_set, build_transforms(self.cfg.data, train=False),
-                               num_attributes=self.info.num_attributes)
+                               num_attributes=self.info.num_attributes)  # un-augmented: draws no random numbers
         batch = default_collate([probe[i] for i in range(min(len(probe), 4))])
-        self.joint.eval()
-        _, losses = self.joint(batch["image"], batch, stage_weights(0, self.cfg.loss))
-        losses["loss"].backward()
-        names = [n for n, p in self.joint.named_parameters() if p.requires_grad and p.grad is None]
-        self.joint.zero_grad(set_to_none=True)
-        return names
+        return ddp.wrap_data_parallel(self.joint, batch, stage_weights(0, self.cfg.loss), log=self.log)
 
     def labels(self) -> dict[str, Any]:
         """What a checkpoint must carry to be self-describing."""
@@ -346,10 +232,7 @@ class Trainer:
         preds, targets, losses = collect_outputs(self.model, _loader(ds, self.cfg), self.loss_fn,
                                                  channels_last=self.cfg.train.channels_last, progress=self.progress,
                                                  desc="val")
-        if self.world > 1:
-            parts = ddp.all_gather_objects((preds, targets, losses, len(part)))
-            preds, targets = ddp.merge_arrays([p[0] for p in parts]), ddp.merge_arrays([p[1] for p in parts])
-            losses = {k: sum(p[2].get(k, 0.0) * p[3] for p in parts) / len(self.val_ds) for k in parts[0][2]}
+        preds, targets, losses = ddp.gather_outputs(preds, targets, losses, len(part))
         if not self.main:
             return {}
         samples = [self.val_ds.samples[i] for i in targets["index"]]
@@ -408,9 +291,9 @@ class Trainer:
         """Train the rest of epoch ``run.epoch`` (from batch ``run.batch``) or until ``past()``; updates ``run``."""
         cfg, tc = self.cfg, self.cfg.train
         group = tc.pk_images if tc.pk_items > 0 else 1
-        batches = ddp.ShardedBatches(_Skip(_train_batches(self.train_ds, cfg, run.epoch), run.batch),
+        batches = ddp.ShardedBatches(ddp.SkipBatches(_train_batches(self.train_ds, cfg, run.epoch), run.batch),
                                      self.rank, self.world, group)
-        loader = _Until(_loader(self.train_ds, cfg, batches, seed=cfg.seed * 1000 + run.epoch), past)
+        loader = ddp.StopWhen(_loader(self.train_ds, cfg, batches, seed=cfg.seed * 1000 + run.epoch), past)
         start = run.batch
 
         def on_step(step: int, index: int) -> None:
@@ -418,12 +301,12 @@ class Trainer:
             if tc.checkpoint_every and step % tc.checkpoint_every == 0:
                 self._save(run, improved=False)
 
-        step_model = _LossInForward(self.engine)
+        step_model = ddp.LossInForward(self.engine)
         metrics, run.step = train_one_epoch(
             step_model, loader, step_model.loss(stage_weights(run.epoch, cfg.loss)), self.optimizer,
             step=run.step, lr_fn=lr_fn, grad_clip=tc.grad_clip, amp=tc.amp, channels_last=tc.channels_last,
             on_step=on_step, progress=self.progress, desc=f"epoch {run.epoch + 1}/{tc.epochs}")
-        return _merge_train_metrics(ddp.all_gather_objects(metrics))
+        return ddp.merge_train_metrics(ddp.all_gather_objects(metrics))
 
     def _end_epoch(self, run: RunState, train_metrics: dict, lr: float, past: Callable[[], bool]) -> str:
         """Validate, record, decide (rank 0, sent to all), checkpoint; returns why to stop ("" = go on)."""
@@ -515,21 +398,6 @@ class Trainer:
         keys = [k for k in ("train_loss", "val_loss", "val_category_top1", "val_retrieval_top20", "val_landmark_ne")
                 if any(h.get(k) is not None for h in history)]
         plot_curves(history, keys, os.path.join(self.out_dir, "curves.png"))
-
-
-def _merge_train_metrics(parts: list[dict]) -> dict:
-    """One epoch's training metrics over all ranks: loss means weighted by images, images and throughput
-    summed, the slowest rank's seconds."""
-    if len(parts) == 1:
-        return parts[0]
-    images = sum(p.get("train_images", 0) for p in parts)
-    seconds = max(p.get("train_seconds", 0.0) for p in parts)
-    out: dict[str, Any] = {}
-    for key in dict.fromkeys(k for p in parts for k in p):
-        if key not in ("train_images", "train_seconds", "train_images_per_s"):
-            out[key] = sum(p.get(key, 0.0) * p.get("train_images", 0) for p in parts) / max(images, 1)
-    out.update(train_images=images, train_seconds=seconds, train_images_per_s=images / max(seconds, 1e-9))
-    return out
 
 
 def fit(cfg: RunConfig, out_dir: str, *, resume: bool = True, progress: bool = True,
