@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -41,3 +41,13 @@ def write(name: str, payload: dict) -> str:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=2, default=str)
     return path
+
+
+def rate(step: Callable[[], object], batch: int, seconds: float) -> float:
+    """Images/s of ``step()`` (one batch) after one warm-up call, over at least ``seconds`` and 3 calls."""
+    step()
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or done < 3:
+        step()
+        done += 1
+    return done * batch / (time.perf_counter() - start)

@@ -16,9 +16,10 @@ import argparse
 import json
 import os
 import platform
-import time
 
 import torch
+
+from _common import rate
 
 from fashionlens.config import LossConfig, ModelConfig
 from fashionlens.losses import MultiTaskLoss
@@ -40,15 +41,6 @@ def fake_batch(n: int, size: int, categories: int, attributes: int) -> dict[str,
     }
 
 
-def rate(step, batch: int, seconds: float) -> float:
-    """Images/s of ``step()`` (one batch) after two warm-up calls, over at least ``seconds``."""
-    step()
-    step()
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or done < 3:
-        step()
-        done += 1
-    return done * batch / (time.perf_counter() - start)
 
 
 def measure(name: str, size: int, batch: int, seconds: float) -> dict:

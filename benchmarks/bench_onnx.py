@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import write  # noqa: E402
+from _common import rate, write  # noqa: E402
 
 from fashionlens.config import RunConfig, to_dict  # noqa: E402
 from fashionlens.export import INPUT_NAME, OnnxEmbedder, export_onnx  # noqa: E402
@@ -47,14 +47,6 @@ def default_run(root: str, size: int) -> str:
     return root
 
 
-def rate(step: Callable[[], object], batch: int, seconds: float) -> float:
-    """Images/s of ``step()`` (one batch) after one warm-up call, over at least ``seconds`` and 3 calls."""
-    step()
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or done < 3:
-        step()
-        done += 1
-    return done * batch / (time.perf_counter() - start)
 
 
 def steps(run: str, onnx_path: str, batch: int, size: int, threads: int) -> dict[str, Callable[[], object]]:

@@ -59,6 +59,7 @@ from fashionlens._catalog_store import (ItemStore, WriterLock, atomic_write, bui
                                         write_images)
 from fashionlens.index import create_index, open_index
 from fashionlens.inference import crop_box, crop_garments
+from fashionlens.utils import read_json_file
 from fashionlens.index.base import sidecar_path
 
 if TYPE_CHECKING:
@@ -123,11 +124,7 @@ class Catalog:
         path = os.path.join(directory, CONFIG)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no catalog in {directory} ({CONFIG} not found)")
-        try:
-            with open(path, encoding="utf-8") as f:
-                config = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}: corrupt catalog description: {e}") from e
+        config = read_json_file(path, "catalog description")
         if not isinstance(config, dict) or config.get("format") != FORMAT or "dim" not in config:
             raise ValueError(f"{path}: not a fashionlens catalog description")
         if config.get("version", 0) > FORMAT_VERSION:

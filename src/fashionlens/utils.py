@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -60,3 +62,14 @@ def cache_dir() -> str:
     path = os.environ.get("FASHIONLENS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fashionlens")
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def read_json_file(path: str, what: str) -> Any:
+    """Parse the JSON file ``path``; a missing file is FileNotFoundError, bad JSON a ValueError naming ``what``."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: corrupt {what}: {e}") from e

@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fashionlens.utils import read_json_file
+
 KINDS = ("flat", "ivf", "ivfpq")
 FORMAT = "fashionlens-index"
 FORMAT_VERSION = 1
@@ -83,11 +85,7 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     side = sidecar_path(path)
     if not os.path.exists(side):
         raise FileNotFoundError(f"{side}: index description not found (was the index saved to {os.fspath(path)}?)")
-    try:
-        with open(side, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{side}: corrupt index description: {e}") from e
+    meta = read_json_file(side, "index description")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{side}: not a fashionlens index description (no format '{FORMAT}')")
     if meta.get("version", 0) > FORMAT_VERSION:

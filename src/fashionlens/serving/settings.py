@@ -1,0 +1,79 @@
+"""Settings of the HTTP service: one dataclass, no environment or file reading at import time.
+
+The API key that guards writes is resolved by :func:`resolve_api_key` when the app is created:
+``ServeSettings.api_key``, else the ``FASHIONLENS_API_KEY`` environment variable, else the first line
+of ``api_key_file``.  With no key at all, writes are refused with 403 (a secure default: a server
+started without thinking about keys can not be written to by anyone).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+#: Environment variable read for the API key when the settings give none.
+API_KEY_ENV = "FASHIONLENS_API_KEY"
+#: Image formats (Pillow names) the service decodes; MPO (multi-picture camera JPEG) counts as JPEG.
+DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP")
+
+
+@dataclass
+class ServeSettings:
+    """What :func:`fashionlens.serving.create_app` serves and with which limits."""
+
+    model_run: str | None = None  # run directory / checkpoint of the model; None: the catalog's model_run
+    catalog_dir: str | None = None  # catalog directory; None: /v1/search and /v1/items answer 503
+    api_key: str | None = None  # write key; None: $FASHIONLENS_API_KEY, else api_key_file
+    api_key_file: str | None = None  # file whose first line is the key (read when the app is created)
+    public_reads: bool = True  # False: classify / search / item reads need the key too
+    max_upload_bytes: int = 10 * 1024 * 1024  # largest accepted image file, bytes
+    max_pixels: int = 40_000_000  # largest accepted image, width x height pixels (decompression bombs)
+    formats: tuple[str, ...] = DEFAULT_FORMATS  # accepted image formats (Pillow format names)
+    request_timeout_s: float = 30.0  # longest wait for the model (queue + forward) before a 504
+    batch_max: int = 16  # most images in one forward pass of the micro-batcher
+    batch_wait_ms: float = 10.0  # how long the batcher waits for more images after the first
+    inference_threads: int = 1  # worker threads running forward passes
+    static_dir: str | None = None  # the web page's folder; None: fashionlens/serving/static
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first setting out of range."""
+        checks = {
+            "max_upload_bytes": self.max_upload_bytes >= 1, "max_pixels": self.max_pixels >= 1,
+            "request_timeout_s": self.request_timeout_s > 0, "batch_max": self.batch_max >= 1,
+            "batch_wait_ms": self.batch_wait_ms >= 0, "inference_threads": self.inference_threads >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"ServeSettings.{name} out of range: {getattr(self, name)!r}")
+        if not self.formats or any(not isinstance(f, str) for f in self.formats):
+            raise ValueError(f"ServeSettings.formats must name image formats, got {self.formats!r}")
+        if self.model_run is None and self.catalog_dir is None:
+            raise ValueError("ServeSettings needs a model_run or a catalog_dir (whose catalog names its model)")
+
+
+def resolve_api_key(settings: ServeSettings, environ: Mapping[str, str] | None = None) -> str | None:
+    """The write key: ``settings.api_key``, else ``$FASHIONLENS_API_KEY``, else ``api_key_file``'s first line.
+
+    Returns None when none is configured (writes are then refused).  Raises ValueError for an empty
+    explicit key or key file, FileNotFoundError for a missing key file."""
+    environ = os.environ if environ is None else environ
+    if settings.api_key is not None:
+        if not settings.api_key.strip():
+            raise ValueError("ServeSettings.api_key is empty; give a key or None")
+        return settings.api_key.strip()
+    from_env = environ.get(API_KEY_ENV, "").strip()
+    if from_env:
+        return from_env
+    if settings.api_key_file:
+        if not os.path.isfile(settings.api_key_file):
+            raise FileNotFoundError(f"API key file not found: {settings.api_key_file}")
+        with open(settings.api_key_file, encoding="utf-8") as f:
+            key = f.readline().strip()
+        if not key:
+            raise ValueError(f"{settings.api_key_file}:1: the API key file is empty")
+        return key
+    return None
+
+
+__all__ = ["API_KEY_ENV", "DEFAULT_FORMATS", "ServeSettings", "resolve_api_key"]
