@@ -12,7 +12,7 @@ TORCH    := torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-SYSTEM_PACKAGES := dataset-fashion-mnist
+SYSTEM_PACKAGES := dataset-fashion-mnist chromium
 
 .PHONY: install install-test system-deps demo test bench clean help
 
@@ -38,7 +38,7 @@ install: $(VENV)/.stamp-install
 
 install-test: $(VENV)/.stamp-test system-deps
 
-# System packages the tests use (Fashion-MNIST files); installed as root with apt where possible,
+# System packages the tests use (Fashion-MNIST files, Chromium for the browser test); installed as root with apt where possible,
 # otherwise the tests that need them skip with a visible reason.
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

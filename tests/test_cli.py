@@ -117,11 +117,47 @@ def test_module_entry_point(render):
 
 def test_demo_quick_then_reuses(tmp_path, capsys):
     work = tmp_path / "demo"
-    assert main(["demo", "--workdir", str(work), "--quick"]) == 0
+    assert main(["demo", "--workdir", str(work), "--quick", "--no-serve"]) == 0
     first = capsys.readouterr().out
     assert "rendering" in first and "training" in first and "consumer-to-shop top-1 / top-20" in first
     assert (work / "garments_sheet.png").is_file() and (work / "run" / "best.pt").is_file()
     assert (work / "report" / "report.md").is_file()
-    assert main(["demo", "--workdir", str(work), "--quick"]) == 0  # second run reuses render and model
+    assert "catalog: 40 items" in first and (work / "catalog" / "items.db").is_file()
+    assert main(["demo", "--workdir", str(work), "--quick", "--no-serve"]) == 0  # second run reuses render and model
     second = capsys.readouterr().out
     assert "reusing the rendered garment set" in second and "reusing the trained model" in second
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_command_answers_http(render, trained, tmp_path):
+    import time
+    import urllib.request
+
+    catalog = tmp_path / "cat"
+    assert main(["catalog", "build", "--model", str(trained), "--data", f"garments:{render}", "--out", str(catalog)]) == 0
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fashionlens", "serve", "--catalog", str(catalog), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "FASHIONLENS_API_KEY": "k"})
+    try:
+        deadline, health = time.time() + 90, None
+        while time.time() < deadline and health is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    health = json.loads(r.read())
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(0.5)
+        assert health is not None and health["status"] == "ok" and health["catalog_items"] == 80
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+            assert b"fashionlens" in r.read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -51,6 +51,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                             minutes=args.minutes, quick=args.quick, fresh=args.fresh)
     result = run_demo(settings)
     print(f"report: {os.path.abspath(result['report'])}/report.md")
+    if not args.no_serve:
+        from fashionlens._cli_serve import serve_demo
+
+        serve_demo(result["run"], result["catalog"], args.host, args.port)
     return 0
 
 
@@ -234,14 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=5.0, help="training time budget")
     p.add_argument("--quick", action="store_true", help="tiny data and model (a smoke test in seconds)")
+    p.add_argument("--no-serve", action="store_true", help="stop after building the catalog")
+    p.add_argument("--host", default="127.0.0.1", help="where the demo serves the page")
+    p.add_argument("--port", type=int, default=8000)
     p.add_argument("--fresh", action="store_true", help="start over instead of reusing the render and the run")
     p.set_defaults(func=cmd_demo)
 
     from fashionlens._cli_catalog import add_commands as add_catalog_commands
     from fashionlens._cli_export import add_commands as add_export_commands
+    from fashionlens._cli_serve import add_commands as add_serve_commands
 
     add_export_commands(sub)
     add_catalog_commands(sub)
+    add_serve_commands(sub)
     return parser
 
 

@@ -69,7 +69,22 @@ def run_demo(s: DemoSettings, log: Callable[[str], None] = print) -> dict:
         open(os.path.join(run, "DONE"), "w").close()
     metrics = evaluate_run(run, spec, split="test", out_dir=os.path.join(s.workdir, "report"), progress=False)
     log(metrics_table(metrics))
-    return {"data": spec, "run": run, "sheet": sheet, "report": os.path.join(s.workdir, "report"), "metrics": metrics}
+    catalog = build_demo_catalog(spec, run, os.path.join(s.workdir, "catalog"), quick=s.quick, log=log)
+    return {"data": spec, "run": run, "sheet": sheet, "report": os.path.join(s.workdir, "report"), "metrics": metrics,
+            "catalog": catalog}
+
+
+def build_demo_catalog(spec: str, run: str, directory: str, *, quick: bool = False, log=print) -> str:
+    """A shop catalog: the shop photos of every rendered item, embedded by the trained model (resumable)."""
+    from fashionlens.catalog import build
+    from fashionlens.data.readers import read
+
+    data = read(spec)
+    shop = data.where([s.domain == "shop" for s in data.samples])
+    log(f"building the shop catalog ({len(shop)} shop photos) in {directory}")
+    summary = build(directory, run, shop, progress=not quick)
+    log(f"catalog: {summary['items']} items ({summary['added']} added now)")
+    return directory
 
 
 def metrics_table(metrics: dict) -> str:

@@ -98,4 +98,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
 
 
-__all__ = ["ApiError", "STATUS_CODES", "error_body", "error_response", "install_error_handlers"]
+__all__ = ["STATUS_CODES", "ApiError", "error_body", "error_response", "install_error_handlers"]

@@ -9,8 +9,8 @@ started without thinking about keys can not be written to by anyone).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 #: Environment variable read for the API key when the settings give none.
 API_KEY_ENV = "FASHIONLENS_API_KEY"
@@ -46,8 +46,12 @@ class ServeSettings:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"ServeSettings.{name} out of range: {getattr(self, name)!r}")
-        if not self.formats or any(not isinstance(f, str) for f in self.formats):
-            raise ValueError(f"ServeSettings.formats must name image formats, got {self.formats!r}")
+        from PIL import Image
+
+        Image.init()
+        if not self.formats or any(not isinstance(f, str) or f.upper() not in Image.OPEN for f in self.formats):
+            raise ValueError(f"ServeSettings.formats must name image formats Pillow reads (e.g. JPEG, PNG, WEBP), "
+                             f"got {self.formats!r}")
         if self.model_run is None and self.catalog_dir is None:
             raise ValueError("ServeSettings needs a model_run or a catalog_dir (whose catalog names its model)")
 

@@ -6,7 +6,10 @@ const $ = (id) => document.getElementById(id);
 const SVG_NS = "http://www.w3.org/2000/svg";
 const KEY_STORE = "fashionlens.apiKey";
 const SEARCH_K = 8;
-const state = { file: null, result: null, busy: 0, lastItemId: null };
+const MAX_UPLOAD_BYTES = 9 * 1024 * 1024;  // the server refuses files over 10 MiB by default
+const MAX_SIDE = 3000;  // larger files are shrunk to this many pixels on the long side before upload
+// seq: the number of the latest photo; answers that arrive for an older photo are dropped
+const state = { file: null, result: null, busy: 0, lastItemId: null, seq: 0 };
 
 // ---------------------------------------------------------------- helpers
 function el(tag, attrs = {}, ...children) {
@@ -130,18 +133,35 @@ async function handleFile(file) {
     showError(`"${file.name}" is not an image (${file.type}). Choose a photo: JPEG, PNG or WebP.`);
     return;
   }
-  state.file = file;
+  const seq = ++state.seq;
+  state.file = await shrinkIfHuge(file);
   state.result = null;
   $("result").hidden = true;
   $("add-panel").hidden = true;
   $("add-message").textContent = "";
-  showPreview(file);
-  const result = await busy("Looking at your photo…", () => api("/v1/classify", { body: imageForm(file) }));
-  if (!result) { $("preview").hidden = true; return; }
+  showPreview(state.file);
+  const result = await busy("Looking at your photo…", () => api("/v1/classify", { body: imageForm(state.file) }));
+  if (seq !== state.seq) return;
+  if (!result) { $("preview").hidden = true; $("drop").classList.remove("compact"); return; }
   state.result = result;
   renderResult(result);
   setStatus(`It looks like ${describe(result)}.`);
   await searchSimilar();
+}
+
+/** A photo over the upload limit re-encoded as JPEG of at most MAX_SIDE pixels (EXIF orientation applied). */
+async function shrinkIfHuge(file) {
+  if (file.size <= MAX_UPLOAD_BYTES || typeof createImageBitmap !== "function") return file;
+  try {
+    const bitmap = await createImageBitmap(file);
+    const scale = Math.min(1, MAX_SIDE / Math.max(bitmap.width, bitmap.height));
+    const canvas = el("canvas", { width: Math.round(bitmap.width * scale), height: Math.round(bitmap.height * scale) });
+    canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    const blob = await new Promise((done) => canvas.toBlob(done, "image/jpeg", 0.9));
+    return blob ? new File([blob], `${(file.name || "photo").replace(/\.\w+$/, "")}.jpg`, { type: "image/jpeg" }) : file;
+  } catch {
+    return file;  // not decodable here: let the server say what is wrong with it
+  }
 }
 
 function imageForm(file) {
@@ -159,12 +179,13 @@ function showPreview(file) {
   img.alt = `Your photo${file.name ? ` (${file.name})` : ""}`;
   img.src = URL.createObjectURL(file);
   $("preview").hidden = false;
+  $("drop").classList.add("compact");
 }
 
 // ---------------------------------------------------------------- the answer
 function describe(result) {
   const name = humanise(result.category?.name) || "an unknown garment";
-  return result.hedged ? `${name}, at least ${humanise(result.hedged.name)}` : name;
+  return result.hedged ? `${name} (at least ${humanise(result.hedged.name)})` : name;
 }
 
 function renderResult(result) {
@@ -201,6 +222,7 @@ function renderCategory(result) {
   $("category-icon").querySelector("use").setAttribute("href", `icons.svg#icon-${icon}`);
   $("category-icon-title").textContent = ICON_TITLES[icon];
   $("category-name").textContent = humanise(cat.name);
+  $("category-name").dataset.name = cat.name;
   $("category-score").textContent = cat.score != null ? `${percent(cat.score)} sure` : "";
   const path = cat.path?.length ? cat.path : [cat.name];
   $("breadcrumbs").replaceChildren(...path.map((node, i) =>
@@ -208,7 +230,8 @@ function renderCategory(result) {
   const hedge = $("hedge");
   hedge.hidden = !result.hedged;
   if (result.hedged) {
-    const where = (result.hedged.path || []).map(humanise).join(" › ");
+    const path = result.hedged.path || [];
+    const where = path.length > 1 ? path.map(humanise).join(" › ") : "";
     hedge.textContent = `Not sure about the exact type: it is at least ${humanise(result.hedged.name)}` +
       (where ? ` (${where}).` : ".");
   }
@@ -270,7 +293,9 @@ async function searchSimilar() {
   form.append("k", String(SEARCH_K));
   if ($("same-category").checked && state.result?.category?.name) form.append("category", state.result.category.name);
   $("similar-status").textContent = "Searching the catalog…";
+  const seq = state.seq;
   const answer = await busy("Searching the catalog…", () => api("/v1/search", { body: form }));
+  if (seq !== state.seq) return;
   if (!answer) { $("similar-status").textContent = "The search failed."; return; }
   renderSimilar(answer.results || []);
   setStatus(`It looks like ${describe(state.result)}. ${answer.results?.length || 0} similar items found.`);
@@ -282,8 +307,7 @@ function renderSimilar(results) {
   $("similar").replaceChildren(...results.map((item) => {
     const name = item.title || (item.sku ? `SKU ${item.sku}` : `Item ${item.item_id}`);
     return el("li", { class: `card${item.item_id === state.lastItemId ? " fresh" : ""}`, "data-item-id": item.item_id },
-      el("img", { src: item.image_url || `/v1/items/${item.item_id}/image`, alt: `${name}: ${humanise(item.category)}`,
-        loading: "lazy" }),
+      el("img", { src: item.image_url || `/v1/items/${item.item_id}/image`, alt: `${name}: ${humanise(item.category)}` }),
       el("div", {},
         el("strong", { text: name }),
         el("span", { text: humanise(item.category) || "No category" }),
@@ -304,6 +328,7 @@ function openAddPanel() {
     ? ` with ${attributes.map(humanise).join(", ")}` : " with no attributes";
   $("add-panel").hidden = false;
   $("add-button").setAttribute("aria-expanded", "true");
+  if (!$("api-key").value) $("api-key").closest("details").open = true;  // writes need it: show where it goes
   $("correct-form").hidden = true;
   $("add-message").textContent = "";
   $("confirm-question").focus();
@@ -356,7 +381,6 @@ async function storeItem({ category, attributes }) {
   const form = imageForm(state.file);
   form.append("category", category);
   form.append("attributes", JSON.stringify(attributes));
-  form.append("source", state.file.name ? `web:${state.file.name}` : "web");
   for (const [field, id] of [["title", "item-title"], ["sku", "item-sku"]]) {
     if ($(id).value.trim()) form.append(field, $(id).value.trim());
   }

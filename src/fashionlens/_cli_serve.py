@@ -1,0 +1,53 @@
+"""`fashionlens serve`: the HTTP API and web page for a model and a catalog (thin adapter over serving/)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the HTTP API and the web page")
+    p.add_argument("--model", help="run directory (default: the catalog's model)")
+    p.add_argument("--catalog", help="catalog directory (without one, only /v1/classify works)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="inference worker threads")
+    p.add_argument("--api-key-file", help="file whose first line is the write key (else $FASHIONLENS_API_KEY)")
+    p.add_argument("--private-reads", action="store_true", help="reads need the API key too")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload")
+    p.set_defaults(func=cmd_serve)
+
+
+def settings_from_args(args: argparse.Namespace):
+    from fashionlens.serving import ServeSettings
+
+    if not args.model and not args.catalog:
+        raise ValueError("serve needs --model RUN_DIR, --catalog CATALOG or both")
+    settings = ServeSettings(model_run=args.model, catalog_dir=args.catalog, api_key_file=args.api_key_file,
+                             public_reads=not args.private_reads, inference_threads=args.workers,
+                             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    settings.validate()
+    return settings
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fashionlens.serving import serve
+
+    settings = settings_from_args(args)
+    print(f"fashionlens is serving at http://{args.host}:{args.port}  (API docs: /docs)", flush=True)
+    serve(settings, host=args.host, port=args.port)
+    return 0
+
+
+def serve_demo(model_run: str, catalog_dir: str, host: str, port: int) -> None:
+    """Serve the demo's model and catalog; a write key is made up unless $FASHIONLENS_API_KEY is set."""
+    from fashionlens.serving import ServeSettings, serve
+
+    key = os.environ.get("FASHIONLENS_API_KEY") or secrets.token_urlsafe(12)
+    settings = ServeSettings(model_run=model_run, catalog_dir=catalog_dir, api_key=key)
+    settings.validate()
+    print(f"\nfashionlens is serving the demo at http://{host}:{port}  (API docs: /docs)")
+    print(f"API key for adding items (the page asks for it): {key}", flush=True)
+    serve(settings, host=host, port=port)

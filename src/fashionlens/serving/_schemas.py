@@ -1,0 +1,205 @@
+"""The JSON contract: pydantic models (they document /docs and /openapi.json) and the functions that
+shape library answers (Predictor / Catalog dicts) into them.
+
+Taxonomy paths are lists (``["upper", "tops", "tee"]``); the catalog stores them dotted.  Stored items
+expose ``image_url`` (``/v1/items/{id}/image``), never the server's file path.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from fashionlens.serving._errors import ApiError
+
+
+def _utf8(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from e
+    return value
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable snake_case code, e.g. unsupported_format")
+    message: str = Field(description="what went wrong and how to fix it")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Category(BaseModel):
+    name: str
+    path: list[str] = Field(description="taxonomy path, coarse to fine, e.g. ['upper', 'tops', 'tee']")
+    score: float | None = Field(description="probability of the predicted category, 0..1")
+
+
+class Score(BaseModel):
+    name: str
+    score: float
+
+
+class Attribute(BaseModel):
+    name: str
+    score: float = Field(description="probability 0..1")
+    group: str | None = Field(None, description="attribute group (texture, fabric, ...) when the model has groups")
+
+
+class Landmark(BaseModel):
+    name: str
+    x: float = Field(description="original-image pixels")
+    y: float = Field(description="original-image pixels")
+    visibility: str = Field(description="visible, occluded or truncated")
+    visible_prob: float
+
+
+class ImageSize(BaseModel):
+    width: int = Field(description="pixels, after the EXIF orientation")
+    height: int
+
+
+class ClassifyResponse(BaseModel):
+    category: Category | None
+    category_scores: list[Score] = Field(description="the 5 most likely categories, best first")
+    attributes: list[Attribute]
+    landmarks: list[Landmark]
+    bbox: list[float] | None = Field(description="garment box [x1, y1, x2, y2] in original-image pixels")
+    image: ImageSize
+    hedged: Any = Field(None, description="reserved for hedged (coarser) predictions; null for now")
+
+
+class SearchResult(BaseModel):
+    item_id: int
+    score: float = Field(description="cosine similarity of the embeddings, -1..1")
+    category: str | None
+    category_path: list[str] | None
+    attributes: list[str]
+    sku: str | None
+    title: str | None
+    source: str | None
+    image_url: str | None
+
+
+class SearchQuery(BaseModel):
+    category: Category | None = Field(description="the model's category for the query image")
+    bbox: list[float] | None = Field(description="the garment box found in the query image, pixels")
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    query: SearchQuery
+
+
+class Item(BaseModel):
+    item_id: int
+    sku: str | None
+    title: str | None
+    category: str | None
+    category_path: list[str] | None
+    attributes: list[str]
+    source: str | None
+    image_url: str | None
+    created_at: str
+    updated_at: str
+    extra: dict[str, Any] = Field(description="other metadata and the model's prediction details")
+
+
+class ItemList(BaseModel):
+    items: list[Item]
+    total: int
+    offset: int
+    limit: int
+
+
+class ItemPatch(BaseModel):
+    """Fields to change; a field left out stays, null clears it."""
+
+    model_config = ConfigDict(extra="forbid")
+    sku: Text | None = Field(None, max_length=500)
+    title: Text | None = Field(None, max_length=2000)
+    category: Text | None = Field(None, max_length=200)
+    attributes: list[Annotated[Text, Field(max_length=200)]] | None = Field(None, max_length=1000)
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    catalog_items: int | None = Field(description="null when no catalog is configured")
+
+
+# -- shaping library answers -------------------------------------------------------------------------------
+def split_path(dotted: str | None) -> list[str] | None:
+    return [p for p in dotted.split(".") if p] if dotted else None
+
+
+def category_of(answer: dict[str, Any]) -> dict[str, Any] | None:
+    name = answer.get("category")
+    if name is None:
+        return None
+    scores = answer.get("category_scores") or []
+    return {"name": name, "path": split_path(answer.get("category_path")) or [name],
+            "score": scores[0]["score"] if scores else None}
+
+
+def classify_body(answer: dict[str, Any]) -> dict[str, Any]:
+    """A Predictor answer -> :class:`ClassifyResponse` fields."""
+    return {"category": category_of(answer), "category_scores": answer.get("category_scores") or [],
+            "attributes": answer.get("attributes") or [], "landmarks": answer.get("landmarks") or [],
+            "bbox": answer.get("bbox"), "image": {"width": answer["width"], "height": answer["height"]},
+            "hedged": None}
+
+
+def image_url(item_id: int, stored: str | None) -> str | None:
+    return f"/v1/items/{item_id}/image" if stored else None
+
+
+def item_body(item: dict[str, Any]) -> dict[str, Any]:
+    """A ``Catalog.get`` dict -> :class:`Item` fields."""
+    keys = ("sku", "title", "category", "attributes", "source", "created_at", "updated_at", "extra")
+    return {"item_id": item["id"], **{k: item.get(k) for k in keys},
+            "category_path": split_path(item.get("category_path")), "image_url": image_url(item["id"], item.get("image"))}
+
+
+def result_body(hit: dict[str, Any]) -> dict[str, Any]:
+    """A ``Catalog.search`` hit -> :class:`SearchResult` fields."""
+    keys = ("item_id", "category", "attributes", "sku", "title", "source")
+    return {**{k: hit.get(k) for k in keys}, "score": round(float(hit["score"]), 5),
+            "category_path": split_path(hit.get("category_path")), "image_url": image_url(hit["item_id"], hit.get("image"))}
+
+
+def form_text(name: str, value: str | None, code: str = "invalid_request") -> str | None:
+    """A form field's text (None when absent or blank, as HTML forms send empty inputs); 422 for bad text."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return _utf8(value.strip())
+    except ValueError as e:
+        raise ApiError(422, code, f"{name}: {e}") from e
+
+
+def parse_attributes(value: str | None) -> list[str] | None:
+    """``attributes`` form field: a JSON list of names or ``a,b,c``; None when absent or blank."""
+    text = form_text("attributes", value, "invalid_attributes")
+    if text is None:
+        return None
+    if text[0] in "[{\"":  # JSON (a list is expected)
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ApiError(422, "invalid_attributes", f"attributes: not valid JSON ({e.msg} at character {e.pos}); "
+                           "send a JSON list of names or comma-separated names") from e
+        if not isinstance(names, list) or not all(isinstance(a, str) for a in names):
+            raise ApiError(422, "invalid_attributes", "attributes: the JSON value must be a list of names (strings)")
+        return [t for a in names if (t := form_text("attributes", a, "invalid_attributes"))]
+    return [a.strip() for a in text.split(",") if a.strip()]
+
+
+__all__ = ["ClassifyResponse", "ErrorResponse", "Health", "Item", "ItemList", "ItemPatch", "SearchResponse",
+           "classify_body", "form_text", "item_body", "parse_attributes", "result_body"]

@@ -1,0 +1,257 @@
+"""The HTTP API of fashionlens (FastAPI): classify, search, a catalog of items, health and metrics.
+
+``create_app(ServeSettings(model_run=RUN, catalog_dir=CATALOG))`` returns the ASGI app; :func:`serve`
+runs it with uvicorn.  Every answer is JSON; every error is
+``{"error": {"code": "<snake_case>", "message": "..."}}`` with a 4xx status for bad input (5xx only for
+the server's own faults, 503 / 504 when busy or slow).  OpenAPI docs at ``/docs``, the web page at ``/``.
+
+Security: writes (POST / PATCH / DELETE on /v1/items) need the API key as ``Authorization: Bearer KEY``
+or ``X-API-Key: KEY`` (compared in constant time) and answer 401 without it or with a wrong one.  The
+key comes from ServeSettings.api_key, else ``$FASHIONLENS_API_KEY``, else ServeSettings.api_key_file.
+**With no key configured, writes are refused (403)**: set one to enable them.  Reads (classify, search,
+items) are public unless ``public_reads=False``; /healthz, /metrics and the docs are always public.
+
+Endpoints (uploads are the multipart/form-data file field ``image``: JPEG, PNG or WebP):
+
+* ``POST /v1/classify`` -> category (+ taxonomy path), top-5 scores, attributes, landmarks and garment
+  box in the original image's pixels.
+* ``POST /v1/search`` (form fields ``k``, ``category``, ``attribute``, ``crop``) -> the most similar items.
+* ``POST /v1/items`` (form fields ``sku``, ``title``, ``category``, ``attributes``, ``source``) -> 201 + item;
+  ``GET`` / ``PATCH`` / ``DELETE /v1/items/{id}``, ``GET /v1/items/{id}/image``, ``GET /v1/items``.
+* ``GET /healthz``, ``GET /metrics`` (Prometheus text).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, File, Form, Path, Query, Security, UploadFile
+from fastapi.responses import FileResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+import fashionlens
+from fashionlens.serving._errors import ApiError, install_error_handlers
+from fashionlens.serving._metrics import MetricsMiddleware
+from fashionlens.serving._schemas import (
+    ClassifyResponse,
+    ErrorResponse,
+    Health,
+    Item,
+    ItemList,
+    ItemPatch,
+    SearchResponse,
+    category_of,
+    classify_body,
+    form_text,
+    item_body,
+    parse_attributes,
+    result_body,
+)
+from fashionlens.serving._service import Service
+from fashionlens.serving._uploads import (
+    FORM_OVERHEAD,
+    BodyLimitMiddleware,
+    decode_upload,
+    read_upload,
+    upload_source,
+)
+from fashionlens.serving.settings import ServeSettings
+
+STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
+MAX_ITEM_ID = 2 ** 63 - 1  # SQLite's largest integer
+CONTENT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}
+
+ImageField = Annotated[UploadFile, File(description="the picture: JPEG, PNG or WebP (first frame of animations)")]
+ItemId = Annotated[int, Path(ge=1, le=MAX_ITEM_ID, description="item id")]
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key")
+_bearer = HTTPBearer(auto_error=False, description="the API key as a bearer token")
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": ErrorResponse} for s in statuses}
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    """The ASGI app: loads the model and opens the catalog now (bad settings fail here, not on a request)."""
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        yield
+        service.close()
+
+    app = FastAPI(title="fashionlens", version=fashionlens.__version__, lifespan=lifespan,
+                  description=(__doc__ or "").split("Endpoints")[0].strip())
+    app.state.service = service
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_upload_bytes + FORM_OVERHEAD,
+                       max_file_bytes=settings.max_upload_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)  # outermost: counts the 413s too
+    reads = _guard(service, "reads") if not settings.public_reads else _no_guard
+    writes = _guard(service, "writes")
+    _add_model_routes(app, service, reads)
+    _add_item_routes(app, service, reads, writes)
+    _add_ops_routes(app, service)
+    _add_web_page(app, settings.static_dir or STATIC_DIR)
+    return app
+
+
+def _guard(service: Service, action: str) -> Callable[..., None]:
+    def guard(key: Annotated[str | None, Security(_api_key_header)] = None,
+              bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None) -> None:
+        service.check_key(key or (bearer.credentials if bearer else None), action)
+    return guard
+
+
+def _no_guard() -> None:
+    return None
+
+
+async def _decoded(service: Service, image: UploadFile) -> tuple[bytes, Any, str]:
+    """(bytes, RGB image, extension) of a validated upload: size, format and pixel limits, full decode."""
+    s = service.settings
+    data = await read_upload(image, s.max_upload_bytes)
+    picture, ext = await run_in_threadpool(decode_upload, data, max_pixels=s.max_pixels, formats=s.formats)
+    return data, picture, ext
+
+
+def _add_model_routes(app: FastAPI, service: Service, reads: Callable[..., None]) -> None:
+    @app.post("/v1/classify", response_model=ClassifyResponse, dependencies=[Depends(reads)], tags=["model"],
+              responses=_errors(401, 403, 413, 415, 422, 503, 504), summary="Classify a garment image")
+    async def classify(image: ImageField) -> dict[str, Any]:
+        """Category (+ taxonomy path and top-5), attributes, landmarks and box (original-image pixels)."""
+        _, picture, _ = await _decoded(service, image)
+        return classify_body(await service.infer(picture))
+
+    @app.post("/v1/search", response_model=SearchResponse, dependencies=[Depends(reads)], tags=["model"],
+              responses=_errors(401, 403, 413, 415, 422, 503, 504), summary="Find similar catalog items")
+    async def search(image: ImageField,
+                     k: Annotated[int, Form(ge=1, le=100, description="number of results")] = 10,
+                     category: Annotated[str | None, Form(max_length=200, description=(
+                         "only items of this category name or taxonomy path prefix, e.g. upper"))] = None,
+                     attribute: Annotated[str | None, Form(max_length=200, description="only items with it")] = None,
+                     crop: Annotated[bool, Form(description="embed the garment box of the query")] = False,
+                     ) -> dict[str, Any]:
+        """The ``k`` catalog items most similar to the image, best first (cosine similarity)."""
+        catalog = service.catalog  # 503 before any work when no catalog is configured
+        _, picture, _ = await _decoded(service, image)
+        answer, vector = await service.query(picture, crop)
+        hits = await service.read(catalog.search, vector, k, category=form_text("category", category),
+                                  attribute=form_text("attribute", attribute))
+        return {"results": [result_body(h) for h in hits],
+                "query": {"category": category_of(answer), "bbox": answer.get("bbox")}}
+
+
+def _add_item_routes(app: FastAPI, service: Service, reads: Callable[..., None],
+                     writes: Callable[..., None]) -> None:
+    @app.post("/v1/items", status_code=201, response_model=Item, dependencies=[Depends(writes)], tags=["items"],
+              responses=_errors(401, 403, 413, 415, 422, 503), summary="Add an item to the catalog")
+    async def add_item(response: Response, image: ImageField,
+                       sku: Annotated[str | None, Form(max_length=500)] = None,
+                       title: Annotated[str | None, Form(max_length=2000)] = None,
+                       category: Annotated[str | None, Form(max_length=200, description=(
+                           "category name; the model's prediction when absent"))] = None,
+                       attributes: Annotated[str | None, Form(max_length=20000, description=(
+                           "JSON list or comma-separated names; the model's prediction when absent"))] = None,
+                       source: Annotated[str | None, Form(max_length=2000)] = None) -> dict[str, Any]:
+        """Store the image and its metadata (validated first: a refused upload leaves the catalog as it was)."""
+        _ = service.catalog  # 503 before decoding the upload when no catalog is configured
+        meta = {"sku": form_text("sku", sku), "title": form_text("title", title),
+                "category": form_text("category", category), "attributes": parse_attributes(attributes),
+                "source": form_text("source", source) or upload_source(image.filename)}
+        data, _, ext = await _decoded(service, image)
+        item = await service.write(service.add_item, data, ext, {k: v for k, v in meta.items() if v is not None})
+        response.headers["Location"] = f"/v1/items/{item['id']}"
+        return item_body(item)
+
+    @app.get("/v1/items", response_model=ItemList, dependencies=[Depends(reads)], tags=["items"],
+             responses=_errors(401, 403, 422, 503), summary="List items")
+    async def list_items(offset: Annotated[int, Query(ge=0, le=MAX_ITEM_ID)] = 0,
+                         limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+        catalog = service.catalog
+        items = await service.read(catalog.list, offset, limit)
+        total = await service.read(len, catalog)
+        return {"items": [item_body(i) for i in items], "total": total, "offset": offset, "limit": limit}
+
+    @app.get("/v1/items/{item_id}", response_model=Item, dependencies=[Depends(reads)], tags=["items"],
+             responses=_errors(401, 403, 404, 422, 503), summary="One item")
+    async def get_item(item_id: ItemId) -> dict[str, Any]:
+        return item_body(await service.read(service.catalog.get, item_id))
+
+    @app.patch("/v1/items/{item_id}", response_model=Item, dependencies=[Depends(writes)], tags=["items"],
+               responses=_errors(401, 403, 404, 422, 503), summary="Change an item's metadata")
+    async def patch_item(item_id: ItemId, patch: ItemPatch) -> dict[str, Any]:
+        """Set sku / title / category / attributes; a field left out stays, null clears it."""
+        fields = patch.model_dump(exclude_unset=True)
+        return item_body(await service.write(service.catalog.update, item_id, **fields))
+
+    @app.delete("/v1/items/{item_id}", status_code=204, response_class=Response, dependencies=[Depends(writes)],
+                tags=["items"], responses=_errors(401, 403, 404, 422, 503), summary="Delete an item")
+    async def delete_item(item_id: ItemId) -> Response:
+        await service.write(service.remove_item, item_id)
+        return Response(status_code=204)
+
+    @app.get("/v1/items/{item_id}/image", response_class=Response, dependencies=[Depends(reads)], tags=["items"],
+             responses={200: {"content": {t: {} for t in sorted(set(CONTENT_TYPES.values()))},
+                              "description": "the stored image bytes"}, **_errors(401, 403, 404, 422, 503)},
+             summary="An item's stored image")
+    async def item_image(item_id: ItemId) -> Response:
+        item = await service.read(service.catalog.get, item_id)
+        data = await run_in_threadpool(_read_stored, item.get("image"))
+        if data is None:
+            raise ApiError(404, "no_image", f"item {item_id} has no stored image")
+        ext = os.path.splitext(item["image"])[1].lstrip(".").lower()
+        return Response(data, media_type=CONTENT_TYPES.get(ext, "application/octet-stream"),
+                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"})
+
+
+def _read_stored(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:  # deleted meanwhile
+        return None
+
+
+def _add_ops_routes(app: FastAPI, service: Service) -> None:
+    @app.get("/healthz", response_model=Health, tags=["ops"], summary="Liveness and what is loaded")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "model": service.model_name, "catalog_items": await run_in_threadpool(service.count)}
+
+    @app.get("/metrics", response_class=Response, tags=["ops"], summary="Prometheus metrics",
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition"}})
+    async def metrics() -> Response:
+        count = await run_in_threadpool(service.count)
+        text = service.metrics.render(count, service.batcher.pending())
+        return Response(text, media_type=service.metrics.content_type)
+
+
+def _add_web_page(app: FastAPI, folder: str) -> None:
+    """The web page: index.html at GET /, its other files under / (after every API route)."""
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        page = os.path.join(folder, "index.html")
+        if not os.path.isfile(page):
+            raise ApiError(404, "no_web_page", "the web page is not installed (no index.html)")
+        return FileResponse(page, media_type="text/html")
+
+    if os.path.isdir(folder):
+        app.mount("/", StaticFiles(directory=folder), name="static")
+
+
+def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Run the app with uvicorn (blocking); bind to 0.0.0.0 only behind a trusted network or proxy."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+
+
+__all__ = ["create_app", "serve"]
