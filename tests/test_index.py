@@ -347,3 +347,23 @@ def test_milvus_specifics(milvus_ok, tmp_path):
     shutil.rmtree(uri)
     with pytest.raises(FileNotFoundError, match="x.db"):
         open_index(tmp_path / "items.index")
+
+
+def test_search_survives_faiss_torch_utils_patch():
+    """pytorch-metric-learning imports faiss.contrib.torch_utils, which replaces faiss.Index.search with a
+    wrapper that takes no ``params``: filtered and IVF searches must still work after that import."""
+    import faiss.contrib.torch_utils  # noqa: F401  (the monkeypatch under test)
+
+    from fashionlens.index import create_index
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(400, dtype=np.int64)
+    for kind in ("flat", "ivf"):
+        index = create_index(kind, 16, nlist=4, nprobe=4)
+        index.train(x)
+        index.add(ids, x)
+        allowed = ids[::3]
+        _, found = index.search(x[:2], 5, allowed_ids=allowed)
+        assert found[0, 0] == 0 and set(found[found >= 0].tolist()) <= set(allowed.tolist())

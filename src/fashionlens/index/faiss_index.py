@@ -118,7 +118,10 @@ class FaissIndex(VectorIndex):
             params = faiss.SearchParametersIVF(nprobe=nprobe)
             if selector is not None:
                 params.sel = selector
-        return self._index.search(q, k, params=params)
+        # faiss.contrib.torch_utils (imported by pytorch-metric-learning) swaps Index.search for a wrapper
+        # without ``params``; the original stays reachable as ``search_numpy``.
+        search = getattr(self._index, "search_numpy", self._index.search)
+        return search(q, k, params=params)
 
     def _search_subset(self, q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact search among ``allowed`` ids: gather their vectors, then one BLAS product.

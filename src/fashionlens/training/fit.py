@@ -252,7 +252,11 @@ class Trainer:
         past = lambda: deadline is not None and ddp.any_rank(time.time() > deadline)  # noqa: E731
         stopped = ""
         while run.epoch < tc.epochs and not stopped:
+            position = (run.epoch, run.batch)
             train_metrics = self._train_epoch(run, lr_fn, past)
+            if deadline is not None and (run.epoch, run.batch) == position:  # out of time before one batch:
+                stopped = f"time limit of {tc.max_minutes} min"  # nothing to record; last.pt already holds this
+                break
             stopped = self._end_epoch(run, train_metrics, lr_fn(run.step), past)
         if self.main:
             self._plot(run.history)
