@@ -2,7 +2,7 @@
 
 Reference points (zalando's benchmark table): ResNet-18 0.949, best entry 0.967.
 
-    python benchmarks/bench_fashion_mnist.py [--epochs 12] [--max-minutes 20] [--work /tmp/fl-fmnist]
+    python benchmarks/bench_fashion_mnist.py [--epochs 12] [--max-minutes 12] [--work /tmp/fl-fmnist]
 
 Needs the Fashion-MNIST files (Debian package dataset-fashion-mnist, or a DIR with the four IDX files).
 Prints a table and writes benchmarks/results/fashion_mnist.json.
@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--data", default="fashion-mnist", help="data spec (fashion-mnist[:DIR])")
     parser.add_argument("--recipe", default="fashion-mnist")
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--max-minutes", type=float, default=20.0)
+    parser.add_argument("--max-minutes", type=float, default=12.0)
     parser.add_argument("--work", default="/tmp/fl-fmnist")
     args = parser.parse_args()
     cfg = load_recipe(args.recipe)

@@ -133,7 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from fashionlens.evaluation.run import evaluate_run
 
     metrics = evaluate_run(args.model, args.data, split=args.split, out_dir=args.out, batch_size=args.batch_size,
-                           progress=not args.json)
+                           progress=not args.json, target_accuracy=args.target_accuracy)
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -151,7 +151,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from fashionlens.inference import Predictor
 
     predictor = Predictor.load(args.model, attribute_threshold=args.threshold, batch_size=args.batch_size)
-    for answer in predictor.predict_paths(args.images):
+    for answer in predictor.predict_paths(args.images, target_accuracy=args.target_accuracy):
         print(json.dumps(answer), flush=True)
     return 0
 
@@ -159,6 +159,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _add_spec(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="data spec, e.g. garments:DIR, folder:DIR, deepfashion-category:DIR, fashion-mnist")
     p.add_argument("--skip-missing", action="store_true", help="drop samples whose image file is missing")
+
+
+def add_target_accuracy(p: argparse.ArgumentParser) -> None:
+    from fashionlens._cli_hierarchy import target_accuracy
+
+    p.add_argument("--target-accuracy", type=target_accuracy, metavar="T",
+                   help="also answer the most specific taxonomy node that is right with probability T "
+                        "(e.g. 0.95; needs `fashionlens calibrate` first)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", help="write report.json, report.md and plots here")
     p.add_argument("--batch-size", type=int, default=64)
+    add_target_accuracy(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify images: one JSON object per line per image")
@@ -228,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--threshold", type=float, default=0.5, help="attribute score threshold")
     p.add_argument("--batch-size", type=int, default=16)
+    add_target_accuracy(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="run the main job on the embedded default data")
@@ -246,9 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from fashionlens._cli_catalog import add_commands as add_catalog_commands
     from fashionlens._cli_export import add_commands as add_export_commands
+    from fashionlens._cli_hierarchy import add_commands as add_hierarchy_commands
     from fashionlens._cli_serve import add_commands as add_serve_commands
 
     add_export_commands(sub)
+    add_hierarchy_commands(sub)
     add_catalog_commands(sub)
     add_serve_commands(sub)
     return parser

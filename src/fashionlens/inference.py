@@ -1,7 +1,9 @@
 """Predictor: a trained run loaded for use — classify, locate landmarks and the box, embed.
 
 ``Predictor.load(RUN_DIR)`` reads the self-describing checkpoint (weights-only), rebuilds the model and
-the deterministic eval transform, and answers in the ORIGINAL image's pixels.
+the deterministic eval transform, and answers in the ORIGINAL image's pixels.  When the run holds a
+``calibration.json`` (``fashionlens calibrate``), ``predict(images, target_accuracy=0.95)`` also gives each
+answer a ``"hedged"`` node: the most specific taxonomy node meeting that accuracy (hierarchy.hedging).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Predictor:
         self.group_names: dict[str, str] = dict(labels.get("group_names") or {})
         self.channels_last = bool(cfg.train.channels_last)
         self.run: str | None = None  # the run directory / checkpoint it was loaded from, when known
+        self.hedger: Any = None  # hierarchy.hedging.HedgedClassifier, read from the run's calibration.json on first use
 
     @classmethod
     def load(cls, run: str, **kw: Any) -> "Predictor":
@@ -44,6 +47,24 @@ class Predictor:
         predictor = cls(model, cfg, labels, **kw)
         predictor.run = run
         return predictor
+
+    def check_target(self, target_accuracy: float) -> None:
+        """Raise (FileNotFoundError: not calibrated; ValueError: a target without a fitted lambda) before any work."""
+        if self.hedger is None:  # read on first use, so a calibration written after loading is picked up
+            if self.run is None:
+                raise ValueError("hedged answers need a calibrated run: load the Predictor with Predictor.load(RUN_DIR) "
+                                 "after `fashionlens calibrate --model RUN_DIR --data SPEC`")
+            from fashionlens.hierarchy.calibration import load_hedger
+
+            self.hedger = load_hedger(self.run, self.labels)  # FileNotFoundError: "run fashionlens calibrate first"
+        self.hedger.lambda_for(target_accuracy)
+
+    def hedge(self, probabilities: np.ndarray, target_accuracy: float) -> dict[str, Any]:
+        """The hedged answer {"name", "path", "probability", "target_accuracy"} for one image's (C,) category
+        probabilities (the uncalibrated softmax of ``predict``'s ``"probabilities"``)."""
+        self.check_target(target_accuracy)
+        logits = np.log(np.maximum(np.asarray(probabilities, np.float64), np.finfo(np.float64).tiny))
+        return self.hedger.answers(self.hedger.calibrate(logits[None]), target_accuracy)[0]
 
     def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, np.ndarray]:
         """(network input (3, S, S), per-axis affine (a, b) with out_pixel = a * in_pixel + b, shape (2, 2)).
@@ -92,10 +113,17 @@ class Predictor:
         """(each image cut to its predicted garment box plus ``margin``, the answers for the whole images)."""
         return crop_garments(self, images, margin=margin)
 
-    def predict(self, images: Sequence[Image.Image]) -> list[dict[str, Any]]:
-        """One answer dict per image (category, top-5 scores, attributes, landmarks, box, embedding norm)."""
+    def predict(self, images: Sequence[Image.Image], target_accuracy: float | None = None) -> list[dict[str, Any]]:
+        """One answer dict per image (category, top-5 scores, attributes, landmarks, box, embedding norm);
+        with ``target_accuracy`` also ``"hedged"`` (see :meth:`hedge`)."""
+        if target_accuracy is not None:
+            self.check_target(target_accuracy)
         out, affines = self.forward(images)
-        return [self._answer(out, i, affines[i], images[i].size) for i in range(len(images))]
+        answers = [self._answer(out, i, affines[i], images[i].size) for i in range(len(images))]
+        if target_accuracy is not None:
+            for answer in answers:
+                answer["hedged"] = self.hedge(answer["probabilities"], target_accuracy)
+        return answers
 
     def _answer(self, out: dict[str, Any], i: int, affine: np.ndarray, size: tuple[int, int]) -> dict[str, Any]:
         answer: dict[str, Any] = {"width": size[0], "height": size[1]}
@@ -146,26 +174,28 @@ class Predictor:
                  "group": self.group_names.get(str(self.groups[j]), str(self.groups[j])) if self.groups else None}
                 for j in chosen]
 
-    def predict_paths(self, paths: Iterable[str]) -> Iterator[dict[str, Any]]:
+    def predict_paths(self, paths: Iterable[str], target_accuracy: float | None = None) -> Iterator[dict[str, Any]]:
         """Answers for image files, in input order; an unreadable image yields ``{"image", "error"}``."""
+        if target_accuracy is not None:
+            self.check_target(target_accuracy)
         batch: list[tuple[str, Image.Image]] = []
         for path in paths:
             try:
                 batch.append((path, load_image(path)))
             except (ValueError, FileNotFoundError, OSError) as exc:
-                yield from self._flush(batch)
+                yield from self._flush(batch, target_accuracy)
                 batch = []
                 yield {"image": path, "error": str(exc)}
                 continue
             if len(batch) >= self.batch_size:
-                yield from self._flush(batch)
+                yield from self._flush(batch, target_accuracy)
                 batch = []
-        yield from self._flush(batch)
+        yield from self._flush(batch, target_accuracy)
 
-    def _flush(self, batch: list[tuple[str, Image.Image]]) -> Iterator[dict[str, Any]]:
+    def _flush(self, batch: list[tuple[str, Image.Image]], target_accuracy: float | None) -> Iterator[dict[str, Any]]:
         if not batch:
             return
-        for (path, _), answer in zip(batch, self.predict([im for _, im in batch])):
+        for (path, _), answer in zip(batch, self.predict([im for _, im in batch], target_accuracy)):
             answer.pop("probabilities", None)
             answer.pop("embedding", None)
             yield {"image": path, **answer}

@@ -43,9 +43,10 @@ def inshop_protocol(spec: str, samples: list, embeddings: np.ndarray) -> dict[st
     return {k: v for k, v in res.items() if k.startswith("inshop_")}
 
 
-def evaluate_run(run: str, spec: str, *, split: str = "test", out_dir: str | None = None, batch_size: int = 64,
-                 progress: bool = True, num_workers: int = 0) -> dict[str, Any]:
-    """All metrics of the model in ``run`` on ``spec``'s ``split`` (see ``report.compute_metrics``)."""
+def run_outputs(run: str, spec: str, *, split: str = "test", batch_size: int = 64, progress: bool = True,
+                num_workers: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list, dict[str, Any], SampleSet]:
+    """(predictions, targets, sample of each row, the model's labels, the data) of ``run`` on ``spec``'s ``split``;
+    see ``training.loop.collect_outputs`` for the arrays."""
     model, cfg, labels = load_model(run)
     data = read(spec)
     _check_labels(data, labels)
@@ -55,14 +56,43 @@ def evaluate_run(run: str, spec: str, *, split: str = "test", out_dir: str | Non
     ds = GarmentDataset(part, build_transforms(cfg.data, train=False), num_attributes=len(labels["attributes"]))
     loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
     preds, targets, _ = collect_outputs(model, loader, channels_last=cfg.train.channels_last, progress=progress)
-    samples = [ds.samples[i] for i in targets["index"]]
+    return preds, targets, [ds.samples[i] for i in targets["index"]], labels, data
+
+
+def evaluate_run(run: str, spec: str, *, split: str = "test", out_dir: str | None = None, batch_size: int = 64,
+                 progress: bool = True, num_workers: int = 0, target_accuracy: float | None = None) -> dict[str, Any]:
+    """All metrics of the model in ``run`` on ``spec``'s ``split`` (see ``report.compute_metrics``).
+
+    With ``target_accuracy`` (needs the run's calibration.json, see ``fashionlens calibrate``) also the
+    hedged answers' ``hedged_accuracy`` and ``hedged_specificity`` (bits) and the trade-off curve."""
+    if target_accuracy is not None:
+        from fashionlens.hierarchy.calibration import load_hedger
+
+        load_hedger(run).lambda_for(target_accuracy)  # no calibration / a bad target fails before the forward passes
+    preds, targets, samples, labels, data = run_outputs(run, spec, split=split, batch_size=batch_size,
+                                                        progress=progress, num_workers=num_workers)
     metrics = compute_metrics(preds, targets, samples, data.info)
     if "embedding" in preds:
         metrics.update(json_ready(inshop_protocol(spec, samples, preds["embedding"])))
+    if target_accuracy is not None:
+        metrics.update(hedged_metrics(load_hedger(run, labels), preds, targets, target_accuracy))
     metrics.update({"model": run, "data": spec, "split": split, "num_images": len(samples)})
     if out_dir:
         write_report(metrics, preds, targets, samples, labels, out_dir)
     return metrics
+
+
+def hedged_metrics(hedger: Any, preds: dict, targets: dict, target_accuracy: float) -> dict[str, Any]:
+    """``hierarchy.hedging.HedgedClassifier.evaluate`` figures (lambda inf -> None) and ``hedged_curve``."""
+    if "category" not in preds or "category" not in targets or not (targets["category"] >= 0).any():
+        raise ValueError("hedged metrics need category labels in the evaluated data")
+    known = targets["category"] >= 0
+    probs, labels = hedger.calibrate(preds["category"][known]), targets["category"][known]
+    res = hedger.evaluate(probs, labels, target_accuracy)
+    curve = hedger.tradeoff_curve(probs, labels)
+    finite = lambda v: v if np.isfinite(v) else None  # noqa: E731
+    return {**res, "lambda": finite(res["lambda"]),
+            "hedged_curve": {**curve, "lambda": [finite(v) for v in curve["lambda"]]}}
 
 
 def write_report(metrics: dict, preds: dict, targets: dict, samples: list, labels: dict, out_dir: str) -> None:
@@ -79,6 +109,11 @@ def write_report(metrics: dict, preds: dict, targets: dict, samples: list, label
                                             os.path.join(out_dir, "confusion.png")))
         acc = np.array([np.nan if v is None else v for v in metrics["category_per_class"]], dtype=float)
         figures.append(plots.plot_per_class(acc, names, os.path.join(out_dir, "per_class.png")))
+    if metrics.get("hedged_curve"):
+        from fashionlens.hierarchy.hedging import plot_tradeoff
+
+        figures.append(plot_tradeoff(metrics["hedged_curve"], os.path.join(out_dir, "hedging.png"),
+                                     point=(metrics["hedged_specificity"], metrics["hedged_accuracy"])))
     if "embedding" in preds:
         grid = retrieval_grid(preds["embedding"], samples, os.path.join(out_dir, "retrieval.png"))
         if grid:

@@ -65,6 +65,13 @@ class ImageSize(BaseModel):
     height: int
 
 
+class Hedged(BaseModel):
+    name: str = Field(description="the taxonomy node answered: a category, a coarser node, or 'garment' (the root)")
+    path: list[str] = Field(description="the node's taxonomy path, coarse to fine (empty for the root)")
+    probability: float = Field(description="calibrated probability that the garment lies under this node, 0..1")
+    target_accuracy: float = Field(description="the accuracy asked for, 0..1")
+
+
 class ClassifyResponse(BaseModel):
     category: Category | None
     category_scores: list[Score] = Field(description="the 5 most likely categories, best first")
@@ -72,7 +79,9 @@ class ClassifyResponse(BaseModel):
     landmarks: list[Landmark]
     bbox: list[float] | None = Field(description="garment box [x1, y1, x2, y2] in original-image pixels")
     image: ImageSize
-    hedged: Any = Field(None, description="reserved for hedged (coarser) predictions; null for now")
+    hedged: Hedged | None = Field(None, description=(
+        "with the form field target_accuracy: the most specific taxonomy node that is right with that probability "
+        "(needs a calibrated model); null otherwise"))
 
 
 class SearchResult(BaseModel):
@@ -149,11 +158,11 @@ def category_of(answer: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def classify_body(answer: dict[str, Any]) -> dict[str, Any]:
-    """A Predictor answer -> :class:`ClassifyResponse` fields."""
+    """A Predictor answer (with ``"hedged"`` when one was asked for) -> :class:`ClassifyResponse` fields."""
     return {"category": category_of(answer), "category_scores": answer.get("category_scores") or [],
             "attributes": answer.get("attributes") or [], "landmarks": answer.get("landmarks") or [],
             "bbox": answer.get("bbox"), "image": {"width": answer["width"], "height": answer["height"]},
-            "hedged": None}
+            "hedged": answer.get("hedged")}
 
 
 def image_url(item_id: int, stored: str | None) -> str | None:

@@ -132,6 +132,16 @@ class Service:
             raise ApiError(504, "timeout", f"the model did not answer within {timeout:g} s; retry later",
                            {"Retry-After": "5"}) from e
 
+    def hedge(self, answer: dict[str, Any], target_accuracy: float) -> dict[str, Any]:
+        """The answer with ``"hedged"`` at ``target_accuracy``; 422 when the model is not calibrated for it."""
+        try:
+            return {**answer, "hedged": self.predictor.hedge(answer["probabilities"], target_accuracy)}
+        except FileNotFoundError as e:
+            raise ApiError(422, "not_calibrated", "target_accuracy needs a calibrated model: run `fashionlens "
+                           "calibrate --model RUN_DIR --data SPEC` for the served run") from e
+        except ValueError as e:
+            raise ApiError(422, "invalid_target_accuracy", f"target_accuracy: {e}") from e
+
     async def query(self, image: Image.Image, crop: bool) -> tuple[dict[str, Any], np.ndarray]:
         """(answer for the whole image, embedding (D,) of the image or, with ``crop``, of its garment box)."""
         answer = await self.infer(image)

@@ -14,7 +14,7 @@ items) are public unless ``public_reads=False``; /healthz, /metrics and the docs
 Endpoints (uploads are the multipart/form-data file field ``image``: JPEG, PNG or WebP):
 
 * ``POST /v1/classify`` -> category (+ taxonomy path), top-5 scores, attributes, landmarks and garment
-  box in the original image's pixels.
+  box in the original image's pixels; form field ``target_accuracy`` adds the ``hedged`` taxonomy node.
 * ``POST /v1/search`` (form fields ``k``, ``category``, ``attribute``, ``crop``) -> the most similar items.
 * ``POST /v1/items`` (form fields ``sku``, ``title``, ``category``, ``attributes``, ``source``) -> 201 + item;
   ``GET`` / ``PATCH`` / ``DELETE /v1/items/{id}``, ``GET /v1/items/{id}/image``, ``GET /v1/items``.
@@ -124,10 +124,14 @@ async def _decoded(service: Service, image: UploadFile) -> tuple[bytes, Any, str
 def _add_model_routes(app: FastAPI, service: Service, reads: Callable[..., None]) -> None:
     @app.post("/v1/classify", response_model=ClassifyResponse, dependencies=[Depends(reads)], tags=["model"],
               responses=_errors(401, 403, 413, 415, 422, 503, 504), summary="Classify a garment image")
-    async def classify(image: ImageField) -> dict[str, Any]:
+    async def classify(image: ImageField,
+                       target_accuracy: Annotated[float | None, Form(gt=0, le=1, description=(
+                           "also answer the most specific taxonomy node right with this probability, e.g. 0.95 "
+                           "(field hedged; needs a calibrated model)"))] = None) -> dict[str, Any]:
         """Category (+ taxonomy path and top-5), attributes, landmarks and box (original-image pixels)."""
         _, picture, _ = await _decoded(service, image)
-        return classify_body(await service.infer(picture))
+        answer = await service.infer(picture)
+        return classify_body(answer if target_accuracy is None else service.hedge(answer, target_accuracy))
 
     @app.post("/v1/search", response_model=SearchResponse, dependencies=[Depends(reads)], tags=["model"],
               responses=_errors(401, 403, 413, 415, 422, 503, 504), summary="Find similar catalog items")

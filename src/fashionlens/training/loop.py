@@ -88,8 +88,8 @@ def collect_outputs(
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
     """Run the model in eval mode over ``loader``.
 
-    Returns (predictions: model output key -> concatenated array, targets: batch key -> array,
-    mean losses when ``loss_fn`` is given).
+    Returns (predictions: model output key -> concatenated array, the ``levels`` list as ``level_0``,
+    ``level_1``, ... (N, n_l) logits; targets: batch key -> array; mean losses when ``loss_fn`` is given).
     """
     model.eval()
     preds: dict[str, list] = defaultdict(list)
@@ -106,6 +106,8 @@ def collect_outputs(
         for key in OUTPUT_KEYS:
             if isinstance(outputs.get(key), torch.Tensor):
                 preds[key].append(outputs[key].float().cpu().numpy())
+        for level, logits in enumerate(outputs.get("levels") or []):  # hierarchy heads, flattened
+            preds[f"level_{level}"].append(logits.float().cpu().numpy())
         for key in TARGET_KEYS:
             if key in batch:
                 targets[key].append(batch[key].cpu().numpy())

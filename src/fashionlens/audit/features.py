@@ -1,0 +1,215 @@
+"""Image features for auditing and cleaning, computed once and cached to ``.npz``.
+
+Two sources (``model`` argument):
+
+* ``"imagenet"``: EfficientNet-Lite0 with the offline ImageNet weights, global-average-pooled last
+  feature map, (N, 1280).  Needs no training, so it can audit a data set before any model exists.
+  Inputs: the image padded to a square (keeping its aspect), resized to ``image_size`` pixels, scaled
+  with the backbone's mean/std (0.5/0.5, i.e. [-1, 1]).
+* a run directory or checkpoint: the trained model with its own deterministic eval transform (the one
+  ``Predictor.load`` uses), giving its fused ``"features"`` (N, hidden_dim; what the category head
+  reads) or its L2-normalised ``"embedding"`` (N, embedding_dim).
+
+The cache file name holds a SHA-1 of the model identity (weights file, size, modification time; or
+the ImageNet backbone and image size), the feature kind and every image's path, size and modification
+time, so a changed image list or model never reuses stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fashionlens.data.decode import load_image
+from fashionlens.data.samples import NUM_SLOTS, Sample
+
+IMAGENET = "imagenet"
+IMAGENET_BACKBONE = "tf_efficientnet_lite0"
+FEATURE_KINDS = ("features", "embedding")
+
+
+@dataclass
+class FeatureModel:
+    """A network plus its eval transform: ``encode(images (B, 3, S, S)) -> (B, D)`` float32."""
+
+    identity: str  # what the cache key records about the model
+    transform: Callable[..., Any]  # GarmentTransform: (PIL image, target) -> ((3, S, S) tensor, target)
+    encode: Callable[[torch.Tensor], np.ndarray]
+
+
+def _imagenet_model(image_size: int) -> FeatureModel:
+    from fashionlens.config import DataConfig
+    from fashionlens.data.transforms import build_transforms
+    from fashionlens.models.backbones import backbone_normalization, create_backbone
+
+    net = create_backbone(IMAGENET_BACKBONE, pretrained=True).eval()
+    net = net.to(memory_format=torch.channels_last)
+    mean, std = backbone_normalization(IMAGENET_BACKBONE)
+    cfg = DataConfig(image_size=int(image_size), mean=mean, std=std, resize_mode="pad")
+
+    @torch.no_grad()
+    def encode(x: torch.Tensor) -> np.ndarray:
+        fmap = net.forward_features(x.contiguous(memory_format=torch.channels_last))  # (B, 1280, h, w)
+        return fmap.mean(dim=(2, 3)).float().numpy()
+
+    return FeatureModel(f"{IMAGENET}:{IMAGENET_BACKBONE}:{int(image_size)}", build_transforms(cfg, train=False), encode)
+
+
+def _run_model(run: str, kind: str) -> FeatureModel:
+    from fashionlens.data.transforms import build_transforms
+    from fashionlens.training.checkpoint import find_checkpoint, load_model
+
+    path = os.path.abspath(find_checkpoint(run))
+    model, cfg, _ = load_model(path)
+
+    @torch.no_grad()
+    def encode(x: torch.Tensor) -> np.ndarray:
+        out = model(x)
+        if kind not in out:
+            raise ValueError(f"{path}: the model has no {kind!r} output (it has {', '.join(sorted(out))})")
+        return out[kind].float().numpy()  # (B, hidden_dim) or (B, embedding_dim)
+
+    return FeatureModel(_identity(path, 0, kind), build_transforms(cfg.data, train=False), encode)
+
+
+def load_feature_model(model: str, *, image_size: int = 224, kind: str = "features") -> FeatureModel:
+    """``"imagenet"`` (pretrained EfficientNet-Lite0 at ``image_size`` pixels) or a run directory / checkpoint
+    (its own image size; ``kind`` = ``"features"`` or ``"embedding"``)."""
+    if kind not in FEATURE_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(FEATURE_KINDS)}, got {kind!r}")
+    if model == IMAGENET:
+        if image_size < 32:
+            raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
+        return _imagenet_model(image_size)
+    if not os.path.exists(model):
+        raise FileNotFoundError(f"--model {model}: neither 'imagenet' nor an existing run directory / checkpoint")
+    return _run_model(model, kind)
+
+
+class _ImageDataset(Dataset):
+    """Decode + eval transform; an unreadable image yields ``(index, None, error)`` instead of raising."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable[..., Any]):
+        self.samples, self.transform = list(samples), transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str]:
+        s = self.samples[index]
+        try:
+            image = load_image(s)
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            return index, None, str(exc)
+        target = {"landmarks": np.zeros((NUM_SLOTS, 2), np.float32), "visibility": np.zeros(NUM_SLOTS, np.int64),
+                  "present": np.zeros(NUM_SLOTS, bool), "bbox": s.bbox}
+        return index, self.transform(image, target)[0], ""
+
+
+def _collate(batch: list[tuple[int, torch.Tensor | None, str]]) -> tuple[list[int], torch.Tensor | None, list]:
+    good = [(i, x) for i, x, _ in batch if x is not None]
+    bad = [(i, err) for i, x, err in batch if x is None]
+    return [i for i, _ in good], (torch.stack([x for _, x in good]) if good else None), bad
+
+
+def cache_key(samples: Sequence[Sample], identity: str) -> str:
+    """SHA-1 over the model identity and every image's path, byte size and modification time."""
+    h = hashlib.sha1(identity.encode())
+    for s in samples:
+        try:
+            st = os.stat(s.image) if s.array is None else None
+        except OSError:
+            st = None
+        h.update(f"\n{s.image}|{st.st_size if st else ''}|{st.st_mtime_ns if st else ''}".encode())
+    return h.hexdigest()
+
+
+def _encode_all(samples: Sequence[Sample], fm: FeatureModel, batch_size: int, num_workers: int,
+                progress: bool) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    from tqdm import tqdm
+
+    loader = DataLoader(_ImageDataset(samples, fm.transform), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_collate)
+    rows: list[int] = []
+    chunks: list[np.ndarray] = []
+    failed: list[tuple[int, str]] = []
+    with tqdm(total=len(samples), desc="features", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for index, images, bad in loader:
+            failed += bad
+            if images is not None:
+                chunks.append(fm.encode(images).astype(np.float32))
+                rows += index
+            bar.update(len(index) + len(bad))
+    vectors = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+    return vectors, np.asarray(rows, np.int64), failed
+
+
+def compute_features(samples: Sequence[Sample], model: str | FeatureModel = IMAGENET, *, image_size: int = 224,
+                     kind: str = "features", batch_size: int = 32, num_workers: int = 0,
+                     cache_dir: str | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Features of ``samples``: ``(vectors (M, D) float32, rows (M,) int64)``, ``rows`` = the indices of the
+    samples that could be read (an unreadable image is skipped with one warning, not an error).
+
+    ``model``: ``"imagenet"``, a run directory / checkpoint, or a loaded :class:`FeatureModel`.
+    ``cache_dir``: where ``features-<sha1>.npz`` is read from / written to (None = no cache)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not samples:
+        raise ValueError("no samples to compute features of")
+    fm = model if isinstance(model, FeatureModel) else None
+    identity = fm.identity if fm else _identity(model, image_size, kind)
+    key = cache_key(samples, identity)
+    path = os.path.join(cache_dir, f"features-{key[:20]}.npz") if cache_dir else None
+    cached = _read_cache(path, key) if path else None
+    if cached is not None:
+        return cached
+    fm = fm or load_feature_model(str(model), image_size=image_size, kind=kind)
+    vectors, rows, failed = _encode_all(samples, fm, batch_size, num_workers, progress)
+    if failed:
+        names = ", ".join(os.path.basename(samples[i].image) for i, _ in failed[:5])
+        warnings.warn(f"{len(failed)} of {len(samples)} images could not be read and were skipped ({names}"
+                      f"{', ...' if len(failed) > 5 else ''}); first error: {failed[0][1]}", stacklevel=2)
+    if not len(rows):
+        raise ValueError(f"none of the {len(samples)} images could be read")
+    if path:
+        os.makedirs(cache_dir or ".", exist_ok=True)
+        np.savez_compressed(path, vectors=vectors, rows=rows, key=np.array(key),
+                            info=np.array(json.dumps({"model": identity, "images": len(samples)})))
+    return vectors, rows
+
+
+def _identity(model: str | FeatureModel, image_size: int, kind: str) -> str:
+    """The model identity without loading it (same string the loaded FeatureModel carries)."""
+    if model == IMAGENET:
+        return f"{IMAGENET}:{IMAGENET_BACKBONE}:{int(image_size)}"
+    from fashionlens.training.checkpoint import find_checkpoint
+
+    if not os.path.exists(str(model)):
+        raise FileNotFoundError(f"--model {model}: neither 'imagenet' nor an existing run directory / checkpoint")
+    path = os.path.abspath(find_checkpoint(str(model)))
+    stat = os.stat(path)
+    return f"run:{path}:{stat.st_size}:{stat.st_mtime_ns}:{kind}"
+
+
+def _read_cache(path: str, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached (vectors, rows) when ``path`` exists and was written for ``key``; None otherwise."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["key"]) != key:
+                return None
+            return data["vectors"].astype(np.float32), data["rows"].astype(np.int64)
+    except (OSError, ValueError, KeyError):  # unreadable or foreign file: recompute and overwrite
+        return None
+
+
+__all__ = ["FEATURE_KINDS", "IMAGENET", "FeatureModel", "cache_key", "compute_features", "load_feature_model"]
