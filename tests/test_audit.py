@@ -2,6 +2,7 @@
 reference, precision/recall on synthetic noisy labels, cleanlab on the same probabilities, CSV/HTML reports."""
 
 import csv
+import itertools
 import re
 
 import numpy as np
@@ -10,10 +11,27 @@ import torch
 from PIL import Image
 
 from fashionlens.audit import label_audit
-from fashionlens.audit.label_audit import (audit, audit_labels, calibrate_joint, confident_joint, flag_scores,
-                                           make_classifier, out_of_fold_probabilities, stratified_folds)
-from fashionlens.audit.noise import confusable_noise, confusable_targets, inject_noise, uniform_noise
-from fashionlens.audit.report_html import CSV_COLUMNS, write_suspects_csv, write_suspects_html
+from fashionlens.audit.label_audit import (
+    audit,
+    audit_labels,
+    calibrate_joint,
+    confident_joint,
+    flag_scores,
+    make_classifier,
+    out_of_fold_probabilities,
+    stratified_folds,
+)
+from fashionlens.audit.noise import (
+    confusable_noise,
+    confusable_targets,
+    inject_noise,
+    uniform_noise,
+)
+from fashionlens.audit.report_html import (
+    CSV_COLUMNS,
+    write_suspects_csv,
+    write_suspects_html,
+)
 from fashionlens.data.samples import Sample
 
 torch.set_num_threads(1)
@@ -150,7 +168,7 @@ def test_audit_finds_uniform_noise_and_suggests_the_original_label():
     assert summary["flagged"] == int(result.flagged.sum()) and summary["images"] == len(y)
     rows = result.suspects
     assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
-    assert all(a["confidence"] >= b["confidence"] for a, b in zip(rows, rows[1:]))
+    assert all(a["confidence"] >= b["confidence"] for a, b in itertools.pairwise(rows))
     first = rows[0]
     assert first["given"] == "abcde"[noisy[first["index"]]] and first["suggested"] == "abcde"[y[first["index"]]]
     assert audit(x, noisy, compare_cleanlab=False)[0]["cleanlab"] is None
@@ -219,10 +237,12 @@ def test_html_report_is_self_contained(tmp_path, report):
     samples, suspects = report
     path = write_suspects_html(str(tmp_path / "out" / "index.html"), suspects, samples,
                                summary={"flagged": 2, "rate": 0.25}, thumb=32)
-    page = open(path, encoding="utf-8").read()
+    with open(path, encoding="utf-8") as f:
+        page = f.read()
     assert page.count("data:image/jpeg;base64,") == 2 and page.count("<tr>") == 3
     assert not re.search(r"(src|href)=\"(https?:)?//", page) and "<script" not in page
     assert "a&lt;b" in page and "a<b" not in page
     assert page.index(samples[1].image) < page.index(samples[3].image)  # confidence order
     linked = write_suspects_html(str(tmp_path / "out" / "linked.html"), suspects, samples, embed_images=False)
-    assert 'src="../imgs/1.png"' in open(linked, encoding="utf-8").read()
+    with open(linked, encoding="utf-8") as f:
+        assert 'src="../imgs/1.png"' in f.read()

@@ -51,7 +51,7 @@ def _features(args: argparse.Namespace, samples: list) -> tuple[list, np.ndarray
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from fashionlens.audit.label_audit import audit_labels
+    from fashionlens.audit.label_audit import AUDIT_C, audit_labels
     from fashionlens.audit.report_html import write_suspects_csv, write_suspects_html
 
     samples, info, _ = _samples(args.data, args.split, args.skip_missing)
@@ -61,12 +61,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data}: no image has a category label; nothing to audit")
     samples, vectors = _features(args, samples)
     labels = np.array([s.category for s in samples], np.int64)
+    C = AUDIT_C if args.C is None else args.C
     result = audit_labels(vectors, labels, folds=args.folds, seed=args.seed, class_names=list(info.categories),
-                          C=args.C, compare_cleanlab=not args.no_cleanlab)
+                          C=C, compare_cleanlab=not args.no_cleanlab)
     os.makedirs(args.out, exist_ok=True)
     images = [s.image for s in samples]
     summary = {**result.summary(), "unlabelled_skipped": unlabelled, "model": args.model, "data": args.data,
-               "split": args.split, "folds": args.folds, "seed": args.seed, "C": args.C,
+               "split": args.split, "folds": args.folds, "seed": args.seed, "C": C,
                "thresholds": {n: _num(t) for n, t in zip(info.categories, result.thresholds)},
                "class_names": list(info.categories), "noise_matrix": np.round(result.noise_matrix(), 4).tolist(),
                "confident_joint": result.joint.tolist()}
@@ -105,7 +106,7 @@ def _seed(spec: str, samples: list, labels: np.ndarray, categories: list[str], s
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from fashionlens.audit.cleaning import clean_labels, write_manifest
+    from fashionlens.audit.cleaning import CLEAN_C, clean_labels, write_manifest
 
     samples, info, others = _samples(args.data, args.split, args.skip_missing, default="train")
     samples, vectors = _features(args, samples)
@@ -113,8 +114,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
     labels = np.array([-1 if s.category is None else s.category for s in samples], np.int64)
     given = labels.copy()
     mask = _seed(args.seed_clean, samples, labels, categories, args.seed)
+    C = CLEAN_C if args.C is None else args.C
     result = clean_labels(vectors, labels, mask, rounds=args.rounds, threshold=args.threshold,
-                          keep_threshold=args.keep_threshold, mode=args.mode, C=args.C, seed=args.seed,
+                          keep_threshold=args.keep_threshold, mode=args.mode, C=C, seed=args.seed,
                           num_classes=len(categories))
     passthrough = [] if args.drop_other_splits else [s for s in others if s.category is not None]
     rows = samples + passthrough
@@ -137,7 +139,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="'imagenet' (pretrained EfficientNet-Lite0 features) or a run dir")
     p.add_argument("--data", required=True, help="data spec, e.g. folder:DIR, manifest:FILE, garments:DIR")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds / seed subset")
-    p.add_argument("--C", type=float, default=0.1, help="inverse L2 strength of the logistic regression")
+    p.add_argument("--C", type=float, help="inverse L2 strength of the logistic regression (default: audit 0.02, "
+                   "clean 0.1)")
     p.add_argument("--image-size", type=int, default=224, help="input side in pixels for --model imagenet")
     p.add_argument("--features", choices=("features", "embedding"), default="features",
                    help="which output of a trained run to use (fused features or the retrieval embedding)")
@@ -173,8 +176,9 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--drop-other-splits", action="store_true", help="write only the cleaned split")
     p.add_argument("--rounds", type=int, default=3, help="train / score / keep rounds")
     p.add_argument("--threshold", type=float, default=0.9, help="probability needed to relabel an image")
-    p.add_argument("--keep-threshold", type=float, default=0.5,
-                   help="probability of the given label needed to keep it (when it is also the top class)")
+    p.add_argument("--keep-threshold", type=float, default=0.0,
+                   help="probability of the given label needed to keep it; it must always be the top class "
+                        "(0 = agreement alone keeps it)")
     p.add_argument("--mode", choices=("relabel", "drop"), default="relabel",
                    help="what to do with images confidently predicted as another class")
     p.set_defaults(func=cmd_clean)

@@ -254,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="start over instead of reusing the render and the run")
     p.set_defaults(func=cmd_demo)
 
+    from fashionlens._cli_audit import add_commands as add_audit_commands
     from fashionlens._cli_catalog import add_commands as add_catalog_commands
     from fashionlens._cli_export import add_commands as add_export_commands
     from fashionlens._cli_hierarchy import add_commands as add_hierarchy_commands
@@ -263,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_hierarchy_commands(sub)
     add_catalog_commands(sub)
     add_serve_commands(sub)
+    add_audit_commands(sub)
     return parser
 
 

@@ -7,8 +7,20 @@
 * ``report_html``: the suspects as CSV and as a self-contained HTML page with thumbnails.
 """
 
-from fashionlens.audit.cleaning import CleaningResult, clean_labels, seed_fraction, seed_from_manifest, write_manifest
-from fashionlens.audit.label_audit import AuditResult, audit, audit_labels, flag_scores, out_of_fold_probabilities
+from fashionlens.audit.cleaning import (
+           CleaningResult,
+           clean_labels,
+           seed_fraction,
+           seed_from_manifest,
+           write_manifest,
+)
+from fashionlens.audit.label_audit import (
+           AuditResult,
+           audit,
+           audit_labels,
+           flag_scores,
+           out_of_fold_probabilities,
+)
 from fashionlens.audit.noise import confusable_noise, inject_noise, uniform_noise
 
 __all__ = ["AuditResult", "CleaningResult", "audit", "audit_labels", "clean_labels", "confusable_noise",

@@ -18,16 +18,25 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from fashionlens.audit.label_audit import make_classifier, stratified_folds
+from fashionlens.audit.label_audit import (
+    blas_threads,
+    make_classifier,
+    stratified_folds,
+)
 from fashionlens.data.samples import CLOTHES_TYPES, Sample
 
 MODES = ("relabel", "drop")
 SEED, KEPT, RELABELLED, DROPPED = "seed", "kept", "relabelled", "dropped"
+#: Default inverse L2 strength of the cleaning classifier (less regularised than the audit's: its
+#: probabilities are compared with a fixed relabelling threshold; 0.02 and 0.1 trained equally good models
+#: on a held-out part of clothing-small's train split with 30% noise).
+CLEAN_C = 0.1
 
 
 @dataclass
@@ -65,9 +74,10 @@ def _score(x: np.ndarray, seed_idx: np.ndarray, train_mask: np.ndarray, current:
     else:
         parts = [(rest & (folds == f), np.concatenate([seed_idx, np.flatnonzero(train_mask & (folds != f))]))
                  for f in np.unique(folds[rest])]
-    for own, train in parts:
-        clf = make_classifier(C, seed=seed).fit(x[train], current[train])
-        probs[own] = _probabilities(clf, x[own], k)
+    with blas_threads(1):
+        for own, train in parts:
+            clf = make_classifier(C, seed=seed).fit(x[train], current[train])
+            probs[own] = _probabilities(clf, x[own], k)
     return probs
 
 
@@ -88,16 +98,20 @@ def _decide(probs: np.ndarray, given: np.ndarray, threshold: float, keep_thresho
 
 
 def clean_labels(features: Any, labels: Any, seed_mask: Any, *, rounds: int = 3, threshold: float = 0.9,
-                 keep_threshold: float = 0.5, mode: str = "relabel", cross_fit: int = 5, C: float = 0.1,
-                 seed: int = 0, num_classes: int | None = None, true_labels: Any = None) -> CleaningResult:
+                 keep_threshold: float = 0.0, mode: str = "relabel", cross_fit: int = 5, C: float = CLEAN_C,
+                 seed: int = 0, num_classes: int | None = None, true_labels: Any = None,
+                 on_round: Callable[[dict[str, Any], np.ndarray, np.ndarray], None] | None = None) -> CleaningResult:
     """Clean ``labels`` (N,) of images with ``features`` (N, D), trusting the images where ``seed_mask`` (N,)
     is True (their labels are taken as correct, e.g. after a hand correction).  A label of -1 marks an
     unlabelled image: the loop labels it when the classifier is confident (status "relabelled").
 
     Every round scores each untrusted image and decides: kept when the classifier's top class is the given
-    label with probability >= ``keep_threshold``; relabelled to the top class when that has probability
-    >= ``threshold`` (``mode="drop"``: dropped instead); dropped otherwise.  Stops after ``rounds`` or when no
-    decision changes.  ``true_labels`` (N,), for benchmarks only, adds label accuracies to the round summaries.
+    label with probability >= ``keep_threshold`` (default 0: agreement of an independent model with the
+    annotator is already strong evidence; on ImageNet features of clothing-small with 30% noise, 0.5 kept
+    fewer correct labels and trained no better model); relabelled to the top class when that has
+    probability >= ``threshold`` (``mode="drop"``: dropped instead); dropped otherwise.  Stops after
+    ``rounds`` or when no decision changes.  ``true_labels`` (N,), for benchmarks only, adds label accuracies to the round summaries;
+    ``on_round(summary, labels, status)`` is called after every round (labels -1 where dropped).
     """
     x = np.asarray(features, np.float64)
     y = np.asarray(labels, np.int64)
@@ -120,6 +134,8 @@ def clean_labels(features: Any, labels: Any, seed_mask: Any, *, rounds: int = 3,
         status[rest], current[rest], confidence[rest] = new_status, new_label, new_conf
         history.append(_round_summary(r, status, current, y, true_labels, int(train_mask.sum()) + len(seed_idx),
                                       changed))
+        if on_round is not None:
+            on_round(history[-1], current.copy(), status.astype(str))
         if changed == 0:
             break
     return CleaningResult(current, status.astype(str), confidence, history)
@@ -165,7 +181,7 @@ def seed_fraction(labels: Any, fraction: float, seed: int = 0) -> np.ndarray:
     mask = np.zeros(len(y), bool)
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
-        mask[rng.choice(idx, size=max(1, int(round(fraction * len(idx)))), replace=False)] = True
+        mask[rng.choice(idx, size=max(1, round(fraction * len(idx))), replace=False)] = True
     return mask
 
 
@@ -256,4 +272,4 @@ def _cell(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-__all__ = ["CleaningResult", "MODES", "clean_labels", "seed_fraction", "seed_from_manifest", "write_manifest"]
+__all__ = ["MODES", "CleaningResult", "clean_labels", "seed_fraction", "seed_from_manifest", "write_manifest"]

@@ -13,7 +13,7 @@ boolean mask of the flipped samples, which is the ground truth an audit is score
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -38,7 +38,7 @@ def _check(labels: np.ndarray, rate: float, num_classes: int | None) -> tuple[np
 
 def _pick(eligible: np.ndarray, n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
     """``round(rate * n)`` indices drawn without replacement from the eligible ones."""
-    count = int(round(rate * n))
+    count = round(rate * n)
     candidates = np.flatnonzero(eligible)
     if count > len(candidates):
         raise ValueError(f"cannot flip {count} labels ({rate:.0%} of {n}): only {len(candidates)} samples "

@@ -12,7 +12,8 @@ import csv
 import html
 import io
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from fashionlens.data.decode import load_image
 from fashionlens.data.samples import Sample
