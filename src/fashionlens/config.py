@@ -69,6 +69,7 @@ class ModelConfig:
     use_bbox: bool = True  # garment box head (localisation: crop before embedding, box in predictions)
     landmark_head: str = "heatmap"  # "heatmap" (upsampling + soft-argmax) or "regression" (pooled features -> MLP)
     fuse_conv: bool = False  # also feed the pooled penultimate-stage feature map into the embedding
+    spatial_attention: bool = False  # saliency-weighted global pooling (spatial-salience learning)
     local_channels: int = 32  # channels sampled per landmark by the local branch
     local_grid: int = 3  # sampling grid side per landmark (local_grid x local_grid points)
     local_window: float = 0.125  # side of the sampling window around a landmark, fraction of the image side

@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fashionlens.config import ModelConfig
+from fashionlens.models._attention import SpatialAttention
 from fashionlens.models._heads import make_landmark_head
 from fashionlens.models._landmarks import LocalBranch
 from fashionlens.models.backbones import create_backbone
@@ -43,6 +44,7 @@ class FashionNet(nn.Module):
       ``"heatmaps"`` (B, 8, h', w') logits (heatmap head only)
     * ``"embedding"`` (B, embedding_dim), unit L2 norm; ``"item"`` (B, num_items) logits
     * ``"bbox"`` (B, 4) garment box x1, y1, x2, y2 in [0, 1] of the input image (``use_bbox``)
+    * ``"attention"`` (B, h, w) spatial saliency in [0, 1] weighting the global pooling (``spatial_attention``)
     * ``"features"`` (B, hidden_dim) fused features the heads read
 
     ``landmarks`` (B, 8, 2) in [0, 1], when given, replaces the predicted positions in the local
@@ -60,6 +62,7 @@ class FashionNet(nn.Module):
         use_landmarks: bool = True,
         use_local: bool = True,
         use_bbox: bool = True,
+        spatial_attention: bool = False,
         landmark_head: str = "heatmap",
         fuse_conv: bool = False,
         hidden_dim: int = 256,
@@ -81,6 +84,7 @@ class FashionNet(nn.Module):
         channels = int(self.backbone.num_features)
         self.fuse_conv, self.detach_landmarks = fuse_conv, detach_landmarks
         self.global_proj = nn.Sequential(nn.Linear(channels, hidden_dim), nn.ReLU(inplace=True))
+        self.attention = SpatialAttention(channels) if spatial_attention else None
         self.landmark_head = make_landmark_head(landmark_head, channels, NUM_LANDMARKS, hidden_dim) \
             if use_landmarks else None
         self.local = LocalBranch(channels, NUM_LANDMARKS, local_channels, hidden_dim, local_grid, local_window) \
@@ -105,7 +109,11 @@ class FashionNet(nn.Module):
     def forward(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> dict[str, Any]:
         feats, mid = self._backbone(images)  # (B, C, h, w)
         out: dict[str, Any] = {}
-        parts = [self.global_proj(F.adaptive_avg_pool2d(feats, 1).flatten(1))]  # (B, hidden)
+        if self.attention is not None:
+            pooled, out["attention"] = self.attention(feats)  # (B, C), saliency (B, h, w)
+        else:
+            pooled = F.adaptive_avg_pool2d(feats, 1).flatten(1)  # (B, C)
+        parts = [self.global_proj(pooled)]  # (B, hidden)
         if self.landmark_head is not None:
             out.update(self.landmark_head(feats))  # landmarks (B, 8, 2), visibility (B, 8, 3)
         if self.local is not None:
@@ -163,7 +171,8 @@ def build_model(cfg: ModelConfig, num_categories: int = 0, num_attributes: int =
     """A model from the run config plus the label-space sizes the data set declares."""
     kw: dict[str, Any] = dict(
         backbone=cfg.backbone, pretrained=cfg.pretrained, embedding_dim=cfg.embedding_dim,
-        hidden_dim=cfg.hidden_dim, use_bbox=cfg.use_bbox, landmark_head=cfg.landmark_head, fuse_conv=cfg.fuse_conv,
+        hidden_dim=cfg.hidden_dim, use_bbox=cfg.use_bbox, spatial_attention=cfg.spatial_attention,
+        landmark_head=cfg.landmark_head, fuse_conv=cfg.fuse_conv,
         local_channels=cfg.local_channels, local_grid=cfg.local_grid, local_window=cfg.local_window,
         detach_landmarks=cfg.detach_landmarks, dropout=cfg.dropout,
         num_categories=num_categories, num_attributes=num_attributes, num_items=num_items,
