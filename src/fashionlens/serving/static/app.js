@@ -311,7 +311,7 @@ function renderSimilar(results) {
       el("div", {},
         el("strong", { text: name }),
         el("span", { text: humanise(item.category) || "No category" }),
-        el("span", { class: "muted", text: `Similarity ${Number(item.score).toFixed(2)} · #${item.item_id}` })));
+        el("span", { class: "muted", text: `Similarity ${Number(item.score).toFixed(3)} · #${item.item_id}` })));
   }));
 }
 
