@@ -1,6 +1,5 @@
 """The catalog: add / search / update / list / remove, filters, build + resume, bad input, CLI, backends."""
 
-import argparse
 import contextlib
 import glob
 import io
@@ -8,7 +7,6 @@ import json
 import os
 import shutil
 import sqlite3
-import sys
 
 import numpy as np
 import pytest
@@ -362,28 +360,7 @@ def test_milvus_backend(tmp_path):
 
 # -- command line --------------------------------------------------------------------------------------------
 def cli(argv):
-    """``fashionlens.cli.main`` once it registers the catalog commands; until then the same adapters on a
-    local parser, with main()'s mapping of bad input to exit code 2."""
-    from fashionlens import cli as cli_module
-
-    with contextlib.redirect_stderr(io.StringIO()):
-        try:
-            cli_module.build_parser().parse_args(["catalog", "list", "x"])
-            wired = True
-        except SystemExit:
-            wired = False
-    if wired:
-        return cli_module.main(argv)
-    from fashionlens._cli_catalog import add_commands
-
-    parser = argparse.ArgumentParser(prog="fashionlens")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"fashionlens: error: {exc}", file=sys.stderr)
-        return 2
+    return main(argv)
 
 
 def test_cli_build_add_search_list_remove(tmp_path, render, images, run, capsys):

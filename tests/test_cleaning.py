@@ -1,7 +1,6 @@
 """Model-in-the-loop cleaning, the manifest it writes, the feature cache, and the `audit` / `clean` commands
 end to end on a tiny garments render."""
 
-import argparse
 import csv
 import json
 import os
@@ -14,7 +13,6 @@ from test_export import make_run
 
 import fashionlens
 from fashionlens import cli
-from fashionlens._cli_audit import add_commands
 from fashionlens.audit import features as features_module
 from fashionlens.audit.cleaning import (
     clean_labels,
@@ -29,17 +27,7 @@ torch.set_num_threads(1)
 
 
 def run_cli(argv: list[str]) -> int:
-    """``fashionlens.cli.main`` with the audit commands registered (cli.py may not wire them in yet)."""
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "audit" not in sub.choices:
-        add_commands(sub)
-    original = cli.build_parser
-    cli.build_parser = lambda: parser
-    try:
-        return cli.main(argv)
-    finally:
-        cli.build_parser = original
+    return cli.main(argv)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """ONNX export and the ONNX Runtime embedder: outputs equal eager PyTorch, metadata round-trips, clear errors."""
 
-import argparse
 import json
 import os
 import sys
@@ -12,7 +11,6 @@ import torch
 from PIL import Image
 
 from fashionlens import cli
-from fashionlens._cli_export import add_commands
 from fashionlens.config import RunConfig, to_dict
 from fashionlens.export import (INPUT_NAME, OnnxEmbedder, _FlatOutputs, export_onnx, load_predictor, read_metadata,
                                 verify_export)
@@ -183,17 +181,7 @@ def test_load_predictor_picks_the_runtime(tiny_onnx):
 
 
 def run_cli(argv: list[str]) -> int:
-    """``fashionlens.cli.main`` with the export commands registered (cli.py may not wire them in yet)."""
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "export-onnx" not in sub.choices:
-        add_commands(sub)
-    original = cli.build_parser
-    cli.build_parser = lambda: parser
-    try:
-        return cli.main(argv)
-    finally:
-        cli.build_parser = original
+    return cli.main(argv)
 
 
 def test_cli_export_onnx(tmp_path, tiny_onnx, capsys):

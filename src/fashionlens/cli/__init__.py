@@ -52,7 +52,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = run_demo(settings)
     print(f"report: {os.path.abspath(result['report'])}/report.md")
     if not args.no_serve:
-        from fashionlens._cli_serve import serve_demo
+        from fashionlens.cli.serve import serve_demo
 
         serve_demo(result["run"], result["catalog"], args.host, args.port)
     return 0
@@ -162,7 +162,7 @@ def _add_spec(p: argparse.ArgumentParser) -> None:
 
 
 def add_target_accuracy(p: argparse.ArgumentParser) -> None:
-    from fashionlens._cli_hierarchy import target_accuracy
+    from fashionlens.cli.hierarchy import target_accuracy
 
     p.add_argument("--target-accuracy", type=target_accuracy, metavar="T",
                    help="also answer the most specific taxonomy node that is right with probability T "
@@ -254,11 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="start over instead of reusing the render and the run")
     p.set_defaults(func=cmd_demo)
 
-    from fashionlens._cli_audit import add_commands as add_audit_commands
-    from fashionlens._cli_catalog import add_commands as add_catalog_commands
-    from fashionlens._cli_export import add_commands as add_export_commands
-    from fashionlens._cli_hierarchy import add_commands as add_hierarchy_commands
-    from fashionlens._cli_serve import add_commands as add_serve_commands
+    from fashionlens.cli.audit import add_commands as add_audit_commands
+    from fashionlens.cli.catalog import add_commands as add_catalog_commands
+    from fashionlens.cli.export import add_commands as add_export_commands
+    from fashionlens.cli.hierarchy import add_commands as add_hierarchy_commands
+    from fashionlens.cli.serve import add_commands as add_serve_commands
 
     add_export_commands(sub)
     add_hierarchy_commands(sub)
