@@ -38,3 +38,19 @@ def test_fashionnet_with_attention_outputs_map_and_trains():
         assert model.attention.score[-1].weight.grad.abs().sum() > 0
         opt.step()
     assert model.attention.score[0].weight.grad.abs().sum() > 0
+
+
+def test_evaluate_report_draws_attention_maps(tmp_path):
+    from PIL import Image
+
+    from fashionlens.cli import main
+
+    data, run, out = tmp_path / "g", tmp_path / "run", tmp_path / "rep"
+    assert main(["synth", str(data), "--items", "14", "--views", "3", "--size", "64", "--quiet"]) == 0
+    assert main(["train", "--data", f"garments:{data}", "--out", str(run), "--backbone", "tiny_cnn", "--no-pretrained",
+                 "--model", "global", "--epochs", "1", "--image-size", "48", "--quiet", "--set", "train.pk_items=4",
+                 "--set", "model.spatial_attention=true"]) == 0
+    assert main(["evaluate", "--model", str(run), "--data", f"garments:{data}", "--out", str(out)]) == 0
+    with Image.open(out / "attention.png") as im:
+        assert im.width > 300 and im.height > 100
+    assert "attention.png" in (out / "report.md").read_text()

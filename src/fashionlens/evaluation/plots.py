@@ -132,3 +132,22 @@ def plot_retrieval_grid(query_images: Sequence[Any], results: Sequence[Sequence[
             else:
                 axes[q, j].axis("off")
     return _save(fig, path)
+
+
+def plot_attention_grid(images: Sequence[Any], maps: Sequence[Any], path: str | os.PathLike[str],
+                        titles: Sequence[str] | None = None) -> str:
+    """Each network-input image (H, W, 3 uint8) with its spatial saliency map (h, w in [0, 1]) drawn over it
+    (upsampled to the image, semi-transparent heat colours), one column per image."""
+    n = len(images)
+    if n == 0 or n != len(maps):
+        raise ValueError(f"plot_attention_grid needs as many maps as images (got {n} and {len(maps)})")
+    fig = Figure(figsize=(2.0 * n, 2.3))
+    for i, (image, sal) in enumerate(zip(images, maps)):
+        ax = fig.add_subplot(1, n, i + 1)
+        h, w = np.asarray(image).shape[:2]
+        ax.imshow(image)
+        ax.imshow(np.asarray(sal, dtype=float), cmap="inferno", alpha=0.45, extent=(-0.5, w - 0.5, h - 0.5, -0.5),
+                  interpolation="bilinear", vmin=0.0, vmax=1.0)
+        ax.set_title(titles[i] if titles else "", fontsize=7)
+        ax.axis("off")
+    return _save(fig, path)

@@ -79,7 +79,26 @@ def evaluate_run(run: str, spec: str, *, split: str = "test", out_dir: str | Non
     metrics.update({"model": run, "data": spec, "split": split, "num_images": len(samples)})
     if out_dir:
         write_report(metrics, preds, targets, samples, labels, out_dir)
+        if "attention" in preds:  # saliency maps over the images as the network saw them
+            attention_grid(run, preds["attention"], samples, os.path.join(out_dir, "attention.png"))
+            with open(os.path.join(out_dir, "report.md"), "a", encoding="utf-8") as f:
+                f.write("\n![attention](attention.png)\n")
     return metrics
+
+
+def attention_grid(run: str, attention: np.ndarray, samples: list, path: str, n: int = 8) -> str:
+    """Up to ``n`` consumer photos (else any) with the model's spatial saliency drawn over its input view."""
+    from fashionlens.config import from_dict
+    from fashionlens.evaluation.plots import plot_attention_grid
+    from fashionlens.training.checkpoint import find_checkpoint, load_checkpoint
+
+    cfg = from_dict(load_checkpoint(find_checkpoint(run))["config"])
+    rows = [i for i, s in enumerate(samples) if s.domain == "consumer"][:n] or list(range(min(n, len(samples))))
+    ds = GarmentDataset([samples[i] for i in rows], build_transforms(cfg.data, train=False))
+    mean, std = np.array(cfg.data.mean)[:, None, None], np.array(cfg.data.std)[:, None, None]
+    views = [np.clip((ds[j]["image"].numpy() * std + mean).transpose(1, 2, 0), 0, 1) for j in range(len(rows))]
+    return plot_attention_grid([(v * 255).astype(np.uint8) for v in views], [attention[i] for i in rows], path,
+                               titles=[samples[i].category_name or "" for i in rows])
 
 
 def hedged_metrics(hedger: Any, preds: dict, targets: dict, target_accuracy: float) -> dict[str, Any]:
