@@ -23,13 +23,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from fashionlens.data.decode import load_image
+from fashionlens.data.dataset import TolerantImageDataset, collate_tolerant
 from fashionlens.data.readers import READERS, read
 from fashionlens.data.readers.folder import IMAGE_EXTENSIONS
-from fashionlens.data.samples import NUM_SLOTS, Sample
-from fashionlens.data.transforms import JointTransform
+from fashionlens.data.samples import Sample
 from fashionlens.export import load_predictor
 from fashionlens.inference import Predictor
 
@@ -69,33 +68,6 @@ def resolve_samples(source: str, split: str | None = None) -> list[Sample]:
     return [Sample(image=f, source=os.path.relpath(f, root)) for f in files]
 
 
-class _EmbedDataset(Dataset):
-    """Decode + eval transform; an unreadable image yields ``(index, None, error)`` instead of raising."""
-
-    def __init__(self, samples: Sequence[Sample], transform: JointTransform):
-        self.samples, self.transform = list(samples), transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str]:
-        s = self.samples[index]
-        try:
-            image = load_image(s)
-        except (ValueError, FileNotFoundError, OSError) as exc:
-            return index, None, str(exc)
-        target = {"landmarks": np.zeros((NUM_SLOTS, 2), np.float32), "visibility": np.zeros(NUM_SLOTS, np.int64),
-                  "present": np.zeros(NUM_SLOTS, bool), "bbox": s.bbox}
-        return index, self.transform(image, target)[0], ""
-
-
-def _collate(batch: list[tuple[int, torch.Tensor | None, str]]) -> tuple[list[int], torch.Tensor | None, list]:
-    """(row indices read, images (b, 3, S, S) or None, [(index, error)] of unreadable ones)."""
-    good = [(i, x) for i, x, _ in batch if x is not None]
-    bad = [(i, err) for i, x, err in batch if x is None]
-    return [i for i, _ in good], (torch.stack([x for _, x in good]) if good else None), bad
-
-
 def embed_batch(predictor: Predictor, images: torch.Tensor) -> np.ndarray:
     """(B, 3, S, S) normalised network inputs -> (B, D) float32 embeddings (PyTorch or ONNX Runtime)."""
     if predictor.channels_last:
@@ -117,8 +89,8 @@ def embed_spec(predictor: Predictor | str, source: str, *, split: str | None = N
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     samples = resolve_samples(source, split)
-    loader = DataLoader(_EmbedDataset(samples, predictor.transform), batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=_collate)
+    loader = DataLoader(TolerantImageDataset(samples, predictor.transform), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=collate_tolerant)
     rows: list[int] = []
     chunks: list[np.ndarray] = []
     failed: list[tuple[int, str]] = []

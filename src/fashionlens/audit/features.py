@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from fashionlens.data.decode import load_image
-from fashionlens.data.samples import NUM_SLOTS, Sample
+from fashionlens.data.dataset import TolerantImageDataset, collate_tolerant
+from fashionlens.data.samples import Sample
 
 IMAGENET = "imagenet"
 IMAGENET_BACKBONE = "tf_efficientnet_lite0"
@@ -95,32 +95,6 @@ def load_feature_model(model: str, *, image_size: int = 224, kind: str = "featur
     return _run_model(model, kind)
 
 
-class _ImageDataset(Dataset):
-    """Decode + eval transform; an unreadable image yields ``(index, None, error)`` instead of raising."""
-
-    def __init__(self, samples: Sequence[Sample], transform: Callable[..., Any]):
-        self.samples, self.transform = list(samples), transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str]:
-        s = self.samples[index]
-        try:
-            image = load_image(s)
-        except (ValueError, FileNotFoundError, OSError) as exc:
-            return index, None, str(exc)
-        target = {"landmarks": np.zeros((NUM_SLOTS, 2), np.float32), "visibility": np.zeros(NUM_SLOTS, np.int64),
-                  "present": np.zeros(NUM_SLOTS, bool), "bbox": s.bbox}
-        return index, self.transform(image, target)[0], ""
-
-
-def _collate(batch: list[tuple[int, torch.Tensor | None, str]]) -> tuple[list[int], torch.Tensor | None, list]:
-    good = [(i, x) for i, x, _ in batch if x is not None]
-    bad = [(i, err) for i, x, err in batch if x is None]
-    return [i for i, _ in good], (torch.stack([x for _, x in good]) if good else None), bad
-
-
 def cache_key(samples: Sequence[Sample], identity: str) -> str:
     """SHA-1 over the model identity and every image's path, byte size and modification time."""
     h = hashlib.sha1(identity.encode())
@@ -137,8 +111,8 @@ def _encode_all(samples: Sequence[Sample], fm: FeatureModel, batch_size: int, nu
                 progress: bool) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
     from tqdm import tqdm
 
-    loader = DataLoader(_ImageDataset(samples, fm.transform), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_collate)
+    loader = DataLoader(TolerantImageDataset(samples, fm.transform), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=collate_tolerant)
     rows: list[int] = []
     chunks: list[np.ndarray] = []
     failed: list[tuple[int, str]] = []

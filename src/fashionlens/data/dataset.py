@@ -31,7 +31,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from fashionlens.data.decode import load_image
-from fashionlens.data.samples import DOMAINS, Sample, SampleSet
+from fashionlens.data.samples import DOMAINS, NUM_SLOTS, Sample, SampleSet
 from fashionlens.data.transforms import JointTransform, landmarks_to_unit
 
 
@@ -202,3 +202,32 @@ class PKSampler(Sampler[list[int]]):
 
 
 __all__ = ["GarmentDataset", "PKSampler", "build_item_index"]
+
+
+class TolerantImageDataset(Dataset):
+    """Decode + (eval) transform only, for embedding and feature extraction: item ``i`` is
+    ``(i, image (3, S, S), "")``, or ``(i, None, error message)`` when the image cannot be read, so one bad
+    file is reported instead of stopping a whole pass.  Use with :func:`collate_tolerant`."""
+
+    def __init__(self, samples: Sequence[Sample], transform: JointTransform):
+        self.samples, self.transform = list(samples), transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str]:
+        s = self.samples[index]
+        try:
+            image = load_image(s)
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            return index, None, str(exc)
+        target = {"landmarks": np.zeros((NUM_SLOTS, 2), np.float32), "visibility": np.zeros(NUM_SLOTS, np.int64),
+                  "present": np.zeros(NUM_SLOTS, bool), "bbox": s.bbox}
+        return index, self.transform(image, target)[0], ""
+
+
+def collate_tolerant(batch: list[tuple[int, torch.Tensor | None, str]]) -> tuple[list[int], torch.Tensor | None, list]:
+    """(row indices read, images (b, 3, S, S) or None, [(index, error)] of the unreadable ones)."""
+    good = [(i, x) for i, x, _ in batch if x is not None]
+    bad = [(i, err) for i, x, err in batch if x is None]
+    return [i for i, _ in good], (torch.stack([x for _, x in good]) if good else None), bad
