@@ -41,7 +41,10 @@ class TrainConfig:
     weight_decay: float = 0.05  # decoupled weight decay (AdamW) / L2 (SGD)
     momentum: float = 0.9  # SGD momentum
     warmup_epochs: float = 1.0  # linear warm-up length, in epochs
-    backbone_lr_scale: float = 1.0  # learning-rate multiplier of the backbone (layer-wise: < 1 for pretrained)
+    backbone_lr_scale: float = 1.0  # learning-rate multiplier of the backbone (< 1 for pretrained weights)
+    layer_decay: float = 1.0  # layer-wise LR: each backbone stage below the last gets this factor once more
+    ema_decay: float = 0.0  # weight averaging: exponential moving average of the weights (e.g. 0.998; 0 = off)
+    balance: float = 0.0  # class-balanced sampling: draw images with weight 1/count(class)^balance (0 = off, 1 = full)
     grad_clip: float = 5.0  # max gradient norm (0 disables)
     amp: bool = False  # mixed precision (bfloat16 autocast) where the device supports it
     channels_last: bool = True  # NHWC memory format (faster convolutions on CPU)
@@ -75,6 +78,8 @@ class ModelConfig:
     local_window: float = 0.125  # side of the sampling window around a landmark, fraction of the image side
     detach_landmarks: bool = True  # pool at predicted positions without back-propagating into them
     dropout: float = 0.1  # dropout before the heads
+    frozen_stages: int = 0  # freeze the backbone's stem and first N stages (train the head plus the last blocks)
+    tta_flip: bool = False  # test-time augmentation: eval averages the predictions for the image and its mirror
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Two sources (``model`` argument):
 
 * ``"imagenet"``: EfficientNet-Lite0 with the offline ImageNet weights, global-average-pooled last
-  feature map, (N, 1280).  Needs no training, so it can audit a data set before any model exists.
+  feature map, (N, 1280); ``"imagenet:tf_efficientnet_lite2"`` (any backbone name) for another network.  Needs no training, so it can audit a data set before any model exists.
   Inputs: the image padded to a square (keeping its aspect), resized to ``image_size`` pixels, scaled
   with the backbone's mean/std (0.5/0.5, i.e. [-1, 1]).
 * a run directory or checkpoint: the trained model with its own deterministic eval transform (the one
@@ -46,22 +46,35 @@ class FeatureModel:
     encode: Callable[[torch.Tensor], np.ndarray]
 
 
-def _imagenet_model(image_size: int) -> FeatureModel:
+def _imagenet_backbone(model: str) -> str:
+    """``"imagenet"`` -> the default backbone; ``"imagenet:NAME"`` -> NAME."""
+    name = model.partition(":")[2]
+    return name or IMAGENET_BACKBONE
+
+
+def _imagenet_model(image_size: int, backbone: str = IMAGENET_BACKBONE, flip: bool = False) -> FeatureModel:
     from fashionlens.config import DataConfig
     from fashionlens.data.transforms import build_transforms
     from fashionlens.models.backbones import backbone_normalization, create_backbone
 
-    net = create_backbone(IMAGENET_BACKBONE, pretrained=True).eval()
+    net = create_backbone(backbone, pretrained=True).eval()
     net = net.to(memory_format=torch.channels_last)
-    mean, std = backbone_normalization(IMAGENET_BACKBONE)
+    mean, std = backbone_normalization(backbone)
     cfg = DataConfig(image_size=int(image_size), mean=mean, std=std, resize_mode="pad")
 
     @torch.no_grad()
     def encode(x: torch.Tensor) -> np.ndarray:
-        fmap = net.forward_features(x.contiguous(memory_format=torch.channels_last))  # (B, 1280, h, w)
-        return fmap.mean(dim=(2, 3)).float().numpy()
+        x = x.contiguous(memory_format=torch.channels_last)
+        pooled = net.forward_features(x).mean(dim=(2, 3))  # (B, C) from the (B, C, h, w) last feature map
+        if flip:  # test-time augmentation: the mean over the image and its mirror
+            pooled = (pooled + net.forward_features(torch.flip(x, dims=[3])).mean(dim=(2, 3))) / 2
+        return pooled.float().numpy()
 
-    return FeatureModel(f"{IMAGENET}:{IMAGENET_BACKBONE}:{int(image_size)}", build_transforms(cfg, train=False), encode)
+    return FeatureModel(_imagenet_identity(backbone, image_size, flip), build_transforms(cfg, train=False), encode)
+
+
+def _imagenet_identity(backbone: str, image_size: int, flip: bool) -> str:
+    return f"{IMAGENET}:{backbone}:{int(image_size)}" + (":flip" if flip else "")
 
 
 def _run_model(run: str, kind: str) -> FeatureModel:
@@ -81,15 +94,19 @@ def _run_model(run: str, kind: str) -> FeatureModel:
     return FeatureModel(_identity(path, 0, kind), build_transforms(cfg.data, train=False), encode)
 
 
-def load_feature_model(model: str, *, image_size: int = 224, kind: str = "features") -> FeatureModel:
-    """``"imagenet"`` (pretrained EfficientNet-Lite0 at ``image_size`` pixels) or a run directory / checkpoint
-    (its own image size; ``kind`` = ``"features"`` or ``"embedding"``)."""
+def load_feature_model(model: str, *, image_size: int = 224, kind: str = "features",
+                       flip: bool = False) -> FeatureModel:
+    """``"imagenet"`` (pretrained EfficientNet-Lite0 at ``image_size`` pixels; ``"imagenet:NAME"`` for another
+    backbone; ``flip``: average with the mirrored image) or a run directory / checkpoint (its own image size;
+    ``kind`` = ``"features"`` or ``"embedding"``)."""
     if kind not in FEATURE_KINDS:
         raise ValueError(f"kind must be one of {', '.join(FEATURE_KINDS)}, got {kind!r}")
-    if model == IMAGENET:
+    if model == IMAGENET or model.startswith(IMAGENET + ":"):
         if image_size < 32:
             raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
-        return _imagenet_model(image_size)
+        return _imagenet_model(image_size, _imagenet_backbone(model), flip)
+    if flip:
+        raise ValueError("flip (test-time mirroring) applies to the ImageNet feature models only")
     if not os.path.exists(model):
         raise FileNotFoundError(f"--model {model}: neither 'imagenet' nor an existing run directory / checkpoint")
     return _run_model(model, kind)
@@ -128,7 +145,7 @@ def _encode_all(samples: Sequence[Sample], fm: FeatureModel, batch_size: int, nu
 
 
 def compute_features(samples: Sequence[Sample], model: str | FeatureModel = IMAGENET, *, image_size: int = 224,
-                     kind: str = "features", batch_size: int = 32, num_workers: int = 0,
+                     kind: str = "features", flip: bool = False, batch_size: int = 32, num_workers: int = 0,
                      cache_dir: str | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Features of ``samples``: ``(vectors (M, D) float32, rows (M,) int64)``, ``rows`` = the indices of the
     samples that could be read (an unreadable image is skipped with one warning, not an error).
@@ -137,16 +154,18 @@ def compute_features(samples: Sequence[Sample], model: str | FeatureModel = IMAG
     ``cache_dir``: where ``features-<sha1>.npz`` is read from / written to (None = no cache)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if flip and not (isinstance(model, str) and (model == IMAGENET or model.startswith(IMAGENET + ":"))):
+        raise ValueError("flip (test-time mirroring) applies to the ImageNet feature models only")
     if not samples:
         raise ValueError("no samples to compute features of")
     fm = model if isinstance(model, FeatureModel) else None
-    identity = fm.identity if fm else _identity(model, image_size, kind)
+    identity = fm.identity if fm else _identity(model, image_size, kind, flip)
     key = cache_key(samples, identity)
     path = os.path.join(cache_dir, f"features-{key[:20]}.npz") if cache_dir else None
     cached = _read_cache(path, key) if path else None
     if cached is not None:
         return cached
-    fm = fm or load_feature_model(str(model), image_size=image_size, kind=kind)
+    fm = fm or load_feature_model(str(model), image_size=image_size, kind=kind, flip=flip)
     vectors, rows, failed = _encode_all(samples, fm, batch_size, num_workers, progress)
     if failed:
         names = ", ".join(os.path.basename(samples[i].image) for i, _ in failed[:5])
@@ -161,10 +180,10 @@ def compute_features(samples: Sequence[Sample], model: str | FeatureModel = IMAG
     return vectors, rows
 
 
-def _identity(model: str | FeatureModel, image_size: int, kind: str) -> str:
+def _identity(model: str | FeatureModel, image_size: int, kind: str, flip: bool = False) -> str:
     """The model identity without loading it (same string the loaded FeatureModel carries)."""
-    if model == IMAGENET:
-        return f"{IMAGENET}:{IMAGENET_BACKBONE}:{int(image_size)}"
+    if model == IMAGENET or str(model).startswith(IMAGENET + ":"):
+        return _imagenet_identity(_imagenet_backbone(str(model)), image_size, flip)
     from fashionlens.training.checkpoint import find_checkpoint
 
     if not os.path.exists(str(model)):

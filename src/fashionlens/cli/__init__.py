@@ -133,7 +133,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from fashionlens.evaluation.run import evaluate_run
 
     metrics = evaluate_run(args.model, args.data, split=args.split, out_dir=args.out, batch_size=args.batch_size,
-                           progress=not args.json, target_accuracy=args.target_accuracy)
+                           progress=not args.json, target_accuracy=args.target_accuracy,
+                           tta={"on": True, "off": False}.get(args.tta))
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -229,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", help="write report.json, report.md and plots here")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--tta", choices=("run", "on", "off"), default="run",
+                   help="mirror test-time augmentation: as the run was configured (model.tta_flip), on or off")
     add_target_accuracy(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -137,6 +137,62 @@ def _create_timm(name: str, download: bool, **kw) -> nn.Module:
         ) from e
 
 
+def _stage_layout(backbone: nn.Module) -> tuple[list[nn.Module], list[nn.Module], list[nn.Module]]:
+    """(stem modules, stages, head modules) of a known backbone layout."""
+    def present(*names: str) -> list[nn.Module]:
+        return [m for m in (getattr(backbone, n, None) for n in names) if isinstance(m, nn.Module)]
+
+    if hasattr(backbone, "conv_stem") and hasattr(backbone, "blocks"):  # timm EfficientNet / MobileNet
+        return present("conv_stem", "bn1"), list(backbone.blocks), present("conv_head", "bn2")
+    if hasattr(backbone, "layer1") and hasattr(backbone, "conv1"):  # ResNet
+        return present("conv1", "bn1"), [getattr(backbone, f"layer{i}") for i in range(1, 5)
+                                         if hasattr(backbone, f"layer{i}")], []
+    if isinstance(getattr(backbone, "stages", None), nn.Module):  # ConvNeXt, RegNet, ..., tiny_cnn
+        return present("stem"), list(backbone.stages), []
+    raise ValueError(f"{type(backbone).__name__}: unknown stage layout (expected EfficientNet/MobileNet blocks, "
+                     "ResNet layers or stem + stages)")
+
+
+def backbone_stages(backbone: nn.Module) -> list[list[nn.Module]]:
+    """The backbone as groups of modules in input-to-output order: ``[stem, stage 1, ..., stage n, head]``
+    (the stem and head groups only where the architecture has them).
+
+    Known layouts: timm EfficientNet / MobileNet (``conv_stem``+``bn1``, ``blocks``, ``conv_head``+``bn2``),
+    ResNet (``conv1``+``bn1``, ``layer1..4``), models with ``stem`` + ``stages`` (ConvNeXt, RegNet, ...),
+    and ``tiny_cnn``.  Used to freeze the first stages and to give deeper stages larger learning rates.
+    """
+    stem, stages, head = _stage_layout(backbone)
+    return [g for g in [stem, *([st] for st in stages), head] if g]
+
+
+def freeze_stages(backbone: nn.Module, count: int) -> list[nn.Module]:
+    """Freeze the stem and the first ``count`` stages of ``backbone`` (no gradients); returns the frozen
+    modules, which the caller keeps in eval mode (their BatchNorm statistics stay the pretrained ones).
+
+    A frozen *prefix* also saves time: autograd records nothing until the first trainable layer, so the
+    backward pass stops there.
+    """
+    if count <= 0:
+        return []
+    stem, stages, _ = _stage_layout(backbone)
+    if count >= len(stages):
+        raise ValueError(f"frozen_stages={count}: {type(backbone).__name__} has {len(stages)} stages; "
+                         "leave at least one trainable")
+    frozen = stem + stages[:count]
+    for module in frozen:
+        for param in module.parameters():
+            param.requires_grad_(False)
+    return frozen
+
+
+def stage_depths(backbone: nn.Module) -> dict[str, int]:
+    """Parameter name -> depth from the output: 0 for the last group of :func:`backbone_stages` (and any
+    parameter outside the groups), up to ``len(groups) - 1`` for the stem (layer-wise learning rates)."""
+    groups = backbone_stages(backbone)
+    ids = {id(p): len(groups) - 1 - g for g, modules in enumerate(groups) for m in modules for p in m.parameters()}
+    return {name: ids.get(id(p), 0) for name, p in backbone.named_parameters()}
+
+
 def backbone_normalization(name: str, pretrained: bool | str = False) -> Norm:
     """The input ``(mean, std)`` (RGB, for images scaled to [0, 1]) the backbone expects.
 

@@ -21,7 +21,7 @@ from fashionlens.config import ModelConfig
 from fashionlens.models._attention import SpatialAttention
 from fashionlens.models._heads import make_landmark_head
 from fashionlens.models._landmarks import LocalBranch
-from fashionlens.models.backbones import create_backbone
+from fashionlens.models.backbones import create_backbone, freeze_stages
 
 NUM_LANDMARKS = 8
 
@@ -72,6 +72,8 @@ class FashionNet(nn.Module):
         detach_landmarks: bool = True,
         dropout: float = 0.1,
         pretrained: bool | str = False,
+        frozen_stages: int = 0,
+        tta_flip: bool = False,
     ):
         super().__init__()
         if use_local and not use_landmarks:
@@ -82,6 +84,9 @@ class FashionNet(nn.Module):
         if not hasattr(self.backbone, "forward_features") or not hasattr(self.backbone, "num_features"):
             raise TypeError("backbone module must provide forward_features(x) -> (B, C, h, w) and num_features")
         channels = int(self.backbone.num_features)
+        # Frozen stem + first stages ("head plus last blocks" fine-tuning): no gradients, BatchNorm kept in eval.
+        self._frozen = freeze_stages(self.backbone, frozen_stages)
+        self.tta_flip = tta_flip  # eval mode: average the predictions for the image and its mirror
         self.fuse_conv, self.detach_landmarks = fuse_conv, detach_landmarks
         self.global_proj = nn.Sequential(nn.Linear(channels, hidden_dim), nn.ReLU(inplace=True))
         self.attention = SpatialAttention(channels) if spatial_attention else None
@@ -106,7 +111,18 @@ class FashionNet(nn.Module):
         final, intermediates = self.backbone.forward_intermediates(images, indices=2)
         return final, intermediates[0]
 
+    def train(self, mode: bool = True) -> "FashionNet":
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()
+        return self
+
     def forward(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> dict[str, Any]:
+        if self.tta_flip and not self.training:
+            return _merge_flipped(self._forward(torch.cat([images, torch.flip(images, dims=[3])])), len(images))
+        return self._forward(images, landmarks)
+
+    def _forward(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> dict[str, Any]:
         feats, mid = self._backbone(images)  # (B, C, h, w)
         out: dict[str, Any] = {}
         if self.attention is not None:
@@ -145,6 +161,23 @@ class FashionNet(nn.Module):
         return self.forward(images)["embedding"]
 
 
+def _merge_flipped(out: dict[str, Any], n: int) -> dict[str, Any]:
+    """Test-time mirroring: the outputs of ``[images, mirrored images]`` (2n rows) -> n rows.  Class,
+    attribute and item logits and the fused features are averaged; the embedding is the normalised mean;
+    geometric outputs (landmarks, box, heatmaps, attention) come from the unmirrored half."""
+    merged: dict[str, Any] = {}
+    for key, value in out.items():
+        if key == "levels":
+            merged[key] = [(v[:n] + v[n:]) / 2 for v in value]
+        elif key in ("category", "attributes", "item", "features"):
+            merged[key] = (value[:n] + value[n:]) / 2
+        elif key == "embedding":
+            merged[key] = F.normalize(value[:n] + value[n:], dim=1)
+        else:
+            merged[key] = value[:n]
+    return merged
+
+
 def _box_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """(B, 4) logits of centre and size -> (B, 4) x1, y1, x2, y2 in [0, 1], always well ordered."""
     centre, size = logits[:, :2].sigmoid(), logits[:, 2:].sigmoid()
@@ -175,6 +208,7 @@ def build_model(cfg: ModelConfig, num_categories: int = 0, num_attributes: int =
         landmark_head=cfg.landmark_head, fuse_conv=cfg.fuse_conv,
         local_channels=cfg.local_channels, local_grid=cfg.local_grid, local_window=cfg.local_window,
         detach_landmarks=cfg.detach_landmarks, dropout=cfg.dropout,
+        frozen_stages=cfg.frozen_stages, tta_flip=cfg.tta_flip,
         num_categories=num_categories, num_attributes=num_attributes, num_items=num_items,
         level_sizes=tuple(level_sizes),
     )

@@ -20,7 +20,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Subset
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Subset, WeightedRandomSampler
 from torch.utils.data import default_collate
 
 from fashionlens.config import RunConfig, from_dict, save_yaml, to_dict
@@ -33,6 +34,7 @@ from fashionlens.hierarchy.taxonomy import Hierarchy
 from fashionlens.losses import MultiTaskLoss
 from fashionlens.losses.multitask import stage_weights
 from fashionlens.models import backbone_normalization, build_model
+from fashionlens.models.backbones import stage_depths
 from fashionlens.training import distributed as ddp
 from fashionlens.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from fashionlens.training.loop import collect_outputs, train_one_epoch
@@ -63,13 +65,18 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
 
 
 def _optimizer(model: nn.Module, loss_fn: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
-    """Parameter groups: backbone (lr x backbone_lr_scale) and heads; no weight decay on 1-D params."""
+    """Parameter groups: heads at lr; backbone at lr x backbone_lr_scale x layer_decay^depth (depth 0 = the
+    last stage, counting towards the stem; see ``stage_depths``); no weight decay on 1-D params."""
+    tc = cfg.train
+    depths = stage_depths(model.backbone) if tc.layer_decay != 1.0 else {}
     groups: dict[tuple[float, bool], list] = {}
     named = [(n, p) for n, p in model.named_parameters()] + [(f"loss.{n}", p) for n, p in loss_fn.named_parameters()]
     for name, param in named:
         if not param.requires_grad:
             continue
-        scale = cfg.train.backbone_lr_scale if name.startswith("backbone.") else 1.0
+        scale = 1.0
+        if name.startswith("backbone."):
+            scale = tc.backbone_lr_scale * tc.layer_decay ** depths.get(name[len("backbone."):], 0)
         groups.setdefault((scale, param.ndim <= 1), []).append(param)
     param_groups = [{"params": ps, "lr_scale": scale, "weight_decay": 0.0 if no_decay else cfg.train.weight_decay}
                     for (scale, no_decay), ps in groups.items()]
@@ -89,7 +96,25 @@ def _train_batches(ds: GarmentDataset, cfg: RunConfig, epoch: int) -> Any:
         return sampler
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
     batch = cfg.train.batch_size
-    return BatchSampler(RandomSampler(ds, generator=generator), batch, drop_last=len(ds) > batch)
+    if cfg.train.balance > 0:  # class-balanced: images of rare classes drawn more often (with replacement)
+        sampler: Any = WeightedRandomSampler(class_balance_weights(ds.samples, cfg.train.balance), len(ds),
+                                             replacement=True, generator=generator)
+    else:
+        sampler = RandomSampler(ds, generator=generator)
+    return BatchSampler(sampler, batch, drop_last=len(ds) > batch)
+
+
+def class_balance_weights(samples: Any, power: float) -> torch.Tensor:
+    """Sampling weight of each sample, ``1 / count(its category) ** power`` (unlabelled samples: the mean
+    weight), so ``power`` 1 draws every class equally often and 0.5 halves the imbalance in log scale."""
+    cats = np.array([-1 if s.category is None else s.category for s in samples])
+    counts = np.bincount(cats[cats >= 0]) if (cats >= 0).any() else np.zeros(0)
+    weights = np.ones(len(cats), dtype=np.float64)
+    labelled = cats >= 0
+    weights[labelled] = 1.0 / counts[cats[labelled]].astype(np.float64) ** power
+    if labelled.any() and not labelled.all():
+        weights[~labelled] = weights[labelled].mean()
+    return torch.as_tensor(weights, dtype=torch.double)
 
 
 def _loader(ds: Dataset, cfg: RunConfig, batch_sampler: Any = None, seed: int = 0) -> DataLoader:
@@ -142,6 +167,11 @@ class Trainer:
         set_threads(ddp.local_threads(self.cfg.threads) if self.world > 1 else self.cfg.threads)
         self._load_data()
         self.model = self._build_model()
+        # Weight averaging: an exponential moving average of the weights (BatchNorm statistics included),
+        # updated after every step; validation, best.pt and everything downstream use the averaged weights.
+        decay = self.cfg.train.ema_decay
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) \
+            if decay > 0 else None
         self.loss_fn = MultiTaskLoss(self.cfg.loss, num_items=len(self.train_ds.items),
                                      embedding_dim=self.cfg.model.embedding_dim,
                                      class_weights=self._class_weights(),
@@ -214,13 +244,23 @@ class Trainer:
                 "hierarchy_levels": self.hierarchy.levels, "hierarchy_maps": self.hierarchy.maps,
                 "items": self.train_ds.items if self.cfg.loss.item > 0 else []}
 
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and shipped: the moving average when ``ema_decay`` > 0."""
+        return self.ema.module if self.ema is not None else self.model
+
     def state(self, run: RunState, rng: list[torch.Tensor] | None = None) -> dict:
         """The checkpoint payload: weights, optimiser, loss state, config, labels, position in the run and
-        ``rng`` (torch generator state of every rank, so a resumed run draws the same augmentations)."""
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "loss_state": self.loss_fn.state_dict(), "config": to_dict(self.cfg), "labels": self.labels(),
-                "epoch": run.epoch, "batch": run.batch, "step": run.step, "best": run.best,
-                "bad_epochs": run.bad_epochs, "history": list(run.history), "rng": rng or []}
+        ``rng`` (torch generator state of every rank, so a resumed run draws the same augmentations).
+        ``model`` holds the weights to use (the moving average with ``ema_decay``; then ``train_model`` holds
+        the optimised weights and ``ema_steps`` the number of averaged steps, for resuming)."""
+        state = {"model": self.eval_model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "loss_state": self.loss_fn.state_dict(), "config": to_dict(self.cfg), "labels": self.labels(),
+                 "epoch": run.epoch, "batch": run.batch, "step": run.step, "best": run.best,
+                 "bad_epochs": run.bad_epochs, "history": list(run.history), "rng": rng or []}
+        if self.ema is not None:
+            state.update(train_model=self.model.state_dict(), ema_steps=int(self.ema.n_averaged))
+        return state
 
     def validate(self) -> dict[str, Any]:
         """Validation losses and metrics (``val_`` keys) on rank 0; {} on other ranks and without val data.
@@ -229,7 +269,7 @@ class Trainer:
             return {}
         part = ddp.shard_range(len(self.val_ds), self.rank, self.world)
         ds = self.val_ds if self.world == 1 else Subset(self.val_ds, list(part))
-        preds, targets, losses = collect_outputs(self.model, _loader(ds, self.cfg), self.loss_fn,
+        preds, targets, losses = collect_outputs(self.eval_model, _loader(ds, self.cfg), self.loss_fn,
                                                  channels_last=self.cfg.train.channels_last, progress=self.progress,
                                                  desc="val")
         preds, targets, losses = ddp.gather_outputs(preds, targets, losses, len(part))
@@ -279,7 +319,13 @@ class Trainer:
         ckpt = ddp.broadcast_object(load_checkpoint(path) if self.main and os.path.isfile(path) else None)
         if ckpt is None:
             return RunState()
-        self.model.load_state_dict(ckpt["model"])
+        self.model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
+        if self.ema is not None and "train_model" in ckpt:
+            self.ema.module.load_state_dict(ckpt["model"])
+            self.ema.n_averaged.fill_(int(ckpt["ema_steps"]))
+        elif self.ema is not None:  # saved without averaging: start the average from the weights
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.train.ema_decay),
+                                     use_buffers=True)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.loss_fn.load_state_dict(ckpt["loss_state"])
         rng = ckpt.get("rng") or []
@@ -302,6 +348,8 @@ class Trainer:
 
         def on_step(step: int, index: int) -> None:
             run.step, run.batch = step, start + index + 1
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             if tc.checkpoint_every and step % tc.checkpoint_every == 0:
                 self._save(run, improved=False)
 
@@ -315,6 +363,8 @@ class Trainer:
     def _end_epoch(self, run: RunState, train_metrics: dict, lr: float, past: Callable[[], bool]) -> str:
         """Validate, record, decide (rank 0, sent to all), checkpoint; returns why to stop ("" = go on)."""
         ddp.sync_buffers(self.model)
+        if self.ema is not None:
+            ddp.sync_buffers(self.ema.module)
         val = self.validate()
         out_of_time = past()
         decision: dict[str, Any] = {}
