@@ -273,3 +273,63 @@ def test_photos_recipe_trains_end_to_end_from_the_cli_on_a_folder(tmp_path):
     assert ckpt["labels"]["categories"] == ["hat", "shoes"] and "train_model" in ckpt
     model, cfg, _ = load_model(str(out))
     assert cfg.model.frozen_stages == 3 and model.tta_flip
+
+
+# ---------------------------------------------------------------- self-supervised instance discrimination
+
+
+def test_instance_views_pair_two_augmentations_of_one_unlabelled_image(spec, tmp_path):  # noqa: F811
+    from fashionlens.losses.metric import build_metric_loss
+
+    cfg = tiny_cfg(spec, epochs=1, instance_views=2, pk_items=4, pk_images=2, select_metric="train_loss")
+    cfg.loss = LossConfig(metric_loss="ntxent", category=0.0, levels=0.0, attributes=0.0, landmarks=0.0,
+                          visibility=0.0, bbox=0.0, metric=1.0)
+    trainer = Trainer(cfg, str(tmp_path / "ssl"), progress=False, log=lambda *_: None)
+    ds = trainer.train_ds
+    assert all(s.category is None and s.attributes is None and s.bbox is None for s in ds.samples)
+    assert len(ds.items) * 2 == len(ds)
+    for batch in _train_batches(ds, trainer.cfg, 0):
+        by_item: dict[int, set] = {}
+        for i in batch:
+            by_item.setdefault(int(ds.item_labels[i]), set()).add(ds.samples[i].image)
+        assert len(by_item) == 4 and all(len(images) == 1 for images in by_item.values())  # one image per item
+        assert sorted(np.bincount(ds.item_labels[batch])[np.unique(ds.item_labels[batch])]) == [2] * 4
+    summary = trainer.fit()
+    trainer.close()
+    assert summary["epochs"] == 1 and np.isfinite(summary["last"]["train_loss"])
+    # NT-Xent: two identical embeddings per pair and distinct pairs cost less than shuffled pairs
+    loss = build_metric_loss(cfg.loss)
+    emb = torch.nn.functional.normalize(torch.randn(4, 8), dim=1).repeat_interleave(2, 0)
+    labels = torch.arange(4).repeat_interleave(2)
+    assert loss(emb, labels) < loss(emb, labels[torch.randperm(8, generator=torch.Generator().manual_seed(1))])
+    with pytest.raises(ValueError, match="instance_views must be >= 2"):
+        from fashionlens.training.fit import instance_views
+
+        instance_views(ds.samples, 1)
+
+
+# ---------------------------------------------------------------- every shipped recipe
+
+
+def test_every_recipe_builds_its_model_and_runs_a_forward_pass():
+    from fashionlens.recipes import available, load_recipe
+
+    assert {"garments", "identity", "photos", "fashion-mnist"} <= set(available())
+    for name in available():
+        cfg = load_recipe(name)
+        cfg.model.pretrained = False  # architecture only (the photos test above loads the real weights)
+        model = build_model(cfg.model, num_categories=7, num_attributes=3, num_items=4 if cfg.loss.item else 0).eval()
+        with torch.no_grad():
+            out = model(torch.randn(2, 3, cfg.data.image_size, cfg.data.image_size))
+        assert out["category"].shape == (2, 7), name
+        assert out["embedding"].shape == (2, cfg.model.embedding_dim), name
+
+
+def test_backbone_kwargs_reach_the_backbone():
+    from fashionlens.config import ModelConfig
+
+    cfg = ModelConfig(backbone="tiny_cnn", pretrained=False, backbone_kwargs={"widths": [8, 16, 24]})
+    model = build_model(cfg, num_categories=2)
+    assert model.backbone.num_features == 24 and len(model.backbone.stages) == 3
+    with pytest.raises(TypeError):
+        build_model(ModelConfig(backbone="tiny_cnn", pretrained=False, backbone_kwargs={"nonsense": 1}))

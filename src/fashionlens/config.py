@@ -57,6 +57,7 @@ class TrainConfig:
     val_split: str = "val"  # split used for validation ("" = none)
     train_split: str = "train"  # split used for training
     init_from: str = ""  # run directory whose backbone initialises this run (identity pre-training)
+    instance_views: int = 0  # self-supervised: each training image is its own item, seen as N views (labels unused)
     log_every: int = 10  # steps between progress-bar updates of the running loss
 
 
@@ -65,6 +66,7 @@ class ModelConfig:
     name: str = "fashionnet"  # preset: "fashionnet" (global + landmarks + landmark-pooled local) or "global"
     backbone: str = "tf_efficientnet_lite0"  # "tiny_cnn", "tf_efficientnet_lite0/1/2" (offline weights), any timm name
     pretrained: bool | str = True  # True: ImageNet weights; False: random init; a path: local weights file
+    backbone_kwargs: dict = field(default_factory=dict)  # backbone constructor arguments, e.g. {widths: [32, 64]} (tiny_cnn), {drop_path_rate: 0.1} (timm)
     embedding_dim: int = 128  # size of the L2-normalised retrieval embedding
     hidden_dim: int = 256  # width of the global, local and fusion layers
     use_landmarks: bool | None = None  # landmark branch (None = the preset's choice)
@@ -97,7 +99,8 @@ class LossConfig:
     attribute_pos_weight: float = 1.0  # BCE weight of positive attribute labels (> 1 counters rare positives)
     landmark_loss: str = "l1"  # "l1" or "mse" on [0, 1] positions, or "heatmap" (Gaussian target vs heatmap softmax)
     heatmap_sigma: float = 1.0  # std of the Gaussian heatmap target, heatmap cells
-    metric_loss: str = "triplet"  # "triplet", "contrastive", "proxy_anchor" or "none"
+    metric_loss: str = "triplet"  # "triplet", "contrastive", "ntxent", "proxy_anchor" or "none"
+    temperature: float = 0.1  # NT-Xent softmax temperature
     miner: str = "batch_hard"  # triplet miner: "batch_hard" or "semihard"
     margin: float = 0.2  # triplet margin, Euclidean distance between L2-normalised embeddings
     pos_margin: float = 0.0  # contrastive: positive pairs closer than this cost nothing

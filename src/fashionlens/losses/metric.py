@@ -3,6 +3,8 @@
 * ``"triplet"``: ``TripletMarginLoss`` with ``BatchHardMiner`` (hardest positive and negative per anchor)
   or ``TripletMarginMiner(type_of_triplets="semihard")``.
 * ``"contrastive"``: ``ContrastiveLoss`` on the Siamese pairs ``PairMarginMiner`` selects.
+* ``"ntxent"``: ``NTXentLoss`` (SimCLR's normalised temperature-scaled cross-entropy): every other
+  embedding of the batch is a negative; with ``instance_views`` it learns from unlabelled images.
 * ``"proxy_anchor"``: ``ProxyAnchorLoss``; its proxies are parameters of this module, so an optimizer
   built over ``MultiTaskLoss.parameters()`` (or this module's) trains them.
 
@@ -18,7 +20,7 @@ from pytorch_metric_learning import miners as pml_miners
 
 from fashionlens.config import LossConfig
 
-METRIC_LOSSES = ("triplet", "contrastive", "proxy_anchor", "none")
+METRIC_LOSSES = ("triplet", "contrastive", "ntxent", "proxy_anchor", "none")
 MINERS = ("batch_hard", "semihard")
 
 
@@ -62,6 +64,8 @@ def build_metric_loss(cfg: LossConfig, num_items: int = 0, embedding_dim: int = 
             pml_losses.ContrastiveLoss(pos_margin=cfg.pos_margin, neg_margin=cfg.neg_margin),
             pml_miners.PairMarginMiner(pos_margin=cfg.pos_margin, neg_margin=cfg.neg_margin),
         )
+    if kind == "ntxent":
+        return MetricLoss(pml_losses.NTXentLoss(temperature=cfg.temperature))
     if kind == "proxy_anchor":
         if num_items < 1:
             raise ValueError("proxy_anchor needs num_items > 0 (one proxy per item identity)")

@@ -74,13 +74,14 @@ class FashionNet(nn.Module):
         pretrained: bool | str = False,
         frozen_stages: int = 0,
         tta_flip: bool = False,
+        backbone_kwargs: dict[str, Any] | None = None,
     ):
         super().__init__()
         if use_local and not use_landmarks:
             raise ValueError("use_local needs the landmark branch (use_landmarks=True): it pools at landmarks")
         if embedding_dim < 1 or hidden_dim < 1:
             raise ValueError(f"embedding_dim and hidden_dim must be positive, got {embedding_dim}, {hidden_dim}")
-        self.backbone = create_backbone(backbone, pretrained) if isinstance(backbone, str) else backbone
+        self.backbone = create_backbone(backbone, pretrained, **(backbone_kwargs or {})) if isinstance(backbone, str) else backbone
         if not hasattr(self.backbone, "forward_features") or not hasattr(self.backbone, "num_features"):
             raise TypeError("backbone module must provide forward_features(x) -> (B, C, h, w) and num_features")
         channels = int(self.backbone.num_features)
@@ -208,7 +209,7 @@ def build_model(cfg: ModelConfig, num_categories: int = 0, num_attributes: int =
         landmark_head=cfg.landmark_head, fuse_conv=cfg.fuse_conv,
         local_channels=cfg.local_channels, local_grid=cfg.local_grid, local_window=cfg.local_window,
         detach_landmarks=cfg.detach_landmarks, dropout=cfg.dropout,
-        frozen_stages=cfg.frozen_stages, tta_flip=cfg.tta_flip,
+        frozen_stages=cfg.frozen_stages, tta_flip=cfg.tta_flip, backbone_kwargs=dict(cfg.backbone_kwargs),
         num_categories=num_categories, num_attributes=num_attributes, num_items=num_items,
         level_sizes=tuple(level_sizes),
     )

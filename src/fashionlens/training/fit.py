@@ -11,6 +11,7 @@ the gradients, validation is sharded and gathered on rank 0, and only rank 0 wri
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import time
@@ -117,6 +118,17 @@ def class_balance_weights(samples: Any, power: float) -> torch.Tensor:
     return torch.as_tensor(weights, dtype=torch.double)
 
 
+def instance_views(samples: Any, views: int) -> list:
+    """Instance discrimination (self-supervised / exemplar identity pre-training): every sample becomes
+    its own item ``instance-<i>``, listed ``views`` times so a P x K batch holds K augmented views of it;
+    category, attribute, landmark and box labels are dropped, so no annotation is used."""
+    if views < 2:
+        raise ValueError(f"instance_views must be >= 2 (views of one image form the positive pairs), got {views}")
+    return [dataclasses.replace(s, item_id=f"instance-{i}", category=None, category_name=None, attributes=None,
+                                landmarks=None, visibility=None, bbox=None)
+            for i, s in enumerate(samples) for _ in range(views)]
+
+
 def _loader(ds: Dataset, cfg: RunConfig, batch_sampler: Any = None, seed: int = 0) -> DataLoader:
     """A DataLoader with its own generator: creating it leaves torch's global generator (which draws the
     augmentations) untouched, so a resumed run sees the same random stream as an uninterrupted one."""
@@ -191,6 +203,10 @@ class Trainer:
         if tc.val_split and tc.val_split not in data.splits():
             self.log(f"no {tc.val_split!r} split: holding out {len(self.val_set)} of "
                      f"{len(self.val_set) + len(self.train_set)} training images (~10% of items) for validation")
+        if tc.instance_views > 0:
+            self.train_set = instance_views(self.train_set, tc.instance_views)
+            self.log(f"self-supervised: {len(self.train_set) // tc.instance_views} training images as their own "
+                     f"items, {tc.instance_views} views each; their labels are not used")
         paths = self.info.category_paths
         self.hierarchy = Hierarchy.from_paths(paths) if paths else Hierarchy([], [])
         self.train_ds = GarmentDataset(self.train_set, build_transforms(cfg.data, train=True),
