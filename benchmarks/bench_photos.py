@@ -156,6 +156,20 @@ def budget_epochs(cfg, minutes: float, n_train: int, n_val: int) -> tuple[int, f
     return max(1, int(minutes * 60 * 0.92 / epoch_s)), rate
 
 
+def evaluate_without_averaging(run_dir: str, spec: str) -> float | None:
+    """Validation accuracy of the run's last *optimised* weights (``train_model``), i.e. without EMA."""
+    from fashionlens.evaluation.run import evaluate_run
+    from fashionlens.training.checkpoint import load_checkpoint, save_checkpoint
+
+    last = load_checkpoint(os.path.join(run_dir, "last.pt"))
+    if "train_model" not in last:
+        return None
+    raw_dir = os.path.join(run_dir, "without-ema")
+    os.makedirs(raw_dir, exist_ok=True)
+    save_checkpoint(os.path.join(raw_dir, "last.pt"), {**last, "model": last["train_model"]})
+    return evaluate_run(raw_dir, spec, split="val", progress=False)["category_top1"]
+
+
 def finetune(names: list[str]) -> dict:
     from fashionlens.evaluation.run import evaluate_run
     from fashionlens.recipes import load_recipe
@@ -202,6 +216,7 @@ def finetune(names: list[str]) -> dict:
                 per_class = dict(zip(info.categories, m["category_per_class"]))
                 row.update(val_accuracy=m["category_top1"], per_class=per_class,
                            val_mean_class_accuracy=float(np.nanmean([v for v in per_class.values() if v is not None])))
+        row["val_accuracy_last_without_ema"] = evaluate_without_averaging(run_dir, cfg.data.spec)
         rows[name] = row
         print(f"{name}: val acc {row['val_accuracy']:.4f} (plain {row['val_accuracy_plain']:.4f}, "
               f"mirror TTA {row['val_accuracy_tta']:.4f}), {train_min:.1f} min, {row['epochs']} epochs", flush=True)

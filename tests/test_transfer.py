@@ -154,17 +154,24 @@ def test_ema_run_ships_averaged_weights_and_resumes_exactly(spec, tmp_path):  # 
     assert_same_weights(resumed["train_model"], last["train_model"])
 
 
-def test_ema_update_is_the_exponential_moving_average():
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+def test_ema_update_is_the_exponential_moving_average_with_warm_up():
+    from fashionlens.training.fit import ema_model
 
-    net = torch.nn.Linear(2, 1)
-    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
-    w0 = net.weight.detach().clone()
-    ema.update_parameters(net)  # first update copies
-    with torch.no_grad():
-        net.weight.add_(1.0)
-    ema.update_parameters(net)
-    torch.testing.assert_close(ema.module.weight, 0.9 * w0 + 0.1 * (w0 + 1.0))
+    net = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1))
+    ema = ema_model(net, 0.9)
+    weights = [net[0].weight.detach().clone()]
+    ema.update_parameters(net)  # the first update copies
+    expected = weights[0].clone()
+    for step in range(1, 100):
+        with torch.no_grad():
+            net[0].weight.add_(1.0)
+        weights.append(net[0].weight.detach().clone())
+        ema.update_parameters(net)
+        d = min(0.9, (1 + step) / (10 + step))  # warm-up: early steps follow the weights closely
+        expected = d * expected + (1 - d) * weights[-1]
+        torch.testing.assert_close(ema.module[0].weight, expected)
+    assert d == 0.9  # the warm-up ended at the configured decay
+    assert int(ema.module[1].num_batches_tracked) == int(net[1].num_batches_tracked)
 
 
 # ---------------------------------------------------------------- mirror test-time augmentation

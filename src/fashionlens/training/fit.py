@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Subset, WeightedRandomSampler
 from torch.utils.data import default_collate
 
@@ -118,6 +118,22 @@ def class_balance_weights(samples: Any, power: float) -> torch.Tensor:
     return torch.as_tensor(weights, dtype=torch.double)
 
 
+def ema_model(model: nn.Module, decay: float) -> AveragedModel:
+    """``torch.optim.swa_utils.AveragedModel`` keeping an exponential moving average of ``model``'s weights
+    and BatchNorm statistics, with the usual warm-up: step n averages with ``min(decay, (1 + n) / (10 + n))``,
+    so early in a run (or in a short one) the average follows the weights instead of the initialisation."""
+    def average(averaged: list[torch.Tensor], current: list[torch.Tensor], steps: torch.Tensor) -> None:
+        n = float(steps)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1.0 - d)
+        else:  # integer buffers (BatchNorm's num_batches_tracked)
+            for a, c in zip(averaged, current):
+                a.copy_(a * d + c * (1.0 - d))
+
+    return AveragedModel(model, multi_avg_fn=average, use_buffers=True)
+
+
 def instance_views(samples: Any, views: int) -> list:
     """Instance discrimination (self-supervised / exemplar identity pre-training): every sample becomes
     its own item ``instance-<i>``, listed ``views`` times so a P x K batch holds K augmented views of it;
@@ -182,8 +198,7 @@ class Trainer:
         # Weight averaging: an exponential moving average of the weights (BatchNorm statistics included),
         # updated after every step; validation, best.pt and everything downstream use the averaged weights.
         decay = self.cfg.train.ema_decay
-        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) \
-            if decay > 0 else None
+        self.ema = ema_model(self.model, decay) if decay > 0 else None
         self.loss_fn = MultiTaskLoss(self.cfg.loss, num_items=len(self.train_ds.items),
                                      embedding_dim=self.cfg.model.embedding_dim,
                                      class_weights=self._class_weights(),
@@ -340,8 +355,7 @@ class Trainer:
             self.ema.module.load_state_dict(ckpt["model"])
             self.ema.n_averaged.fill_(int(ckpt["ema_steps"]))
         elif self.ema is not None:  # saved without averaging: start the average from the weights
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.train.ema_decay),
-                                     use_buffers=True)
+            self.ema = ema_model(self.model, self.cfg.train.ema_decay)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.loss_fn.load_state_dict(ckpt["loss_state"])
         rng = ckpt.get("rng") or []
