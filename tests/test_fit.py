@@ -209,6 +209,14 @@ def test_select_metric_picks_the_best_epoch(spec, tmp_path, monkeypatch, key, va
     assert load_checkpoint(str(tmp_path / "last.pt"))["epoch"] == 3
 
 
+def test_select_metric_last_ships_the_latest_epoch_whatever_validation_says(spec, tmp_path, monkeypatch):
+    scripted_validation(monkeypatch, "val_category_top1", [0.9, 0.1, 0.2])  # epoch 1 "best" on validation
+    summary = fit(tiny_cfg(spec, epochs=3, select_metric="last"), str(tmp_path), progress=False, log=lambda *a: None)
+    best = load_checkpoint(str(tmp_path / "best.pt"))
+    assert best["epoch"] == 3 and summary["best"] == 3.0
+    assert_same_weights(best["model"], load_checkpoint(str(tmp_path / "last.pt"))["model"])
+
+
 def test_unknown_select_metric_is_a_clear_error(spec, tmp_path, monkeypatch):
     scripted_validation(monkeypatch, "val_category_top1", [0.2])
     with pytest.raises(ValueError, match="select_metric 'val_acc' is not a metric of this run; choices: .*val_loss"):

@@ -52,7 +52,7 @@ class TrainConfig:
     pk_images: int = 4  # K images per item in a P x K batch
     max_minutes: float = 0.0  # stop training after this many minutes (0 = no limit)
     early_stop_patience: int = 0  # stop after this many epochs without improvement (0 = never)
-    select_metric: str = "val_loss"  # metric choosing the best checkpoint ("val_loss" is minimised, others maximised)
+    select_metric: str = "val_loss"  # metric choosing the best checkpoint ("val_loss" is minimised, others maximised; "last": the latest epoch, no selection on validation)
     checkpoint_every: int = 50  # also save a resumable checkpoint every N steps (0 = epoch ends only)
     val_split: str = "val"  # split used for validation ("" = none)
     train_split: str = "train"  # split used for training

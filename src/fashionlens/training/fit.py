@@ -443,7 +443,7 @@ class Trainer:
         """``select_metric``, or "train_loss" when there is no validation data; a key the validation does
         not produce is a ValueError listing the ones it does."""
         key = self.cfg.train.select_metric
-        if key in record:
+        if key in record or key == "last":
             return key
         if not len(self.val_ds) or not any(k.startswith("val_") for k in record):
             return "train_loss"
@@ -454,6 +454,8 @@ class Trainer:
         """(whether ``record`` beats ``best``, the new best).  Losses, normalised errors (``_ne``) and
         calibration errors (``_ece``) are minimised; everything else is maximised."""
         key = self._selection_key(record)
+        if key == "last":  # no selection on validation data: best.pt is the latest completed epoch
+            return True, float(record["epoch"])
         value = record.get(key)
         if value is None:
             return False, best
