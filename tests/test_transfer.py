@@ -16,7 +16,8 @@ from fashionlens.models import build_model, create_backbone
 from fashionlens.models.backbones import backbone_stages, freeze_stages, stage_depths
 from fashionlens.models.fashionnet import FashionNet
 from fashionlens.training.checkpoint import load_checkpoint, load_model
-from fashionlens.training.fit import Trainer, _optimizer, _train_batches, class_balance_weights, fit
+from fashionlens.training.fit import Trainer, _optimizer, _train_batches, fit
+from fashionlens.training.transfer import class_balance_weights
 from test_fit import assert_same_weights, spec, tiny_cfg  # noqa: F401  (module fixture)
 
 
@@ -155,7 +156,7 @@ def test_ema_run_ships_averaged_weights_and_resumes_exactly(spec, tmp_path):  # 
 
 
 def test_ema_update_is_the_exponential_moving_average_with_warm_up():
-    from fashionlens.training.fit import ema_model
+    from fashionlens.training.transfer import ema_model
 
     net = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1))
     ema = ema_model(net, 0.9)
@@ -310,7 +311,7 @@ def test_instance_views_pair_two_augmentations_of_one_unlabelled_image(spec, tmp
     labels = torch.arange(4).repeat_interleave(2)
     assert loss(emb, labels) < loss(emb, labels[torch.randperm(8, generator=torch.Generator().manual_seed(1))])
     with pytest.raises(ValueError, match="instance_views must be >= 2"):
-        from fashionlens.training.fit import instance_views
+        from fashionlens.training.transfer import instance_views
 
         instance_views(ds.samples, 1)
 
