@@ -118,6 +118,9 @@ FINETUNE = {
          "train.epochs=5"], 12),
     "recipe without label smoothing, 12 min": (["loss.label_smoothing=0.0", "train.epochs=5"], 12),
     "self-supervised pre-training 5 min, then recipe 12 min": (["train.epochs=5"], 12),
+    # Second seed of the pair above (and its control: the recipe for the same 5 epochs with the same seed).
+    "recipe 5 epochs, seed 1": (["train.epochs=5", "seed=1"], 12),
+    "self-supervised pre-training 5 min, then recipe 12 min, seed 1": (["train.epochs=5", "seed=1"], 12),
     "recipe, 30 min": ([], 30),
 }
 # Variants that first pre-train on the training images without their labels (instance discrimination:
@@ -128,6 +131,8 @@ PRETRAIN = {
          "loss.metric=1.0", "loss.category=0.0", "train.select_metric=train_loss", "train.ema_decay=0.0",
          "model.tta_flip=false", "data.color_jitter=0.4", "data.rrc_scale=[0.2,1.0]"], 5),
 }
+PRETRAIN["self-supervised pre-training 5 min, then recipe 12 min, seed 1"] = (
+    [*PRETRAIN["self-supervised pre-training 5 min, then recipe 12 min"][0], "seed=1"], 5)
 
 
 def _override(cfg, assignment: str) -> None:
