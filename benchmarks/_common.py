@@ -10,6 +10,9 @@ from typing import Any, Callable, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
+#: The real photos of ../shared/data (clothing-small: train/ and validation/ class folders); FASHIONLENS_PHOTOS overrides.
+PHOTOS = os.environ.get("FASHIONLENS_PHOTOS",
+                        os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "clothing-small")))
 
 
 def train_and_evaluate(cfg: Any, run_dir: str, spec: str, split: str = "test") -> dict[str, Any]:
@@ -25,11 +28,11 @@ def train_and_evaluate(cfg: Any, run_dir: str, spec: str, split: str = "test") -
 
 
 def table(rows: dict[str, dict], columns: Sequence[str]) -> str:
-    """Markdown table: one row per named result, the given metric columns."""
+    """Markdown table: one row per named result, the given metric columns ("-" where a row lacks one)."""
     head = "| run | " + " | ".join(columns) + " |"
     lines = [head, "|" + "---|" * (len(columns) + 1)]
     for name, r in rows.items():
-        cells = [(f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c))) for c in columns]
+        cells = [(f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c, "-"))) for c in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

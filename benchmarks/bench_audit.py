@@ -24,8 +24,7 @@ import time
 
 import numpy as np
 import torch
-from _common import table as _table
-from _common import write
+from _common import PHOTOS, table, write
 
 from fashionlens.audit.features import compute_features
 from fashionlens.audit.label_audit import (
@@ -37,15 +36,6 @@ from fashionlens.audit.label_audit import (
 from fashionlens.audit.noise import inject_noise
 from fashionlens.data.readers import read
 from fashionlens.utils import cache_dir
-
-
-def table(rows: dict[str, dict], columns: list[str]) -> str:
-    """_common.table with "-" for the columns a row does not have."""
-    return _table({name: {c: r.get(c, "-") for c in columns} for name, r in rows.items()}, columns)
-
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-PHOTOS = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "clothing-small"))
 
 
 def garments_root(args: argparse.Namespace) -> str:

@@ -28,10 +28,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, write  # noqa: E402
+from _common import PHOTOS, RESULTS, write  # noqa: E402
 
-DATA = os.environ.get("FASHIONLENS_PHOTOS", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                                                           "clothing-small"))
+DATA = PHOTOS
 RESULT = "photos"
 PROBES = [  # (backbone, input size, mirror TTA)
     ("tf_efficientnet_lite0", 160, False), ("tf_efficientnet_lite0", 224, False), ("tf_efficientnet_lite0", 224, True),

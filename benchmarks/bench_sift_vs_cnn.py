@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from _common import table, write
+from _common import PHOTOS, table, write
 
 from fashionlens import read
 from fashionlens.baselines import SiftBoVW
@@ -49,7 +49,6 @@ from fashionlens.evaluation.report import retrieval_metrics
 from fashionlens.evaluation.retrieval import recall_at_k_and_map_at_r, retrieval_topk
 from fashionlens.evaluation.run import inshop_protocol
 
-PHOTOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "clothing-small")
 Embed = Callable[[list[Image.Image]], np.ndarray]
 
 PHOTO_CATEGORY = ("cat_R@1", "cat_R@5", "cat_R@10", "cat_MAP@R", "ms_per_image")

@@ -23,9 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from fashionlens.data.dataset import TolerantImageDataset, collate_tolerant
+from fashionlens.data.dataset import encode_tolerant
 from fashionlens.data.readers import READERS, read
 from fashionlens.data.readers.folder import IMAGE_EXTENSIONS
 from fashionlens.data.samples import Sample
@@ -82,25 +81,14 @@ def embed_spec(predictor: Predictor | str, source: str, *, split: str | None = N
     """Embed every image of a data spec or image folder: ``(ids, vectors (N, D) float32)`` (module docstring).
 
     Unreadable images are skipped, listed in ``ids["skipped"]`` and announced by one warning."""
-    from tqdm import tqdm
-
     if isinstance(predictor, str):
         predictor = load_predictor(predictor)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     samples = resolve_samples(source, split)
-    loader = DataLoader(TolerantImageDataset(samples, predictor.transform), batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=collate_tolerant)
-    rows: list[int] = []
-    chunks: list[np.ndarray] = []
-    failed: list[tuple[int, str]] = []
-    with tqdm(total=len(samples), desc="embedding", unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        for index, images, bad in loader:
-            failed += bad
-            if images is not None:
-                chunks.append(embed_batch(predictor, images))
-                rows += index
-            bar.update(len(index) + len(bad))
+    chunks, rows, failed = encode_tolerant(samples, predictor.transform, lambda x: embed_batch(predictor, x),
+                                           batch_size=batch_size, num_workers=num_workers, progress=progress,
+                                           desc="embedding")
     dim = int(predictor.cfg.model.embedding_dim)
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
     ids = _ids([samples[i] for i in rows])

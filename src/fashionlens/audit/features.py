@@ -3,7 +3,8 @@
 Two sources (``model`` argument):
 
 * ``"imagenet"``: EfficientNet-Lite0 with the offline ImageNet weights, global-average-pooled last
-  feature map, (N, 1280); ``"imagenet:tf_efficientnet_lite2"`` (any backbone name) for another network.  Needs no training, so it can audit a data set before any model exists.
+  feature map, (N, 1280); ``"imagenet:tf_efficientnet_lite2"`` (any backbone name) for another network.
+  Needs no training, so it can audit a data set before any model exists.
   Inputs: the image padded to a square (keeping its aspect), resized to ``image_size`` pixels, scaled
   with the backbone's mean/std (0.5/0.5, i.e. [-1, 1]).
 * a run directory or checkpoint: the trained model with its own deterministic eval transform (the one
@@ -27,9 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from fashionlens.data.dataset import TolerantImageDataset, collate_tolerant
+from fashionlens.data.dataset import encode_tolerant
 from fashionlens.data.samples import Sample
 
 IMAGENET = "imagenet"
@@ -44,6 +44,10 @@ class FeatureModel:
     identity: str  # what the cache key records about the model
     transform: Callable[..., Any]  # GarmentTransform: (PIL image, target) -> ((3, S, S) tensor, target)
     encode: Callable[[torch.Tensor], np.ndarray]
+
+
+def _is_imagenet(model: object) -> bool:
+    return isinstance(model, str) and (model == IMAGENET or model.startswith(IMAGENET + ":"))
 
 
 def _imagenet_backbone(model: str) -> str:
@@ -101,7 +105,7 @@ def load_feature_model(model: str, *, image_size: int = 224, kind: str = "featur
     ``kind`` = ``"features"`` or ``"embedding"``)."""
     if kind not in FEATURE_KINDS:
         raise ValueError(f"kind must be one of {', '.join(FEATURE_KINDS)}, got {kind!r}")
-    if model == IMAGENET or model.startswith(IMAGENET + ":"):
+    if _is_imagenet(model):
         if image_size < 32:
             raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
         return _imagenet_model(image_size, _imagenet_backbone(model), flip)
@@ -126,20 +130,8 @@ def cache_key(samples: Sequence[Sample], identity: str) -> str:
 
 def _encode_all(samples: Sequence[Sample], fm: FeatureModel, batch_size: int, num_workers: int,
                 progress: bool) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
-    from tqdm import tqdm
-
-    loader = DataLoader(TolerantImageDataset(samples, fm.transform), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=collate_tolerant)
-    rows: list[int] = []
-    chunks: list[np.ndarray] = []
-    failed: list[tuple[int, str]] = []
-    with tqdm(total=len(samples), desc="features", unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        for index, images, bad in loader:
-            failed += bad
-            if images is not None:
-                chunks.append(fm.encode(images).astype(np.float32))
-                rows += index
-            bar.update(len(index) + len(bad))
+    chunks, rows, failed = encode_tolerant(samples, fm.transform, fm.encode, batch_size=batch_size,
+                                           num_workers=num_workers, progress=progress, desc="features")
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     return vectors, np.asarray(rows, np.int64), failed
 
@@ -154,7 +146,7 @@ def compute_features(samples: Sequence[Sample], model: str | FeatureModel = IMAG
     ``cache_dir``: where ``features-<sha1>.npz`` is read from / written to (None = no cache)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if flip and not (isinstance(model, str) and (model == IMAGENET or model.startswith(IMAGENET + ":"))):
+    if flip and not _is_imagenet(model):
         raise ValueError("flip (test-time mirroring) applies to the ImageNet feature models only")
     if not samples:
         raise ValueError("no samples to compute features of")
@@ -182,7 +174,7 @@ def compute_features(samples: Sequence[Sample], model: str | FeatureModel = IMAG
 
 def _identity(model: str | FeatureModel, image_size: int, kind: str, flip: bool = False) -> str:
     """The model identity without loading it (same string the loaded FeatureModel carries)."""
-    if model == IMAGENET or str(model).startswith(IMAGENET + ":"):
+    if _is_imagenet(model):
         return _imagenet_identity(_imagenet_backbone(str(model)), image_size, flip)
     from fashionlens.training.checkpoint import find_checkpoint
 

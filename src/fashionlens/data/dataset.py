@@ -23,12 +23,12 @@ index              int64 ()           position of the sample in the dataset
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fashionlens.data.decode import load_image
 from fashionlens.data.samples import DOMAINS, NUM_SLOTS, Sample, SampleSet
@@ -201,9 +201,6 @@ class PKSampler(Sampler[list[int]]):
         return rng.permutation(np.concatenate([images, extra]))
 
 
-__all__ = ["GarmentDataset", "PKSampler", "build_item_index"]
-
-
 class TolerantImageDataset(Dataset):
     """Decode + (eval) transform only, for embedding and feature extraction: item ``i`` is
     ``(i, image (3, S, S), "")``, or ``(i, None, error message)`` when the image cannot be read, so one bad
@@ -231,3 +228,29 @@ def collate_tolerant(batch: list[tuple[int, torch.Tensor | None, str]]) -> tuple
     good = [(i, x) for i, x, _ in batch if x is not None]
     bad = [(i, err) for i, x, err in batch if x is None]
     return [i for i, _ in good], (torch.stack([x for _, x in good]) if good else None), bad
+
+
+def encode_tolerant(samples: Sequence[Sample], transform: JointTransform,
+                    encode: Callable[[torch.Tensor], np.ndarray], *, batch_size: int = 32, num_workers: int = 0,
+                    progress: bool = False, desc: str = "encode") -> tuple[list[np.ndarray], list[int], list]:
+    """One eval pass over ``samples`` that skips unreadable images: ``(chunks of encode(batch) as float32,
+    rows read, [(index, error)] of the unreadable ones)``."""
+    from tqdm import tqdm
+
+    loader = DataLoader(TolerantImageDataset(samples, transform), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=collate_tolerant)
+    rows: list[int] = []
+    chunks: list[np.ndarray] = []
+    failed: list[tuple[int, str]] = []
+    with tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for index, images, bad in loader:
+            failed += bad
+            if images is not None:
+                chunks.append(np.asarray(encode(images), dtype=np.float32))
+                rows += index
+            bar.update(len(index) + len(bad))
+    return chunks, rows, failed
+
+
+__all__ = ["GarmentDataset", "PKSampler", "TolerantImageDataset", "build_item_index", "collate_tolerant",
+           "encode_tolerant"]
