@@ -2,6 +2,7 @@
 
     python benchmarks/bench_photos.py probe                   # linear probes on cached frozen features
     python benchmarks/bench_photos.py finetune [NAME ...]     # fine-tuning variants of the photos recipe
+    python benchmarks/bench_photos.py shifted [NAME ...]      # fine-tuned runs on shifted validation photos
     python benchmarks/bench_photos.py table                   # print what results/photos.json holds
 
 ``probe``: frozen ImageNet EfficientNet-Lite0/1/2 features (global-average-pooled last feature map, the
@@ -11,6 +12,11 @@ regression whose C is chosen by 5-fold cross-validation on the TRAIN split only;
 
 ``finetune``: the ``photos`` recipe and variants of it (strategy, size, ingredients), each trained with
 the same wall-clock budget on this CPU and scored on validation (plain and with mirror TTA).
+
+``shifted``: the validation photos under four named distribution shifts
+(``fashionlens.evaluation.distortions.shift``: zoomed out on a plain background, low resolution + JPEG,
+dull warm lighting, centre crop), written once as image folders, and every fine-tuned run (``finetune``
+also does this at its end) scored on each: a proxy for photos from other senders, which this split lacks.
 
 Results are merged into benchmarks/results/photos.json (one entry per variant), so the sections can be
 run separately.  Validation (341 photos) is used to choose between variants; its standard error at 0.9
@@ -105,28 +111,31 @@ def probe() -> dict:
 
 
 # name -> (--set style overrides of the photos recipe, minutes of training budget)
+LITE0 = ["model.backbone=tf_efficientnet_lite0", "data.image_size=224"]  # the first recipe
 FINETUNE = {
-    "head + last 4 stages (recipe), 12 min": ([], 12),
-    "full fine-tuning, layer-wise LR, 12 min": (["model.frozen_stages=0", "train.layer_decay=0.7"], 12),
-    "full fine-tuning, layer-wise LR, 30 min": (["model.frozen_stages=0", "train.layer_decay=0.7"], 30),
-    "head + last 2 stages, 12 min": (["model.frozen_stages=5"], 12),
+    "head + last 4 stages (recipe), 12 min": ([*LITE0], 12),
+    "full fine-tuning, layer-wise LR, 12 min": ([*LITE0, "model.frozen_stages=0", "train.layer_decay=0.7"], 12),
+    "full fine-tuning, layer-wise LR, 30 min": ([*LITE0, "model.frozen_stages=0", "train.layer_decay=0.7"], 30),
+    "head + last 2 stages, 12 min": ([*LITE0, "model.frozen_stages=5"], 12),
     # Ingredient variants: the same 5 epochs as the 12-minute recipe row (same cost per step, so same time).
-    "recipe + class-balanced sampling (sqrt), 12 min": (["train.balance=0.5", "train.epochs=5"], 12),
+    "recipe + class-balanced sampling (sqrt), 12 min": ([*LITE0, "train.balance=0.5", "train.epochs=5"], 12),
     "recipe with light augmentation (flip + mild crops only), 12 min": (
-        ["data.rrc_scale=[0.8,1.0]", "data.rotation_degrees=0", "data.color_jitter=0", "data.random_erasing=0",
+        [*LITE0, "data.rrc_scale=[0.8,1.0]", "data.rotation_degrees=0", "data.color_jitter=0", "data.random_erasing=0",
          "train.epochs=5"], 12),
-    "recipe without label smoothing, 12 min": (["loss.label_smoothing=0.0", "train.epochs=5"], 12),
-    "self-supervised pre-training 5 min, then recipe 12 min": (["train.epochs=5"], 12),
+    "recipe without label smoothing, 12 min": ([*LITE0, "loss.label_smoothing=0.0", "train.epochs=5"], 12),
+    "self-supervised pre-training 5 min, then recipe 12 min": ([*LITE0, "train.epochs=5"], 12),
     # Second seed of the pair above (and its control: the recipe for the same 5 epochs with the same seed).
-    "recipe 5 epochs, seed 1": (["train.epochs=5", "seed=1"], 12),
-    "self-supervised pre-training 5 min, then recipe 12 min, seed 1": (["train.epochs=5", "seed=1"], 12),
+    "recipe 5 epochs, seed 1": ([*LITE0, "train.epochs=5", "seed=1"], 12),
+    "self-supervised pre-training 5 min, then recipe 12 min, seed 1": ([*LITE0, "train.epochs=5", "seed=1"], 12),
+    "Lite0 224 recipe (session 2), 30 min": ([*LITE0, "train.epochs=14"], 30),
     "recipe, 30 min": ([], 30),
+    "recipe, 30 min, seed 1": (["seed=1"], 30),
 }
 # Variants that first pre-train on the training images without their labels (instance discrimination:
 # each photo is its own identity, two augmented views per batch, NT-Xent), then fine-tune from that backbone.
 PRETRAIN = {
     "self-supervised pre-training 5 min, then recipe 12 min": (
-        ["train.instance_views=2", "train.pk_items=16", "train.pk_images=2", "loss.metric_loss=ntxent",
+        [*LITE0, "train.instance_views=2", "train.pk_items=16", "train.pk_images=2", "loss.metric_loss=ntxent",
          "loss.metric=1.0", "loss.category=0.0", "train.select_metric=train_loss", "train.ema_decay=0.0",
          "model.tta_flip=false", "data.color_jitter=0.4", "data.rrc_scale=[0.2,1.0]"], 5),
 }
@@ -213,7 +222,7 @@ def finetune(names: list[str]) -> dict:
         for assignment in overrides:
             _override(cfg, assignment)
         fixed = any(a.startswith("train.epochs=") for a in overrides)
-        if not fixed and (minutes != 30 or overrides):  # the recipe's epochs fit 30 min; else measure and fit
+        if not fixed and (minutes != 30 or [a for a in overrides if not a.startswith("seed=")]):  # the recipe's epochs fit 30 min; else measure and fit
             cfg.train.epochs, rate = budget_epochs(cfg, minutes, len(train), len(val))
             print(f"{name}: {rate:.1f} img/s measured -> {cfg.train.epochs} epochs in {minutes} min", flush=True)
         cfg.train.max_minutes = float(minutes)
@@ -239,8 +248,58 @@ def finetune(names: list[str]) -> dict:
     return rows
 
 
+def shifted_folders() -> dict[str, str]:
+    """kind -> image-folder root whose validation/ holds the shifted validation photos (train/ links to the
+    real training folder, so class names and order are the same); written once under FASHIONLENS_CACHE."""
+    from PIL import Image
+
+    from fashionlens.evaluation.distortions import SHIFTS, shift
+
+    _data()
+    cache = os.environ.get("FASHIONLENS_CACHE", os.path.expanduser("~/.cache/fashionlens"))
+    roots = {}
+    for kind in SHIFTS:
+        root = os.path.join(cache, "photos-shifted", kind)
+        done = os.path.join(root, ".complete")
+        if not os.path.isfile(done):
+            os.makedirs(root, exist_ok=True)
+            if not os.path.islink(os.path.join(root, "train")):
+                os.symlink(os.path.abspath(os.path.join(DATA, "train")), os.path.join(root, "train"))
+            src = os.path.join(DATA, "validation")
+            for cls in sorted(os.listdir(src)):
+                os.makedirs(os.path.join(root, "validation", cls), exist_ok=True)
+                for i, name in enumerate(sorted(os.listdir(os.path.join(src, cls)))):
+                    with Image.open(os.path.join(src, cls, name)) as im:
+                        out = shift(im, kind, 1000 + i)
+                    out.save(os.path.join(root, "validation", cls, os.path.splitext(name)[0] + ".png"))
+            open(done, "w").close()
+        roots[kind] = root
+    return roots
+
+
+def score_shifted(names: list[str]) -> dict:
+    """Validation accuracy of each fine-tuned run (its own TTA setting) on every shifted copy of validation."""
+    from fashionlens.evaluation.run import evaluate_run
+
+    rows = _load()["rows"]
+    roots = shifted_folders()
+    for name in names or [n for n, r in rows.items() if r.get("run_dir")]:
+        run_dir = rows.get(name, {}).get("run_dir", "")
+        if not os.path.isfile(os.path.join(run_dir, "last.pt")):
+            print(f"{name}: no run at {run_dir!r}, skipped", flush=True)
+            continue
+        acc = {kind: evaluate_run(run_dir, f"folder:{root}", split="val", progress=False)["category_top1"]
+               for kind, root in roots.items()}
+        rows[name]["val_shifted"] = acc
+        rows[name]["val_shifted_mean"] = float(np.mean(list(acc.values())))
+        print(f"{name}: shifted validation " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items())
+              + f"; mean {rows[name]['val_shifted_mean']:.3f}", flush=True)
+        _save(rows)
+    return rows
+
+
 def show(rows: dict) -> None:
-    cols = ("val_accuracy", "val_mean_class_accuracy", "train_minutes", "epochs")
+    cols = ("val_accuracy", "val_mean_class_accuracy", "val_shifted_mean", "train_minutes", "epochs")
     print("| variant | " + " | ".join(cols) + " |")
     print("|" + "---|" * (len(cols) + 1))
     for name, r in rows.items():
@@ -250,13 +309,16 @@ def show(rows: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("section", choices=("probe", "finetune", "table"))
+    ap.add_argument("section", choices=("probe", "finetune", "shifted", "table"))
     ap.add_argument("names", nargs="*")
     args = ap.parse_args()
     if args.section == "probe":
         probe()
     elif args.section == "finetune":
         finetune(args.names)
+        score_shifted(args.names or list(FINETUNE))
+    elif args.section == "shifted":
+        score_shifted(args.names)
     show(_load()["rows"])
     print(f"wrote {os.path.join(RESULTS, RESULT + '.json')}")
 

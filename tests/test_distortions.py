@@ -77,3 +77,72 @@ def test_random_background_is_textured():
 def test_bad_strength(photo):
     with pytest.raises(ValueError, match="strength"):
         distort(photo, 0, "extreme")
+
+
+# ---------------------------------------------------------------- named shifts (classification under shift)
+
+
+def test_shift_zoomout_pastes_the_photo_unchanged_on_a_plain_larger_canvas(photo):
+    from fashionlens.evaluation.distortions import shift
+
+    out = shift(photo, "zoomout", 5)
+    w, h = photo.size
+    assert out.size == (int(w * 1.7), int(h * 1.7))
+    a, src = np.asarray(out), np.asarray(photo)
+    hits = [(x, y) for y in range(out.height - h + 1) for x in range(out.width - w + 1)
+            if np.array_equal(a[y, x], src[0, 0]) and np.array_equal(a[y:y + h, x:x + w], src)]
+    assert len(hits) == 1  # the photo, pixel for pixel, once
+    x, y = hits[0]
+    mask = np.ones(a.shape[:2], bool)
+    mask[y:y + h, x:x + w] = False
+    assert len(np.unique(a[mask].reshape(-1, 3), axis=0)) == 1  # one plain background colour around it
+    assert np.array_equal(np.asarray(shift(photo, "zoomout", 5)), a)  # the seed fixes placement and colour
+    assert not np.array_equal(np.asarray(shift(photo, "zoomout", 6)), a)
+
+
+def test_shift_crop_is_the_centre_seventy_percent(photo):
+    from fashionlens.evaluation.distortions import shift
+
+    out = shift(photo, "crop")
+    w, h = photo.size
+    cw, ch = int(w * 0.7), int(h * 0.7)
+    assert out.size == (cw, ch)
+    x, y = (w - cw) // 2, (h - ch) // 2
+    assert np.array_equal(np.asarray(out), np.asarray(photo)[y:y + ch, x:x + cw])
+
+
+def test_shift_lowres_keeps_the_size_and_removes_fine_detail():
+    from fashionlens.evaluation.distortions import shift
+
+    photo = Image.fromarray(load_sample_image("flower.jpg"))  # 640 x 427: far above the 96 px it drops to
+    out = shift(photo, "lowres")
+    assert out.size == photo.size and out.mode == "RGB"
+
+    def detail(im):  # mean absolute difference between horizontal neighbours
+        g = np.asarray(im.convert("L"), np.float32)
+        return float(np.abs(np.diff(g, axis=1)).mean())
+
+    assert detail(out) < 0.7 * detail(photo)
+    assert abs(np.asarray(out, np.float32).mean() - np.asarray(photo, np.float32).mean()) < 8  # same picture
+
+
+def test_shift_lighting_is_darker_duller_and_warmer(photo):
+    from fashionlens.evaluation.distortions import shift
+
+    before = np.asarray(photo).copy()
+    out = shift(photo, "lighting")
+    a, b = np.asarray(out, np.float32), before.astype(np.float32)
+    assert out.size == photo.size
+    assert a.mean() < b.mean()
+    sat = lambda im: float(np.asarray(im.convert("HSV"))[..., 1].mean())  # noqa: E731
+    assert sat(out) < sat(photo)
+    assert a[..., 0].mean() / a[..., 2].mean() > b[..., 0].mean() / b[..., 2].mean()  # red over blue rises
+    assert np.array_equal(np.asarray(photo), before)  # the input is untouched
+
+
+def test_shift_rejects_an_unknown_kind(photo):
+    from fashionlens.evaluation.distortions import SHIFTS, shift
+
+    with pytest.raises(ValueError, match="unknown shift 'fog'.*zoomout"):
+        shift(photo, "fog")
+    assert set(SHIFTS) == {"zoomout", "lowres", "lighting", "crop"}

@@ -15,6 +15,13 @@ query is a distorted copy of one of them, and a query's only relevant gallery it
 
 Everything is drawn from the ``numpy.random.Generator`` given (or seeded from an int), so a seed fixes
 the output exactly.
+
+:func:`shift` is the other use: one named distribution shift at a fixed strength, applied to every photo of
+a validation set, to estimate how a classifier trained on one photographer's pictures fares on another's
+(``benchmarks/bench_photos.py shifted``): ``zoomout`` (the garment smaller in a frame 1.7x larger, on a
+plain background of a random colour), ``lowres`` (down to 96 px on the longer side and back, then JPEG at
+quality 30), ``lighting`` (desaturated, darker, lower contrast, a warm colour cast) and ``crop`` (the centre
+70 % of each side only: sleeves, hems and legs cut off).
 """
 
 from __future__ import annotations
@@ -148,5 +155,37 @@ def jpeg(img: Image.Image, quality: int) -> Image.Image:
         return out.convert("RGB")
 
 
-__all__ = ["STRENGTHS", "DistortionParams", "colour_jitter", "distort", "paste_on_background", "random_background",
-           "random_crop"]
+SHIFTS = ("zoomout", "lowres", "lighting", "crop")
+
+
+def shift(image: Image.Image, kind: str, rng: np.random.Generator | int = 0) -> Image.Image:
+    """``image`` under the named distribution shift (see the module docstring); ``rng`` places the photo and
+    picks the background colour of ``zoomout`` (the other shifts are deterministic). Returns a new RGB image."""
+    if kind not in SHIFTS:
+        raise ValueError(f"unknown shift {kind!r}; choose one of {', '.join(SHIFTS)}")
+    rng = np.random.default_rng(rng) if isinstance(rng, (int, np.integer)) else rng
+    img = to_rgb(image)
+    w, h = img.size
+    if kind == "zoomout":
+        factor = 1.7
+        colour = tuple(int(v) for v in rng.integers(120, 250, 3))
+        canvas = Image.new("RGB", (int(w * factor), int(h * factor)), colour)
+        x, y = rng.integers(0, int(w * factor) - w + 1), rng.integers(0, int(h * factor) - h + 1)
+        canvas.paste(img, (int(x), int(y)))
+        return canvas
+    if kind == "lowres":
+        side = max(w, h)
+        small = img.resize((max(1, w * 96 // side), max(1, h * 96 // side)), Image.BILINEAR)
+        return jpeg(small.resize((w, h), Image.BICUBIC), 30)
+    if kind == "lighting":
+        out = ImageEnhance.Color(img).enhance(0.4)
+        out = ImageEnhance.Contrast(ImageEnhance.Brightness(out).enhance(0.75)).enhance(0.8)
+        cast = np.asarray(out, np.float32) * np.array([1.08, 1.0, 0.85], np.float32)
+        return Image.fromarray(np.clip(cast, 0, 255).astype(np.uint8), mode="RGB")
+    cw, ch = int(w * 0.7), int(h * 0.7)  # crop
+    x, y = (w - cw) // 2, (h - ch) // 2
+    return img.crop((x, y, x + cw, y + ch))
+
+
+__all__ = ["SHIFTS", "STRENGTHS", "DistortionParams", "colour_jitter", "distort", "paste_on_background",
+           "random_background", "random_crop", "shift"]
