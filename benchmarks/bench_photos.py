@@ -130,6 +130,7 @@ FINETUNE = {
     "Lite0 224 recipe (session 2), 30 min": ([*LITE0, "train.epochs=14"], 30),
     "recipe, 30 min": ([], 30),
     "recipe, 30 min, seed 1": (["seed=1"], 30),
+    "recipe without label smoothing, 30 min": (["loss.label_smoothing=0.0", "train.epochs=8"], 30),
 }
 # Variants that first pre-train on the training images without their labels (instance discrimination:
 # each photo is its own identity, two augmented views per batch, NT-Xent), then fine-tune from that backbone.
