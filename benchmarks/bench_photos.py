@@ -3,6 +3,7 @@
     python benchmarks/bench_photos.py probe                   # linear probes on cached frozen features
     python benchmarks/bench_photos.py finetune [NAME ...]     # fine-tuning variants of the photos recipe
     python benchmarks/bench_photos.py shifted [NAME ...]      # fine-tuned runs on shifted validation photos
+    python benchmarks/bench_photos.py eval-scale [NAME ...] [--scales 1,1.2]  # runs tested at larger input sizes
     python benchmarks/bench_photos.py table                   # print what results/photos.json holds
 
 ``probe``: frozen ImageNet EfficientNet-Lite0/1/2 features (global-average-pooled last feature map, the
@@ -17,6 +18,10 @@ the same wall-clock budget on this CPU and scored on validation (plain and with 
 (``fashionlens.evaluation.distortions.shift``: zoomed out on a plain background, low resolution + JPEG,
 dull warm lighting, centre crop), written once as image folders, and every fine-tuned run (``finetune``
 also does this at its end) scored on each: a proxy for photos from other senders, which this split lacks.
+
+``eval-scale``: trained runs tested (validation and its shifted copies) with the input side at
+``image_size`` x 1.0 ... 1.4 (``data.eval_scale``, FixRes): random-resized-crop training shows garments
+larger than the whole-photo eval transform does, and testing at a higher resolution closes that gap.
 
 Results are merged into benchmarks/results/photos.json (one entry per variant), so the sections can be
 run separately.  Validation (341 photos) is used to choose between variants; its standard error at 0.9
@@ -111,7 +116,7 @@ def probe() -> dict:
 
 
 # name -> (--set style overrides of the photos recipe, minutes of training budget)
-LITE0 = ["model.backbone=tf_efficientnet_lite0", "data.image_size=224"]  # the first recipe
+LITE0 = ["model.backbone=tf_efficientnet_lite0", "data.image_size=224", "data.eval_scale=1.0"]  # the first recipe
 FINETUNE = {
     "head + last 4 stages (recipe), 12 min": ([*LITE0], 12),
     "full fine-tuning, layer-wise LR, 12 min": ([*LITE0, "model.frozen_stages=0", "train.layer_decay=0.7"], 12),
@@ -231,6 +236,7 @@ def finetune(names: list[str]) -> dict:
         summary = fit(cfg, run_dir, resume=False, progress=False, log=lambda m: print("   ", m, flush=True))
         train_min = (time.perf_counter() - start) / 60
         row = {"strategy": name, "overrides": overrides, "budget_minutes": minutes, "train_minutes": train_min,
+               "eval_scale": cfg.data.eval_scale,
                "pretrain_minutes": pre_minutes,
                "epochs": summary["epochs"], "stopped": summary["stopped"], "run_dir": run_dir}
         for tta in (False, True):
@@ -299,6 +305,34 @@ def score_shifted(names: list[str]) -> dict:
     return rows
 
 
+EVAL_SCALES = (1.0, 1.133, 1.2, 1.267, 1.4)  # 240 px training -> 240, 272, 288, 304, 336 px testing
+
+
+def score_eval_scales(names: list[str], scales: tuple[float, ...] = EVAL_SCALES) -> dict:
+    """Each run's validation and shifted-validation accuracy (its own TTA setting) at several eval scales."""
+    from fashionlens.evaluation.run import evaluate_run
+
+    rows, n_val = _load()["rows"], len(_data()[2])
+    specs = {"val": f"folder:{DATA}", **{k: f"folder:{v}" for k, v in shifted_folders().items()}}
+    for name in names or [n for n, r in rows.items() if r.get("run_dir")]:
+        run_dir = rows.get(name, {}).get("run_dir", "")
+        if not os.path.isfile(os.path.join(run_dir, "last.pt")):
+            print(f"{name}: no run at {run_dir!r}, skipped", flush=True)
+            continue
+        table = rows[name].setdefault("eval_scales", {})
+        for scale in scales:
+            start = time.perf_counter()
+            acc = {kind: evaluate_run(run_dir, spec, split="val", progress=False, eval_scale=scale)["category_top1"]
+                   for kind, spec in specs.items()}
+            shifted = float(np.mean([v for k, v in acc.items() if k != "val"]))
+            table[f"{scale:g}"] = {**acc, "shifted_mean": shifted,
+                                   "seconds_per_image": (time.perf_counter() - start) / (len(specs) * n_val)}
+            print(f"{name} @ eval_scale {scale:g}: val {acc['val']:.3f}, shifted mean {shifted:.3f} ("
+                  + ", ".join(f"{k} {v:.3f}" for k, v in acc.items() if k != "val") + ")", flush=True)
+            _save(rows)
+    return rows
+
+
 def show(rows: dict) -> None:
     cols = ("val_accuracy", "val_mean_class_accuracy", "val_shifted_mean", "train_minutes", "epochs")
     print("| variant | " + " | ".join(cols) + " |")
@@ -306,12 +340,23 @@ def show(rows: dict) -> None:
     for name, r in rows.items():
         cells = [f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols]
         print(f"| {name} | " + " | ".join(cells) + " |")
+    scaled = {name: r["eval_scales"] for name, r in rows.items() if r.get("eval_scales")}
+    if scaled:
+        print("\n| run | eval_scale | val | zoomout | lowres | lighting | crop | shifted mean | s/image (x5 sets) |")
+        print("|" + "---|" * 9)
+        for name, table in scaled.items():
+            for scale, m in sorted(table.items(), key=lambda t: float(t[0])):
+                cells = [f"{m.get(k, float('nan')):.4f}" for k in
+                         ("val", "zoomout", "lowres", "lighting", "crop", "shifted_mean", "seconds_per_image")]
+                print(f"| {name} | {scale} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("section", choices=("probe", "finetune", "shifted", "table"))
+    ap.add_argument("section", choices=("probe", "finetune", "shifted", "eval-scale", "table"))
     ap.add_argument("names", nargs="*")
+    ap.add_argument("--scales", default=",".join(f"{s:g}" for s in EVAL_SCALES),
+                    help="eval-scale: comma-separated eval_scale values (default %(default)s)")
     args = ap.parse_args()
     if args.section == "probe":
         probe()
@@ -320,6 +365,8 @@ def main() -> None:
         score_shifted(args.names or list(FINETUNE))
     elif args.section == "shifted":
         score_shifted(args.names)
+    elif args.section == "eval-scale":
+        score_eval_scales(args.names, tuple(float(v) for v in args.scales.split(",")))
     show(_load()["rows"])
     print(f"wrote {os.path.join(RESULTS, RESULT + '.json')}")
 

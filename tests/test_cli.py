@@ -89,6 +89,22 @@ def test_evaluate_json_keys(render, trained, tmp_path, capsys):
         assert (tmp_path / "rep" / name).is_file(), name
 
 
+def test_evaluate_at_another_eval_scale(render, trained, capsys):
+    from fashionlens.evaluation.run import run_outputs
+
+    spec = f"garments:{render}"
+    plain = run_outputs(str(trained), spec, split="val", progress=False)[0]["embedding"]
+    same = run_outputs(str(trained), spec, split="val", progress=False, eval_scale=1.0)[0]["embedding"]
+    larger = run_outputs(str(trained), spec, split="val", progress=False, eval_scale=1.5)[0]["embedding"]
+    assert (plain == same).all() and plain.shape == larger.shape
+    assert abs(plain - larger).max() > 1e-3  # 72 px inputs instead of 48: other features
+    assert main(["evaluate", "--model", str(trained), "--data", spec, "--split", "val", "--json",
+                 "--eval-scale", "1.5"]) == 0
+    assert 0 <= json.loads(capsys.readouterr().out)["category_top1"] <= 1
+    assert main(["evaluate", "--model", str(trained), "--data", spec, "--eval-scale", "5"]) == 2
+    assert "eval_scale" in capsys.readouterr().err
+
+
 def test_predict_json_lines_in_order_with_errors(render, trained, tmp_path, capsys):
     shop = sorted((render / "category" / "img").rglob("shop_01.jpg"))[:3]
     bad = tmp_path / "bad.jpg"

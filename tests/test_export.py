@@ -28,12 +28,13 @@ LABELS = {
 }
 
 
-def make_run(root, backbone: str = "tiny_cnn", landmark_head: str = "heatmap", size: int = 64, seed: int = 0) -> str:
+def make_run(root, backbone: str = "tiny_cnn", landmark_head: str = "heatmap", size: int = 64, seed: int = 0,
+             eval_scale: float = 1.0) -> str:
     """A run directory with a best.pt of a FashionNet whose weights and BatchNorm statistics are random
     (not the near-constant init), so every output carries signal.  No training: fast."""
     cfg = RunConfig()
     cfg.model.backbone, cfg.model.pretrained, cfg.model.landmark_head = backbone, False, landmark_head
-    cfg.data.image_size = size
+    cfg.data.image_size, cfg.data.eval_scale = size, eval_scale
     torch.manual_seed(seed)
     model = build_model(cfg.model, num_categories=5, num_attributes=6, level_sizes=(2, 3))
     with torch.no_grad():
@@ -43,7 +44,7 @@ def make_run(root, backbone: str = "tiny_cnn", landmark_head: str = "heatmap", s
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.normal_(0, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
-    run = os.path.join(str(root), f"{backbone}_{landmark_head}")
+    run = os.path.join(str(root), f"{backbone}_{landmark_head}_{size}_{eval_scale:g}")
     os.makedirs(run, exist_ok=True)
     save_checkpoint(os.path.join(run, "best.pt"), {"model": model.state_dict(), "config": to_dict(cfg),
                                                     "labels": LABELS})
@@ -106,6 +107,21 @@ def test_predictions_match_predictor(tiny_onnx):
         np.testing.assert_allclose([[p["x"], p["y"]] for p in a["landmarks"]],
                                    [[p["x"], p["y"]] for p in b["landmarks"]], atol=0.11)  # answers round to 0.1 px
         np.testing.assert_allclose(a["bbox"], b["bbox"], atol=0.11)
+
+
+def test_export_runs_at_the_eval_size(tmp_path):
+    run = make_run(tmp_path, size=48, eval_scale=1.5)  # trained at 48 px, evaluated at 72
+    path = export_onnx(run, str(tmp_path / "fixres.onnx"))
+    proto = onnx.load(path)
+    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[1:]]
+    assert dims == [3, 72, 72]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["fashionlens.preprocessing"])["image_size"] == 72
+    torch_pred, onnx_pred = Predictor.load(run), OnnxEmbedder(path, threads=1)
+    assert torch_pred.size == 72
+    images = photos(4)
+    np.testing.assert_allclose(onnx_pred.embed(images), torch_pred.embed(images), atol=1e-4)
+    assert [a["category"] for a in onnx_pred.predict(images)] == [b["category"] for b in torch_pred.predict(images)]
 
 
 def test_metadata_round_trips(tiny_onnx):

@@ -22,16 +22,20 @@ def make_predictor(**data_kw) -> Predictor:
 
 @pytest.mark.parametrize("resize_mode", ["pad", "stretch"])
 @pytest.mark.parametrize("size", [(200, 100), (90, 160), (64, 64)])
-def test_probe_affine_maps_back_to_original_pixels(resize_mode, size):
-    pred = make_predictor(resize_mode=resize_mode)
+@pytest.mark.parametrize("eval_scale,side", [(1.0, 64), (1.5, 96)])
+def test_probe_affine_maps_back_to_original_pixels(resize_mode, size, eval_scale, side):
+    pred = make_predictor(resize_mode=resize_mode, eval_scale=eval_scale)
     image = Image.new("RGB", size, (120, 30, 60))
-    _, affine = pred.preprocess(image)
+    tensor, affine = pred.preprocess(image)
+    assert tensor.shape == (3, side, side) and pred.size == side  # inference runs at the eval size
     # a point at the centre of the original image lands at the centre of the network input, and back
     centre = np.array([(size[0] - 1) / 2, (size[1] - 1) / 2])
     out_px = affine[0] * centre + affine[1]
-    assert np.allclose(out_px, (64 - 1) / 2, atol=0.51)
-    unit = (out_px + 0.5) / 64
+    assert np.allclose(out_px, (side - 1) / 2, atol=0.51)
+    unit = (out_px + 0.5) / side
     assert np.allclose(pred._to_original(unit, affine), centre, atol=1e-6)
+    corner = np.array([size[0] - 1.0, 0.0])  # and a corner of the image goes back to itself
+    assert np.allclose(pred._to_original((affine[0] * corner + affine[1] + 0.5) / side, affine), corner, atol=1e-6)
 
 
 def test_answers_use_label_space_and_type_slots():

@@ -256,6 +256,7 @@ def test_photos_recipe_builds_a_partly_frozen_pretrained_model():
     assert not any(p.requires_grad for p in model.backbone.conv_stem.parameters())
     data = DataConfig()
     assert cfg.data.image_size >= 160 and cfg.data.random_erasing > 0 and cfg.data.hflip_p == data.hflip_p
+    assert 1.0 < cfg.data.eval_scale <= 1.3  # tested above the training size (FixRes), no more than crops magnify
 
 
 def test_photos_recipe_trains_end_to_end_from_the_cli_on_a_folder(tmp_path):
@@ -281,6 +282,9 @@ def test_photos_recipe_trains_end_to_end_from_the_cli_on_a_folder(tmp_path):
     assert ckpt["labels"]["categories"] == ["hat", "shoes"] and "train_model" in ckpt
     model, cfg, _ = load_model(str(out))
     assert cfg.model.frozen_stages == 3 and model.tta_flip
+    from fashionlens.inference import Predictor
+
+    assert Predictor.load(str(out)).size == round(64 * cfg.data.eval_scale) > 64  # answers at the eval size
 
 
 # ---------------------------------------------------------------- self-supervised instance discrimination

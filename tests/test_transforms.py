@@ -21,6 +21,7 @@ from fashionlens.data.transforms import (
     SlotHorizontalFlip,
     build_transforms,
     check_config,
+    eval_size,
     landmarks_to_unit,
     unit_to_landmarks,
 )
@@ -273,6 +274,19 @@ def test_train_pipeline_geometry(seed):
     assert sorted(outcomes)[0] == -1 and max(outcomes) >= 1, outcomes
 
 
+@pytest.mark.parametrize("scale,side", [(1.0, 96), (1.2, 115), (1.5, 144), (0.75, 72)])
+def test_eval_scale_sets_the_eval_side_only(scale, side):
+    cfg = quiet_cfg(eval_scale=scale)
+    assert eval_size(cfg) == side
+    box = (30, 20, 130, 110)
+    out, t = build_transforms(cfg, train=False)(dots_image(POINTS), make_target(POINTS, bbox=box))
+    assert out.shape == (3, side, side)
+    assert check_dots(denorm(out), t, margin=4.0 * side / 96) == 8  # the targets follow the larger input
+    torch.manual_seed(0)
+    train_out, _ = build_transforms(cfg, train=True)(dots_image(POINTS), make_target(POINTS))
+    assert train_out.shape == (3, 96, 96)  # training keeps image_size
+
+
 def test_train_pipeline_random_but_reproducible():
     transform = build_transforms(DataConfig(image_size=64, random_erasing=0.5), train=True)
     img, target = dots_image(POINTS), make_target(POINTS, bbox=(30, 20, 130, 110))
@@ -309,7 +323,7 @@ def test_unit_conversion_round_trip():
     "field,value",
     [
         ("rotation_degrees", 60.0), ("resize_mode", "crop"), ("rrc_scale", (0.0, 1.0)), ("hflip_p", 1.5),
-        ("image_size", 4),
+        ("image_size", 4), ("eval_scale", 3.0), ("eval_scale", 0.2),
     ],
 )
 def test_bad_config_is_refused(field, value):

@@ -16,6 +16,7 @@ import yaml
 class DataConfig:
     spec: str = ""  # data spec string, e.g. "garments:data/garments" (see fashionlens.data.readers)
     image_size: int = 128  # side of the square network input, pixels
+    eval_scale: float = 1.0  # evaluation/inference input side = round(image_size * eval_scale); > 1 undoes the object-size gap of random-resized-crop training (FixRes)
     crop_to_bbox: bool = False  # crop to the annotated box (with margin) first; off: the model sees whole photos and learns the box
     bbox_margin: float = 0.1  # margin added around the box, as a fraction of its width/height
     resize_mode: str = "pad"  # "pad": keep aspect, pad to a square with the mean colour; "stretch": squash to a square

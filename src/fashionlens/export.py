@@ -3,7 +3,7 @@
 ``export_onnx(RUN_DIR, "model.onnx")`` writes ONE self-describing file:
 
 * input ``images``: float32 (B, 3, S, S), RGB, ``(pixel / 255 - mean) / std`` (the eval transform's
-  output); the batch axis is dynamic, S is fixed (``image_size``).
+  output); the batch axis is dynamic, S is fixed (the eval size, ``data.transforms.eval_size``).
 * outputs: every tensor the model returns, by name (``embedding`` first, then e.g. ``landmarks``,
   ``visibility``, ``heatmaps``, ``features``, ``bbox``, ``category``, ``level_0``, ``level_1``,
   ``attributes``); the list of hierarchy-level logits is flattened to ``level_<i>``.  Shapes and
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from fashionlens.config import RunConfig, from_dict, to_dict
+from fashionlens.data.transforms import eval_size
 from fashionlens.inference import Predictor
 from fashionlens.training.checkpoint import load_model
 
@@ -85,7 +86,7 @@ def export_onnx(run_dir: str, out_path: str, *, opset: int | None = None, dynami
         raise ValueError(f"opset {opset} is too old: the {exporter} exporter needs >= "
                          f"{16 if exporter == 'torchscript' else 18} (GridSample of the local branch needs 16)")
     model, cfg, labels = load_model(run_dir)
-    size = int(cfg.data.image_size)
+    size = eval_size(cfg.data)
     example = torch.randn(2 if dynamic_batch else 1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         names = output_names(model(example))
@@ -131,7 +132,7 @@ def _torch_export(flat: torch.nn.Module, example: torch.Tensor, path: str, names
 def preprocessing(cfg: RunConfig) -> dict[str, Any]:
     """What a non-Python client needs to feed the model (the eval transform, in words and numbers)."""
     d = cfg.data
-    return {"image_size": int(d.image_size), "mean": list(d.mean), "std": list(d.std), "resize_mode": d.resize_mode,
+    return {"image_size": eval_size(d), "mean": list(d.mean), "std": list(d.std), "resize_mode": d.resize_mode,
             "crop_to_bbox": bool(d.crop_to_bbox), "bbox_margin": float(d.bbox_margin), "layout": "NCHW",
             "channels": "RGB", "scale": "(pixel / 255 - mean) / std",
             "pad_fill": [int(round(255 * m)) for m in d.mean] if d.resize_mode == "pad" else None,
@@ -153,7 +154,7 @@ def _write_metadata(path: str, cfg: RunConfig, labels: dict[str, Any], names: li
         entry = proto.metadata_props.add()
         entry.key, entry.value = META + key, value
     proto.producer_name, proto.producer_version = "fashionlens", __version__
-    proto.doc_string = (f"fashionlens {cfg.model.name} ({cfg.model.backbone}) at {cfg.data.image_size} px; "
+    proto.doc_string = (f"fashionlens {cfg.model.name} ({cfg.model.backbone}) at {eval_size(cfg.data)} px; "
                         "see metadata_props fashionlens.* for preprocessing and label names")
     onnx.save(proto, path)
     onnx.checker.check_model(path, full_check=True)

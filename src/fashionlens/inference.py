@@ -17,7 +17,7 @@ from PIL import Image
 from fashionlens.config import RunConfig
 from fashionlens.data.decode import load_image
 from fashionlens.data.samples import LANDMARK_SLOTS, NUM_SLOTS, SLOTS_BY_TYPE
-from fashionlens.data.transforms import build_transforms
+from fashionlens.data.transforms import build_transforms, eval_size
 from fashionlens.training.checkpoint import load_model
 
 VISIBILITY_NAMES = ("visible", "occluded", "truncated")
@@ -30,7 +30,7 @@ class Predictor:
                  attribute_threshold: float = 0.5, batch_size: int = 16):
         self.model, self.cfg, self.labels = model.eval(), cfg, labels
         self.transform = build_transforms(cfg.data, train=False)
-        self.size = int(cfg.data.image_size)
+        self.size = eval_size(cfg.data)
         self.attribute_threshold, self.batch_size = attribute_threshold, batch_size
         self.categories: list[str] = list(labels["categories"])
         self.paths: list[str] = list(labels.get("category_paths") or [])

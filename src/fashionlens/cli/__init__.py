@@ -134,7 +134,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate_run(args.model, args.data, split=args.split, out_dir=args.out, batch_size=args.batch_size,
                            progress=not args.json, target_accuracy=args.target_accuracy,
-                           tta={"on": True, "off": False}.get(args.tta))
+                           tta={"on": True, "off": False}.get(args.tta), eval_scale=args.eval_scale)
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--tta", choices=("run", "on", "off"), default="run",
                    help="mirror test-time augmentation: as the run was configured (model.tta_flip), on or off")
+    p.add_argument("--eval-scale", type=float, default=None,
+                   help="input side = the run's image_size x this (default: the run's data.eval_scale)")
     add_target_accuracy(p)
     p.set_defaults(func=cmd_evaluate)
 

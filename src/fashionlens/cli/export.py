@@ -15,13 +15,14 @@ from typing import Any
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from fashionlens.data.transforms import eval_size
     from fashionlens.export import export_onnx, read_metadata
 
     path = export_onnx(args.model, args.out, opset=args.opset, dynamic_batch=not args.static_batch,
                        exporter=args.exporter)
     cfg, labels, outputs = read_metadata(path)
     print(json.dumps({"onnx": os.path.abspath(path), "bytes": os.path.getsize(path), "outputs": outputs,
-                      "image_size": cfg.data.image_size, "categories": len(labels["categories"])}))
+                      "image_size": eval_size(cfg.data), "categories": len(labels["categories"])}))
     return 0
 
 

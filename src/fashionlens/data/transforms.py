@@ -206,15 +206,24 @@ def _unpack(data: dict[str, Any]) -> Target:
     return {"landmarks": landmarks.float(), "visibility": visibility, "present": present, "bbox": bbox}
 
 
+def eval_size(cfg: DataConfig) -> int:
+    """Side of the square network input at evaluation and inference: ``round(image_size * eval_scale)``.
+
+    Random-resized-crop training shows objects larger than the whole-image eval transform does (a crop of a
+    fraction s of the area magnifies by 1/sqrt(s)); testing at a higher resolution than training closes that
+    gap (Touvron et al., "Fixing the train-test resolution discrepancy", 2019)."""
+    return max(8, int(round(cfg.image_size * cfg.eval_scale)))
+
+
 def build_transforms(cfg: DataConfig, train: bool) -> GarmentTransform:
     """The train (random) or eval (deterministic) pipeline described by ``cfg``.
 
-    Output: float32 (3, ``cfg.image_size``, ``cfg.image_size``) normalised with ``cfg.mean``/``cfg.std``,
-    and the target in output pixels.  Randomness comes from torch's global generator (seed it with
+    Output: float32 (3, S, S) normalised with ``cfg.mean``/``cfg.std``, S = ``cfg.image_size`` for training
+    and ``eval_size(cfg)`` for evaluation, and the target in output pixels.  Randomness comes from torch's global generator (seed it with
     ``torch.manual_seed`` for a reproducible sequence; DataLoader workers get distinct seeds).
     """
     check_config(cfg)
-    size = int(cfg.image_size)
+    size = int(cfg.image_size) if train else eval_size(cfg)
     fill = [int(round(255 * m)) for m in cfg.mean]  # padding/rotation fill: zero after normalisation
     geometry: list[v2.Transform] = [CropToBox(cfg.bbox_margin)] if cfg.crop_to_bbox else []
     pad = cfg.resize_mode == "pad"
@@ -243,6 +252,7 @@ def check_config(cfg: DataConfig) -> None:
     scale, ratio, degrees = cfg.rrc_scale, cfg.rrc_ratio, cfg.rotation_degrees
     problems = [
         (cfg.image_size < 8, f"image_size must be >= 8, got {cfg.image_size}"),
+        (not 0.5 <= cfg.eval_scale <= 2, f"eval_scale must be in [0.5, 2], got {cfg.eval_scale}"),
         (cfg.resize_mode not in ("pad", "stretch"), f"resize_mode must be 'pad' or 'stretch', got {cfg.resize_mode!r}"),
         (not 0 < scale[0] <= scale[1] <= 1, f"rrc_scale needs 0 < min <= max <= 1, got {scale}"),
         (not 0 < ratio[0] <= ratio[1], f"rrc_ratio needs 0 < min <= max, got {ratio}"),

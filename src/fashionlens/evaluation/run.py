@@ -44,14 +44,17 @@ def inshop_protocol(spec: str, samples: list, embeddings: np.ndarray) -> dict[st
 
 
 def run_outputs(run: str, spec: str, *, split: str = "test", batch_size: int = 64, progress: bool = True,
-                num_workers: int = 0, tta: bool | None = None,
+                num_workers: int = 0, tta: bool | None = None, eval_scale: float | None = None,
                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list, dict[str, Any], SampleSet]:
     """(predictions, targets, sample of each row, the model's labels, the data) of ``run`` on ``spec``'s ``split``;
     see ``training.loop.collect_outputs`` for the arrays.  ``tta``: mirror test-time augmentation on/off
-    (None = as the run was configured, ``model.tta_flip``)."""
+    (None = as the run was configured, ``model.tta_flip``); ``eval_scale``: input side = image_size x this
+    (None = the run's ``data.eval_scale``)."""
     model, cfg, labels = load_model(run)
     if tta is not None:
         model.tta_flip = bool(tta)
+    if eval_scale is not None:
+        cfg.data.eval_scale = float(eval_scale)
     data = read(spec)
     _check_labels(data, labels)
     part = data.split(*split.split(","))
@@ -65,9 +68,10 @@ def run_outputs(run: str, spec: str, *, split: str = "test", batch_size: int = 6
 
 def evaluate_run(run: str, spec: str, *, split: str = "test", out_dir: str | None = None, batch_size: int = 64,
                  progress: bool = True, num_workers: int = 0, target_accuracy: float | None = None,
-                 tta: bool | None = None) -> dict[str, Any]:
+                 tta: bool | None = None, eval_scale: float | None = None) -> dict[str, Any]:
     """All metrics of the model in ``run`` on ``spec``'s ``split`` (see ``report.compute_metrics``);
-    ``tta`` switches mirror test-time augmentation on/off (None = the run's ``model.tta_flip``).
+    ``tta`` switches mirror test-time augmentation on/off (None = the run's ``model.tta_flip``), ``eval_scale``
+    sets the input side to image_size x this (None = the run's ``data.eval_scale``).
 
     With ``target_accuracy`` (needs the run's calibration.json, see ``fashionlens calibrate``) also the
     hedged answers' ``hedged_accuracy`` and ``hedged_specificity`` (bits) and the trade-off curve."""
@@ -76,7 +80,8 @@ def evaluate_run(run: str, spec: str, *, split: str = "test", out_dir: str | Non
 
         load_hedger(run).lambda_for(target_accuracy)  # no calibration / a bad target fails before the forward passes
     preds, targets, samples, labels, data = run_outputs(run, spec, split=split, batch_size=batch_size,
-                                                        progress=progress, num_workers=num_workers, tta=tta)
+                                                        progress=progress, num_workers=num_workers, tta=tta,
+                                                        eval_scale=eval_scale)
     metrics = compute_metrics(preds, targets, samples, data.info)
     if "embedding" in preds:
         metrics.update(json_ready(inshop_protocol(spec, samples, preds["embedding"])))
