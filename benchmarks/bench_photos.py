@@ -20,7 +20,7 @@ dull warm lighting, centre crop), written once as image folders, and every fine-
 also does this at its end) scored on each: a proxy for photos from other senders, which this split lacks.
 
 ``eval-scale``: trained runs tested (validation and its shifted copies) with the input side at
-``image_size`` x 1.0 ... 1.4 (``data.eval_scale``, FixRes): random-resized-crop training shows garments
+``image_size`` x 1.0 ... 1.267 (``data.eval_scale``, FixRes): random-resized-crop training shows garments
 larger than the whole-photo eval transform does, and testing at a higher resolution closes that gap.
 
 Results are merged into benchmarks/results/photos.json (one entry per variant), so the sections can be
@@ -284,17 +284,23 @@ def shifted_folders() -> dict[str, str]:
     return roots
 
 
+def _trained_runs(rows: dict, names: list[str]):
+    """(name, run directory) of each named row (default: every row with a run) whose run is on disk."""
+    for name in names or [n for n, r in rows.items() if r.get("run_dir")]:
+        run_dir = rows.get(name, {}).get("run_dir", "")
+        if os.path.isfile(os.path.join(run_dir, "last.pt")):
+            yield name, run_dir
+        else:
+            print(f"{name}: no run at {run_dir!r}, skipped", flush=True)
+
+
 def score_shifted(names: list[str]) -> dict:
     """Validation accuracy of each fine-tuned run (its own TTA setting) on every shifted copy of validation."""
     from fashionlens.evaluation.run import evaluate_run
 
     rows = _load()["rows"]
     roots = shifted_folders()
-    for name in names or [n for n, r in rows.items() if r.get("run_dir")]:
-        run_dir = rows.get(name, {}).get("run_dir", "")
-        if not os.path.isfile(os.path.join(run_dir, "last.pt")):
-            print(f"{name}: no run at {run_dir!r}, skipped", flush=True)
-            continue
+    for name, run_dir in _trained_runs(rows, names):
         acc = {kind: evaluate_run(run_dir, f"folder:{root}", split="val", progress=False)["category_top1"]
                for kind, root in roots.items()}
         rows[name]["val_shifted"] = acc
@@ -305,7 +311,7 @@ def score_shifted(names: list[str]) -> dict:
     return rows
 
 
-EVAL_SCALES = (1.0, 1.133, 1.2, 1.267, 1.4)  # 240 px training -> 240, 272, 288, 304, 336 px testing
+EVAL_SCALES = (1.0, 1.133, 1.2, 1.267)  # 240 px training -> 240, 272, 288, 304 px testing
 
 
 def score_eval_scales(names: list[str], scales: tuple[float, ...] = EVAL_SCALES) -> dict:
@@ -314,11 +320,7 @@ def score_eval_scales(names: list[str], scales: tuple[float, ...] = EVAL_SCALES)
 
     rows, n_val = _load()["rows"], len(_data()[2])
     specs = {"val": f"folder:{DATA}", **{k: f"folder:{v}" for k, v in shifted_folders().items()}}
-    for name in names or [n for n, r in rows.items() if r.get("run_dir")]:
-        run_dir = rows.get(name, {}).get("run_dir", "")
-        if not os.path.isfile(os.path.join(run_dir, "last.pt")):
-            print(f"{name}: no run at {run_dir!r}, skipped", flush=True)
-            continue
+    for name, run_dir in _trained_runs(rows, names):
         table = rows[name].setdefault("eval_scales", {})
         for scale in scales:
             start = time.perf_counter()
