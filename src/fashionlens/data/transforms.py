@@ -219,8 +219,9 @@ def build_transforms(cfg: DataConfig, train: bool) -> GarmentTransform:
     """The train (random) or eval (deterministic) pipeline described by ``cfg``.
 
     Output: float32 (3, S, S) normalised with ``cfg.mean``/``cfg.std``, S = ``cfg.image_size`` for training
-    and ``eval_size(cfg)`` for evaluation, and the target in output pixels.  Randomness comes from torch's global generator (seed it with
-    ``torch.manual_seed`` for a reproducible sequence; DataLoader workers get distinct seeds).
+    and ``eval_size(cfg)`` for evaluation, and the target in output pixels.  Randomness comes from torch's
+    global generator (seed it with ``torch.manual_seed`` for a reproducible sequence; DataLoader workers get
+    distinct seeds).
     """
     check_config(cfg)
     size = int(cfg.image_size) if train else eval_size(cfg)
