@@ -17,7 +17,7 @@ PHOTOS = os.environ.get("FASHIONLENS_PHOTOS",
 
 def train_and_evaluate(cfg: Any, run_dir: str, spec: str, split: str = "test") -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir`` (from scratch), evaluate its best checkpoint on ``spec``'s ``split``."""
-    from fashionlens.evaluation.run import evaluate_run
+    from fashionlens.runs import evaluate_run
     from fashionlens.training.fit import fit
 
     start = time.perf_counter()

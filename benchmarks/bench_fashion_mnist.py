@@ -35,7 +35,7 @@ def main() -> None:
     run_dir = os.path.join(args.work, args.recipe)
     row = train_and_evaluate(cfg, run_dir, args.data, split="test")
     if cfg.model.tta_flip:  # the same weights without mirror test-time augmentation
-        from fashionlens.evaluation.run import evaluate_run
+        from fashionlens.runs import evaluate_run
 
         row["category_top1_without_tta"] = evaluate_run(run_dir, args.data, split="test", progress=False,
                                                         tta=False)["category_top1"]

@@ -20,7 +20,7 @@ import time
 import numpy as np
 from _common import table, write
 
-from fashionlens.evaluation.run import run_outputs
+from fashionlens.runs import run_outputs
 from fashionlens.hierarchy.calibration import calibrate_outputs, calibration_summary
 from fashionlens.hierarchy.hedging import HedgedClassifier
 from fashionlens.utils import set_threads

@@ -149,12 +149,6 @@ PRETRAIN["self-supervised pre-training 5 min, then recipe 12 min, seed 1"] = (
     [*PRETRAIN["self-supervised pre-training 5 min, then recipe 12 min"][0], "seed=1"], 5)
 
 
-def _override(cfg, assignment: str) -> None:
-    from fashionlens.cli import _override as apply
-
-    apply(cfg, assignment)
-
-
 def measure_rate(cfg, steps: int = 6) -> float:
     """Training images/s of ``cfg`` on this machine with its real data pipeline (after one warm-up step)."""
     from fashionlens.training.fit import Trainer
@@ -187,7 +181,7 @@ def budget_epochs(cfg, minutes: float, n_train: int, n_val: int) -> tuple[int, f
 
 def evaluate_without_averaging(run_dir: str, spec: str) -> float | None:
     """Validation accuracy of the run's last *optimised* weights (``train_model``), i.e. without EMA."""
-    from fashionlens.evaluation.run import evaluate_run
+    from fashionlens.runs import evaluate_run
     from fashionlens.training.checkpoint import load_checkpoint, save_checkpoint
 
     last = load_checkpoint(os.path.join(run_dir, "last.pt"))
@@ -200,8 +194,9 @@ def evaluate_without_averaging(run_dir: str, spec: str) -> float | None:
 
 
 def finetune(names: list[str]) -> dict:
-    from fashionlens.evaluation.run import evaluate_run
+    from fashionlens.config import apply_overrides
     from fashionlens.recipes import load_recipe
+    from fashionlens.runs import evaluate_run
     from fashionlens.training.fit import fit
 
     info, train, val = _data()
@@ -215,8 +210,7 @@ def finetune(names: list[str]) -> dict:
             pre_set, pre_budget = PRETRAIN[name]
             pre = load_recipe("photos")
             pre.data.spec = f"folder:{DATA}"
-            for assignment in pre_set:
-                _override(pre, assignment)
+            apply_overrides(pre, pre_set)
             pre.train.epochs, _ = budget_epochs(pre, pre_budget, len(train), len(val))
             pre.train.max_minutes = float(pre_budget)
             start = time.perf_counter()
@@ -225,8 +219,7 @@ def finetune(names: list[str]) -> dict:
             overrides = [*overrides, f"train.init_from={run_dir}-pretrain"]
         cfg = load_recipe("photos")
         cfg.data.spec = f"folder:{DATA}"
-        for assignment in overrides:
-            _override(cfg, assignment)
+        apply_overrides(cfg, overrides)
         fixed = any(a.startswith("train.epochs=") for a in overrides)
         if not fixed and (minutes != 30 or [a for a in overrides if not a.startswith("seed=")]):  # the recipe's epochs fit 30 min; else measure and fit
             cfg.train.epochs, rate = budget_epochs(cfg, minutes, len(train), len(val))
@@ -296,7 +289,7 @@ def _trained_runs(rows: dict, names: list[str]):
 
 def score_shifted(names: list[str]) -> dict:
     """Validation accuracy of each fine-tuned run (its own TTA setting) on every shifted copy of validation."""
-    from fashionlens.evaluation.run import evaluate_run
+    from fashionlens.runs import evaluate_run
 
     rows = _load()["rows"]
     roots = shifted_folders()
@@ -316,7 +309,7 @@ EVAL_SCALES = (1.0, 1.133, 1.2, 1.267)  # 240 px training -> 240, 272, 288, 304 
 
 def score_eval_scales(names: list[str], scales: tuple[float, ...] = EVAL_SCALES) -> dict:
     """Each run's validation and shifted-validation accuracy (its own TTA setting) at several eval scales."""
-    from fashionlens.evaluation.run import evaluate_run
+    from fashionlens.runs import evaluate_run
 
     rows, n_val = _load()["rows"], len(_data()[2])
     specs = {"val": f"folder:{DATA}", **{k: f"folder:{v}" for k, v in shifted_folders().items()}}

@@ -47,7 +47,7 @@ from fashionlens.data.samples import Sample
 from fashionlens.evaluation.distortions import distort
 from fashionlens.evaluation.report import retrieval_metrics
 from fashionlens.evaluation.retrieval import recall_at_k_and_map_at_r, retrieval_topk
-from fashionlens.evaluation.run import inshop_protocol
+from fashionlens.runs import inshop_protocol
 
 Embed = Callable[[list[Image.Image]], np.ndarray]
 

@@ -11,15 +11,9 @@ import numpy as np
 import pytest
 
 from fashionlens.cli import main
-from fashionlens.hierarchy.calibration import (
-    DEFAULT_TARGETS,
-    calibrate_outputs,
-    calibration_summary,
-    fit_temperature,
-    load_calibration,
-    nll,
-    softmax,
-)
+from fashionlens.hierarchy.calibration import DEFAULT_TARGETS, calibrate_outputs, calibration_summary, fit_temperature, nll
+from fashionlens.runs import load_calibration
+from fashionlens.utils import softmax
 
 TINY = ["--backbone", "tiny_cnn", "--no-pretrained", "--image-size", "48", "--batch-size", "16", "--quiet",
         "--threads", "1", "--set", "train.pk_items=4", "--set", "train.checkpoint_every=0"]

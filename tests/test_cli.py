@@ -90,7 +90,7 @@ def test_evaluate_json_keys(render, trained, tmp_path, capsys):
 
 
 def test_evaluate_at_another_eval_scale(render, trained, capsys):
-    from fashionlens.evaluation.run import run_outputs
+    from fashionlens.runs import run_outputs
 
     spec = f"garments:{render}"
     plain = run_outputs(str(trained), spec, split="val", progress=False)[0]["embedding"]

@@ -199,7 +199,7 @@ def test_tta_flip_averages_the_image_and_its_mirror_in_eval_only():
 
 
 def test_evaluate_tta_switch_overrides_the_run(spec, tmp_path):  # noqa: F811
-    from fashionlens.evaluation.run import run_outputs
+    from fashionlens.runs import run_outputs
 
     cfg = tiny_cfg(spec, epochs=1)
     cfg.model.tta_flip = True

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -164,6 +164,31 @@ def _build(cls: type, values: dict, where: str) -> Any:
 def from_dict(values: dict, cls: type = RunConfig) -> Any:
     """Plain dict -> config dataclass; unknown keys raise ValueError naming them."""
     return _build(cls, values or {}, cls.__name__)
+
+
+def apply_overrides(cfg: RunConfig, assignments: Sequence[str]) -> RunConfig:
+    """Apply ``section.field=value`` assignments (values parsed as YAML, e.g. ``train.lr=0.01``,
+    ``data.rrc_scale=[0.2,1.0]``, ``seed=1``) to ``cfg`` in place, in order; returns ``cfg``.
+
+    The result is checked as a whole (``from_dict``): a bad key or value raises ValueError naming it."""
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects section.field=value, got {assignment!r}")
+        values = to_dict(cfg)
+        node = values
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"--set {key}: no config section {part!r}")
+            node = node[part]
+        if leaf not in node:
+            raise ValueError(f"--set {key}: unknown field {leaf!r}; known: {sorted(node)}")
+        node[leaf] = yaml.safe_load(raw)
+        new = from_dict(values)
+        for f in dataclasses.fields(new):
+            setattr(cfg, f.name, getattr(new, f.name))
+    return cfg
 
 
 def load_yaml(path: str, cls: type = RunConfig) -> Any:

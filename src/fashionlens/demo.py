@@ -44,7 +44,7 @@ def run_demo(s: DemoSettings, log: Callable[[str], None] = print) -> dict:
     from fashionlens.data.readers import read
     from fashionlens.data.show import contact_sheet
     from fashionlens.data.stats import dataset_stats, format_stats
-    from fashionlens.evaluation.run import evaluate_run
+    from fashionlens.runs import evaluate_run
     from fashionlens.training.fit import fit
 
     if s.quick:

@@ -18,7 +18,9 @@ from fashionlens.config import RunConfig
 from fashionlens.data.decode import load_image
 from fashionlens.data.samples import LANDMARK_SLOTS, NUM_SLOTS, SLOTS_BY_TYPE
 from fashionlens.data.transforms import build_transforms, eval_size
+from fashionlens.runs.calibrate import load_hedger
 from fashionlens.training.checkpoint import load_model
+from fashionlens.utils import softmax
 
 VISIBILITY_NAMES = ("visible", "occluded", "truncated")
 
@@ -54,8 +56,6 @@ class Predictor:
             if self.run is None:
                 raise ValueError("hedged answers need a calibrated run: load the Predictor with Predictor.load(RUN_DIR) "
                                  "after `fashionlens calibrate --model RUN_DIR --data SPEC`")
-            from fashionlens.hierarchy.calibration import load_hedger
-
             self.hedger = load_hedger(self.run, self.labels)  # FileNotFoundError: "run fashionlens calibrate first"
         self.hedger.lambda_for(target_accuracy)
 
@@ -128,7 +128,7 @@ class Predictor:
     def _answer(self, out: dict[str, Any], i: int, affine: np.ndarray, size: tuple[int, int]) -> dict[str, Any]:
         answer: dict[str, Any] = {"width": size[0], "height": size[1]}
         if "category" in out:
-            probs = _softmax(out["category"][i])
+            probs = softmax(out["category"][i])
             order = np.argsort(-probs)[:5]
             best = int(order[0])
             answer["category"] = self.categories[best]
@@ -141,7 +141,7 @@ class Predictor:
             answer["attributes"] = self._attributes(out["attributes"][i])
         if "landmarks" in out:
             xy = self._to_original(out["landmarks"][i].astype(np.float64), affine)
-            vis = _softmax(out["visibility"][i]) if "visibility" in out else np.tile([1.0, 0, 0], (NUM_SLOTS, 1))
+            vis = softmax(out["visibility"][i]) if "visibility" in out else np.tile([1.0, 0, 0], (NUM_SLOTS, 1))
             answer["landmarks"] = [
                 {"name": LANDMARK_SLOTS[k], "x": round(float(xy[k, 0]), 1), "y": round(float(xy[k, 1]), 1),
                  "visibility": VISIBILITY_NAMES[int(vis[k].argmax())], "visible_prob": round(float(vis[k, 0]), 4)}
@@ -226,7 +226,3 @@ def crop_garments(predictor: "Predictor", images: Sequence[Image.Image], *,
     answers = predictor.predict(list(images))
     return [crop_box(im, a.get("bbox"), margin) for im, a in zip(images, answers)], answers
 
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)

@@ -1,4 +1,4 @@
-"""Small shared helpers: seeding, threads, and a safe torchvision import on CPU-only PyTorch."""
+"""Small shared helpers: seeding, threads, a safe torchvision import on CPU-only PyTorch, softmax in NumPy."""
 
 from __future__ import annotations
 
@@ -73,3 +73,15 @@ def read_json_file(path: str, what: str) -> Any:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: corrupt {what}: {e}") from e
+
+
+def log_softmax(logits: Any, temperature: float = 1.0) -> np.ndarray:
+    """Log-probabilities of ``softmax(logits / temperature)`` over the last axis, computed stably (float64)."""
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def softmax(logits: Any, temperature: float = 1.0) -> np.ndarray:
+    """Probabilities ``softmax(logits / temperature)`` over the last axis (float64; each row sums to 1)."""
+    return np.exp(log_softmax(logits, temperature))

@@ -1,8 +1,5 @@
-"""Subcommands ``audit`` and ``clean`` of the ``fashionlens`` command (registered by ``cli.build_parser``).
-
-    fashionlens audit --model RUN_DIR|imagenet --data SPEC --out DIR [--split train] [--folds 5]
-    fashionlens clean --model RUN_DIR|imagenet --data SPEC --out MANIFEST --seed-clean FRACTION|MANIFEST [--rounds N]
-"""
+"""``fashionlens audit --model RUN_DIR|imagenet --data SPEC --out DIR [--split train] [--folds 5]``: images whose
+category label is probably wrong; the feature options and helpers here are shared with ``clean``."""
 
 from __future__ import annotations
 
@@ -16,9 +13,10 @@ from typing import Any
 import numpy as np
 
 
-def _samples(spec: str, split: str | None, skip_missing: bool, default: str | None = None) -> tuple[list, Any, list]:
+def read_samples(spec: str, split: str | None, skip_missing: bool, default: str | None = None) -> tuple[list, Any, list]:
     """(samples of ``split``, the data set's info, the samples of the other splits).  Without ``split``:
     the ``default`` split when the data has one, else every sample."""
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.data.readers import read
 
     data = read(spec, missing="skip" if skip_missing else "error")
@@ -33,8 +31,9 @@ def _samples(spec: str, split: str | None, skip_missing: bool, default: str | No
     return chosen, data.info, [s for s in data.samples if s.split not in wanted]
 
 
-def _features(args: argparse.Namespace, samples: list) -> tuple[list, np.ndarray]:
+def features(args: argparse.Namespace, samples: list) -> tuple[list, np.ndarray]:
     """(the samples that could be read, their features (M, D))."""
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.audit.features import compute_features
     from fashionlens.utils import cache_dir, set_threads
 
@@ -42,7 +41,7 @@ def _features(args: argparse.Namespace, samples: list) -> tuple[list, np.ndarray
     cache = None if args.no_cache else (args.cache or os.path.join(cache_dir(), "features"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        vectors, rows = compute_features(samples, args.model, image_size=args.image_size, kind=args.features,
+        vectors, rows = computefeatures(samples, args.model, image_size=args.image_size, kind=args.features,
                                          batch_size=args.batch_size, num_workers=args.workers, cache_dir=cache,
                                          progress=not args.quiet)
     for w in caught:
@@ -51,15 +50,16 @@ def _features(args: argparse.Namespace, samples: list) -> tuple[list, np.ndarray
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.audit.label_audit import AUDIT_C, audit_labels
     from fashionlens.audit.report_html import write_suspects_csv, write_suspects_html
 
-    samples, info, _ = _samples(args.data, args.split, args.skip_missing)
+    samples, info, _ = read_samples(args.data, args.split, args.skip_missing)
     unlabelled = sum(s.category is None for s in samples)
     samples = [s for s in samples if s.category is not None]
     if not samples:
         raise ValueError(f"{args.data}: no image has a category label; nothing to audit")
-    samples, vectors = _features(args, samples)
+    samples, vectors = features(args, samples)
     labels = np.array([s.category for s in samples], np.int64)
     C = AUDIT_C if args.C is None else args.C
     result = audit_labels(vectors, labels, folds=args.folds, seed=args.seed, class_names=list(info.categories),
@@ -87,55 +87,8 @@ def _num(value: float) -> float | None:
     return round(float(value), 6) if np.isfinite(value) else None
 
 
-def _seed(spec: str, samples: list, labels: np.ndarray, categories: list[str], seed: int) -> np.ndarray:
-    """The trusted mask from ``--seed-clean`` (FRACTION or MANIFEST); a manifest also corrects ``labels``."""
-    from fashionlens.audit.cleaning import seed_fraction, seed_from_manifest
-
-    try:
-        fraction = float(spec)
-    except ValueError:
-        fraction = None
-    if fraction is not None:
-        labelled = labels >= 0
-        mask = np.zeros(len(labels), bool)
-        mask[labelled] = seed_fraction(labels[labelled], fraction, seed)
-        return mask
-    mask, trusted = seed_from_manifest(samples, spec, categories)
-    labels[mask] = trusted[mask]
-    return mask
-
-
-def cmd_clean(args: argparse.Namespace) -> int:
-    from fashionlens.audit.cleaning import CLEAN_C, clean_labels, write_manifest
-
-    samples, info, others = _samples(args.data, args.split, args.skip_missing, default="train")
-    samples, vectors = _features(args, samples)
-    categories = list(info.categories)
-    labels = np.array([-1 if s.category is None else s.category for s in samples], np.int64)
-    given = labels.copy()
-    mask = _seed(args.seed_clean, samples, labels, categories, args.seed)
-    C = CLEAN_C if args.C is None else args.C
-    result = clean_labels(vectors, labels, mask, rounds=args.rounds, threshold=args.threshold,
-                          keep_threshold=args.keep_threshold, mode=args.mode, C=C, seed=args.seed,
-                          num_classes=len(categories))
-    passthrough = [] if args.drop_other_splits else [s for s in others if s.category is not None]
-    rows = samples + passthrough
-    final = np.concatenate([result.labels, [s.category for s in passthrough]]).astype(np.int64)
-    name = [categories[i] if i >= 0 else "" for i in given] + [s.category_name for s in passthrough]
-    written = write_manifest(args.out, rows, final, categories, category_paths=list(info.category_paths),
-                             attributes=list(info.attributes),
-                             extra={"status": list(result.status) + ["unchanged"] * len(passthrough),
-                                    "given_category": name,
-                                    "confidence": list(result.confidence) + [None] * len(passthrough)})
-    for r in result.rounds:
-        print(f"round {r['round']}: trained on {r['trained_on']}, kept {r['kept']}, relabelled {r['relabelled']}, "
-              f"dropped {r['dropped']} ({r['changed']} decisions changed)", file=sys.stderr)
-    print(json.dumps({"manifest": os.path.abspath(args.out), "rows": written, "seed": int(mask.sum()),
-                      "passthrough": len(passthrough), "rounds": result.rounds}))
-    return 0
-
-
-def _common(p: argparse.ArgumentParser) -> None:
+def add_feature_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``audit`` and ``clean``: which model's features, of which data, cached where."""
     p.add_argument("--model", required=True, help="'imagenet' (pretrained EfficientNet-Lite0 features) or a run dir")
     p.add_argument("--data", required=True, help="data spec, e.g. folder:DIR, manifest:FILE, garments:DIR")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds / seed subset")
@@ -154,9 +107,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(subparsers: Any) -> None:
-    """Register ``audit`` and ``clean`` on the ``add_subparsers()`` object of the main parser."""
+    """Register ``audit`` on the ``add_subparsers()`` object of the main parser."""
     p = subparsers.add_parser("audit", help="find images whose category label is probably wrong")
-    _common(p)
+    add_feature_arguments(p)
     p.add_argument("--out", required=True, help="folder for suspects.csv, index.html, summary.json")
     p.add_argument("--split", help="only these splits (comma-separated; default: every labelled image)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds of the out-of-fold probabilities")
@@ -165,20 +118,3 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--html-limit", type=int, default=1000, help="at most this many suspects on the page")
     p.add_argument("--link-images", action="store_true", help="link the images instead of inlining thumbnails")
     p.set_defaults(func=cmd_audit)
-
-    p = subparsers.add_parser("clean", help="clean a noisy labelled set with a model trained on a trusted subset")
-    _common(p)
-    p.add_argument("--out", required=True, help="output manifest CSV (train on it with --data manifest:FILE)")
-    p.add_argument("--seed-clean", required=True, metavar="FRACTION_OR_MANIFEST",
-                   help="trusted images: a manifest of hand-checked images, or a fraction (0-1) taken as clean")
-    p.add_argument("--split", help="split(s) to clean (default: train if the data has it, else every image); "
-                   "other splits are copied unchanged")
-    p.add_argument("--drop-other-splits", action="store_true", help="write only the cleaned split")
-    p.add_argument("--rounds", type=int, default=3, help="train / score / keep rounds")
-    p.add_argument("--threshold", type=float, default=0.9, help="probability needed to relabel an image")
-    p.add_argument("--keep-threshold", type=float, default=0.0,
-                   help="probability of the given label needed to keep it; it must always be the top class "
-                        "(0 = agreement alone keeps it)")
-    p.add_argument("--mode", choices=("relabel", "drop"), default="relabel",
-                   help="what to do with images confidently predicted as another class")
-    p.set_defaults(func=cmd_clean)

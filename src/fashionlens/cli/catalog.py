@@ -1,7 +1,7 @@
-"""CLI adapters for the catalog: ``fashionlens catalog build|add|remove|list`` and ``fashionlens search``.
+"""``fashionlens catalog build|add|remove|list``: build and edit a catalog (:mod:`fashionlens.catalog`).
 
-Each command parses its arguments and calls :mod:`fashionlens.catalog`, nothing more.  ``cli.py``
-registers them with ``add_commands(sub)``; ValueError / FileNotFoundError become exit code 2 there.
+Each command parses its arguments and calls the library, nothing more; ValueError / FileNotFoundError become
+exit code 2 in ``cli.main``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.catalog import build
 
     params = {k: v for k, v in (("nlist", args.nlist), ("nprobe", args.nprobe), ("pq_m", args.pq_m)) if v is not None}
@@ -52,6 +53,7 @@ def _metadata(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.catalog import Catalog
 
     metadata = _metadata(args)
@@ -65,6 +67,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.catalog import Catalog
 
     with Catalog.open(args.catalog) as catalog:
@@ -78,6 +81,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.catalog import Catalog
 
     with Catalog.open(args.catalog) as catalog:
@@ -87,40 +91,23 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'id':>6}  {'category':<16} {'sku':<14} {'title':<24} source")
     for it in items:
-        print(f"{it['id']:>6}  {_cut(it['category'], 16):<16} {_cut(it['sku'], 14):<14} {_cut(it['title'], 24):<24} "
+        print(f"{it['id']:>6}  {cut(it['category'], 16):<16} {cut(it['sku'], 14):<14} {cut(it['title'], 24):<24} "
               f"{it['source'] or ''}")
     print(f"{len(items)} of {total} item(s) shown")
     return 0
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from fashionlens.catalog import Catalog
-
-    with Catalog.open(args.catalog) as catalog:
-        hits = catalog.search(args.image, args.k, category=args.category, attribute=args.attribute, crop=args.crop)
-    if args.json:
-        print(json.dumps(hits))
-        return 0
-    for rank, hit in enumerate(hits, 1):
-        print(f"{rank:>3}  {hit['score']:.4f}  id {hit['item_id']:<6} {_cut(hit['category'], 16):<16} "
-              f"{hit['sku'] or ''} {hit['title'] or ''}  {hit['source'] or hit['image']}")
-    if not hits:
-        print("no matching items")
-    return 0
-
-
-def _cut(text: Any, width: int) -> str:
+def cut(text: Any, width: int) -> str:
     text = "" if text is None else str(text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def add_commands(subparsers: Any) -> None:
-    """Register ``catalog {build,add,remove,list}`` and ``search`` on the ``fashionlens`` subparsers."""
+    """Register ``catalog {build,add,remove,list}`` on the ``fashionlens`` subparsers."""
     catalog = subparsers.add_parser("catalog", help="build and edit a searchable catalog of garment images")
     sub = catalog.add_subparsers(dest="catalog_command", required=True)
     _add_build(sub)
     _add_edit_commands(sub)
-    _add_search(subparsers)
 
 
 def _add_build(sub: Any) -> None:
@@ -165,18 +152,6 @@ def _add_edit_commands(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=cmd_list)
-
-
-def _add_search(subparsers: Any) -> None:
-    p = subparsers.add_parser("search", help="find the catalog items most similar to an image")
-    p.add_argument("--catalog", required=True, help="catalog directory (it knows its model)")
-    p.add_argument("image", help="query image file")
-    p.add_argument("-k", type=int, default=10, help="number of results")
-    p.add_argument("--category", help="only items of this category name or taxonomy path prefix (e.g. upper)")
-    p.add_argument("--attribute", help="only items with this attribute")
-    p.add_argument("--crop", action="store_true", help="embed the garment crop of the query")
-    p.add_argument("--json", action="store_true", help="print a JSON list of results")
-    p.set_defaults(func=cmd_search)
 
 
 __all__ = ["add_commands"]

@@ -1,20 +1,15 @@
-"""Subcommands ``export-onnx`` and ``embed`` of the ``fashionlens`` command (registered by ``cli.build_parser``).
-
-    fashionlens export-onnx --model RUN_DIR --out model.onnx
-    fashionlens embed --model RUN_DIR|model.onnx (--data SPEC | --images DIR) [--split S] --out emb.npz
-"""
+"""``fashionlens export-onnx --model RUN_DIR --out model.onnx``: a self-describing ONNX file of a trained run."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
-import warnings
 from typing import Any
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.data.transforms import eval_size
     from fashionlens.export import export_onnx, read_metadata
 
@@ -26,30 +21,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_embed(args: argparse.Namespace) -> int:
-    from fashionlens.embedding import embed_spec, save_embeddings
-    from fashionlens.export import load_predictor
-    from fashionlens.utils import set_threads
-
-    set_threads(args.threads)
-    predictor = load_predictor(args.model, threads=args.threads)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"\d+ of \d+ images could not be read")  # listed below instead
-        ids, vectors = embed_spec(predictor, args.data or args.images, split=args.split, batch_size=args.batch_size,
-                                  num_workers=args.workers, progress=not args.quiet)
-    for entry in ids["skipped"]:
-        print(f"skipped {entry['path']}: {entry['error']}", file=sys.stderr)
-    if not len(vectors):
-        raise ValueError(f"none of the {len(ids['skipped'])} images could be read; nothing written")
-    path = save_embeddings(args.out, ids, vectors, model=os.path.abspath(args.model))
-    summary: dict[str, Any] = {"out": os.path.abspath(path), "num_images": int(vectors.shape[0]),
-                               "dim": int(vectors.shape[1]), "skipped": len(ids["skipped"])}
-    print(json.dumps(summary))
-    return 0
-
-
 def add_commands(subparsers: Any) -> None:
-    """Register ``export-onnx`` and ``embed`` on the ``add_subparsers()`` object of the main parser."""
+    """Register ``export-onnx`` on the ``add_subparsers()`` object of the main parser."""
     p = subparsers.add_parser("export-onnx", help="export a trained model to a self-describing ONNX file")
     p.add_argument("--model", required=True, help="run directory or checkpoint file")
     p.add_argument("--out", required=True, help="output .onnx path")
@@ -58,16 +31,3 @@ def add_commands(subparsers: Any) -> None:
                    help="torch.onnx exporter (dynamo needs the onnxscript package)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch size to 1 instead of a dynamic axis")
     p.set_defaults(func=cmd_export_onnx)
-
-    p = subparsers.add_parser("embed", help="embed every image of a data set or folder into an .npz file")
-    p.add_argument("--model", required=True, help="run directory, checkpoint file or exported .onnx")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="data spec, e.g. garments:DIR, folder:DIR, deepfashion-inshop:DIR")
-    source.add_argument("--images", help="a folder of images (searched recursively)")
-    p.add_argument("--split", help="only these splits of --data (comma-separated)")
-    p.add_argument("--out", required=True, help="output .npz (vectors, paths, item ids, categories)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=0, help="data loader processes")
-    p.add_argument("--threads", type=int, help="torch / ONNX Runtime threads")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_embed)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+from typing import Any
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve the HTTP API and the web page")
+def add_commands(subparsers: Any) -> None:
+    """Register ``serve`` on the ``add_subparsers()`` object of the main parser."""
+    p = subparsers.add_parser("serve", help="serve the HTTP API and the web page")
     p.add_argument("--model", help="run directory (default: the catalog's model)")
     p.add_argument("--catalog", help="catalog directory (without one, only /v1/classify works)")
     p.add_argument("--host", default="127.0.0.1")
@@ -21,6 +23,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.serving import ServeSettings
 
     if not args.model and not args.catalog:
@@ -33,6 +36,7 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.serving import serve
 
     settings = settings_from_args(args)
@@ -43,6 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def serve_demo(model_run: str, catalog_dir: str, host: str, port: int) -> None:
     """Serve the demo's model and catalog; a write key is made up unless $FASHIONLENS_API_KEY is set."""
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.serving import ServeSettings, serve
 
     key = os.environ.get("FASHIONLENS_API_KEY") or secrets.token_urlsafe(12)

@@ -151,3 +151,20 @@ def plot_attention_grid(images: Sequence[Any], maps: Sequence[Any], path: str | 
         ax.set_title(titles[i] if titles else "", fontsize=7)
         ax.axis("off")
     return _save(fig, path)
+
+
+def plot_tradeoff(curve: dict[str, list[Any]], path: str, point: tuple[float, float] | None = None) -> str:
+    """PNG of accuracy (y, 0..1) against specificity (x, bits of information gain) over lambda, from
+    :meth:`fashionlens.hierarchy.hedging.HedgedClassifier.tradeoff_curve`; ``point`` (specificity, accuracy) marks the chosen target."""
+    fig = Figure(figsize=(5.0, 4.0), dpi=100)
+    ax = fig.add_subplot()
+    ax.plot(curve["specificity"], curve["accuracy"], "o-", markersize=3, label="hedged (lambda sweep)")
+    if point is not None:
+        ax.plot([point[0]], [point[1]], "r*", markersize=12, label="at the target accuracy")
+    ax.set_xlabel("specificity (mean information gain, bits)")
+    ax.set_ylabel("accuracy (true leaf or an ancestor)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title("accuracy-specificity trade-off")
+    return _save(fig, path)

@@ -23,14 +23,9 @@ from fashionlens.evaluation.classification import (
 )
 from fashionlens.evaluation.landmarks import detection_rate, normalized_error
 from fashionlens.evaluation.retrieval import retrieval_topk
+from fashionlens.utils import softmax
 
 RETRIEVAL_KS = (1, 5, 10, 20, 30, 50)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def category_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, Any]:

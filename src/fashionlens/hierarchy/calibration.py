@@ -5,26 +5,26 @@ held-out (validation) outputs.  The NLL is convex in the inverse temperature 1/T
 log T, so a bounded Brent search over log T finds the optimum.  Scaling never changes the argmax, so the
 top-1 accuracy is untouched; only the confidence moves.
 
-A run's calibration (``calibrate_run``) also fits the hedging lambdas (see ``hierarchy.hedging``) and the
-stacked level fusion (``hierarchy.fusion``) on validation outputs, and stores everything as plain JSON in
-``calibration.json`` next to the checkpoint, where ``load_hedger`` finds it.
+``calibrate_outputs`` also fits the hedging lambdas (see ``hierarchy.hedging``) and the stacked level
+fusion (``hierarchy.fusion``) on validation outputs and returns the plain-JSON state that
+``runs.calibrate.calibrate_run`` stores as ``calibration.json`` next to a run's checkpoint.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import warnings
 from typing import Any, Sequence
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 
 from fashionlens.evaluation.classification import expected_calibration_error
+from fashionlens.hierarchy.fusion import StackedFusion, compare_fusion, stacking_features
+from fashionlens.hierarchy.hedging import CategoryTree, HedgedClassifier
+from fashionlens.hierarchy.taxonomy import Hierarchy
+from fashionlens.utils import log_softmax, softmax
 
 #: Search range of log T: T in [e^-5, e^5] ~ [0.0067, 148].
 LOG_T_BOUNDS = (-5.0, 5.0)
-CALIBRATION_FILE = "calibration.json"
 FORMAT = "fashionlens-calibration"
 #: Target accuracies of the stored lambda table: 0.80, 0.81, ..., 0.99.
 DEFAULT_TARGETS = tuple(round(0.80 + 0.01 * i, 2) for i in range(20))
@@ -45,18 +45,6 @@ def _checked(logits: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     if not keep.any():
         raise ValueError("no labelled sample to calibrate on")
     return z[keep], y[keep]
-
-
-def log_softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """(N, C) log-probabilities of ``softmax(logits / temperature)``, computed stably."""
-    z = np.asarray(logits, dtype=np.float64) / float(temperature)
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """(N, C) probabilities ``softmax(logits / temperature)`` (rows sum to 1)."""
-    return np.exp(log_softmax(logits, temperature))
 
 
 def nll(logits: Any, labels: Any, temperature: float = 1.0) -> float:
@@ -96,12 +84,6 @@ def calibration_summary(logits: Any, labels: Any, temperature: float, n_bins: in
             "ece_after": expected_calibration_error(softmax(z, temperature), y, n_bins)}
 
 
-# -- a run's calibration.json ---------------------------------------------------------------------------------
-def calibration_path(run: str) -> str:
-    """``calibration.json`` in the run directory (or next to a checkpoint file given directly)."""
-    return os.path.join(run if os.path.isdir(run) else os.path.dirname(os.path.abspath(run)), CALIBRATION_FILE)
-
-
 def tree_paths(labels: dict[str, Any]) -> list[str]:
     """The dotted category paths of a checkpoint's labels (the names, as one-level paths, when it has none)."""
     paths = list(labels.get("category_paths") or [])
@@ -116,10 +98,6 @@ def calibrate_outputs(logits: np.ndarray, labels: np.ndarray, label_names: dict[
     ``logits`` (N, C) category logits, ``labels`` (N,) categories (-1 dropped), ``label_names`` a
     checkpoint's labels dict, ``level_logits`` one (N, n_l) array per hierarchy level head, ``groups`` (N,)
     item ids keeping an item's images in one cross-validation fold of the fusion."""
-    from fashionlens.hierarchy.fusion import StackedFusion, compare_fusion, stacking_features
-    from fashionlens.hierarchy.hedging import CategoryTree, HedgedClassifier
-    from fashionlens.hierarchy.taxonomy import Hierarchy
-
     z, y = _checked(logits, labels)
     keep = np.asarray(labels) >= 0
     levels = [np.asarray(l)[keep] for l in level_logits]
@@ -137,64 +115,5 @@ def calibrate_outputs(logits: np.ndarray, labels: np.ndarray, label_names: dict[
             "fusion": fusion}
 
 
-def calibrate_run(run: str, spec: str, *, split: str = "val", targets: Sequence[float] = DEFAULT_TARGETS,
-                  batch_size: int = 64, progress: bool = True, num_workers: int = 0) -> dict[str, Any]:
-    """Collect the run's outputs on ``spec``'s ``split``, fit everything (:func:`calibrate_outputs`) and write
-    ``calibration.json`` into the run.  Returns the stored state plus ``path``."""
-    from fashionlens.evaluation.run import run_outputs
-    from fashionlens.training.checkpoint import find_checkpoint
-
-    preds, targets_, samples, labels, _ = run_outputs(run, spec, split=split, batch_size=batch_size,
-                                                     progress=progress, num_workers=num_workers)
-    if "category" not in preds or "category" not in targets_:
-        raise ValueError(f"{run}: the model or {spec} has no category labels to calibrate")
-    levels = [preds[f"level_{i}"] for i in range(len(labels.get("hierarchy_levels") or [])) if f"level_{i}" in preds]
-    items = [s.item_id if s.item_id is not None else f"row{i}" for i, s in enumerate(samples)]
-    state = calibrate_outputs(preds["category"], targets_["category"], labels, levels, targets, groups=items)
-    ckpt = find_checkpoint(run)
-    state.update(data=spec, split=split, checkpoint=os.path.basename(ckpt), checkpoint_mtime_ns=os.stat(ckpt).st_mtime_ns)
-    path = calibration_path(run)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(state, f, indent=1, allow_nan=False)
-    os.replace(tmp, path)
-    return {**state, "path": path}
-
-
-def load_calibration(run: str) -> dict[str, Any]:
-    """The calibration.json state of ``run``; FileNotFoundError telling to run ``fashionlens calibrate`` first."""
-    path = calibration_path(run)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: hedged answers (--target-accuracy) need a calibrated model; "
-                                f"run `fashionlens calibrate --model {run} --data SPEC` first")
-    with open(path, encoding="utf-8") as f:
-        try:
-            state = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg}); rerun `fashionlens calibrate`") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a fashionlens calibration file; rerun `fashionlens calibrate`")
-    return state
-
-
-def load_hedger(run: str, labels: dict[str, Any] | None = None) -> Any:
-    """The :class:`~fashionlens.hierarchy.hedging.HedgedClassifier` stored in ``run``; with ``labels`` (the
-    checkpoint's) its categories must match the model's and a checkpoint newer than the file warns."""
-    from fashionlens.hierarchy.hedging import HedgedClassifier
-    from fashionlens.training.checkpoint import find_checkpoint
-
-    state = load_calibration(run)
-    path = calibration_path(run)
-    if labels is None:
-        return HedgedClassifier.from_dict(state)
-    if state.get("category_names") != list(labels["categories"]):
-        raise ValueError(f"{path}: its categories differ from the model's; rerun `fashionlens calibrate`")
-    ckpt = find_checkpoint(run)
-    if os.path.basename(ckpt) == state.get("checkpoint") and os.stat(ckpt).st_mtime_ns != state.get("checkpoint_mtime_ns"):
-        warnings.warn(f"{ckpt} changed after {path} was written; rerun `fashionlens calibrate`", stacklevel=2)
-    return HedgedClassifier.from_dict(state)
-
-
-__all__ = ["CALIBRATION_FILE", "DEFAULT_TARGETS", "calibrate_outputs", "calibrate_run", "calibration_path",
-           "calibration_summary", "fit_temperature", "load_calibration", "load_hedger", "log_softmax", "nll",
-           "softmax", "tree_paths"]
+__all__ = ["DEFAULT_TARGETS", "FORMAT", "calibrate_outputs", "calibration_summary", "fit_temperature", "nll",
+           "tree_paths"]

@@ -22,8 +22,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
-from fashionlens.hierarchy.calibration import log_softmax
 from fashionlens.hierarchy.taxonomy import Hierarchy
+from fashionlens.utils import log_softmax
 
 
 def stacking_features(leaf_logits: np.ndarray, level_logits: Sequence[np.ndarray] = ()) -> np.ndarray:

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fashionlens.hierarchy.calibration import softmax
+from fashionlens.utils import softmax
 
 ROOT_NAME = "garment"
 LAMBDA_MAX = 1e12  # beyond this the binary search gives up and answers the root for every image
@@ -275,29 +275,22 @@ def _bisect(meets: Any, hi: float) -> float:
     return hi
 
 
-def plot_tradeoff(curve: dict[str, list[Any]], path: str, point: tuple[float, float] | None = None) -> str:
-    """PNG of accuracy (y, 0..1) against specificity (x, bits of information gain) over lambda, from
-    :meth:`HedgedClassifier.tradeoff_curve`; ``point`` (specificity, accuracy) marks the chosen target."""
-    from matplotlib.figure import Figure
-
-    from fashionlens.evaluation.plots import _save
-
-    fig = Figure(figsize=(5.0, 4.0), dpi=100)
-    ax = fig.add_subplot()
-    ax.plot(curve["specificity"], curve["accuracy"], "o-", markersize=3, label="hedged (lambda sweep)")
-    if point is not None:
-        ax.plot([point[0]], [point[1]], "r*", markersize=12, label="at the target accuracy")
-    ax.set_xlabel("specificity (mean information gain, bits)")
-    ax.set_ylabel("accuracy (true leaf or an ancestor)")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
-    ax.set_title("accuracy-specificity trade-off")
-    return _save(fig, path)
+def hedged_metrics(hedger: HedgedClassifier, preds: dict, targets: dict, target_accuracy: float) -> dict[str, Any]:
+    """:meth:`HedgedClassifier.evaluate` figures (lambda inf -> None) and ``hedged_curve`` of collected
+    outputs (``preds["category"]`` logits, ``targets["category"]`` labels, -1 = unlabelled)."""
+    if "category" not in preds or "category" not in targets or not (targets["category"] >= 0).any():
+        raise ValueError("hedged metrics need category labels in the evaluated data")
+    known = targets["category"] >= 0
+    probs, labels = hedger.calibrate(preds["category"][known]), targets["category"][known]
+    res = hedger.evaluate(probs, labels, target_accuracy)
+    curve = hedger.tradeoff_curve(probs, labels)
+    finite = lambda v: v if np.isfinite(v) else None  # noqa: E731
+    return {**res, "lambda": finite(res["lambda"]),
+            "hedged_curve": {**curve, "lambda": [finite(v) for v in curve["lambda"]]}}
 
 
 def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
     return {prefix + k: v for k, v in values.items() if k != "root_share"}
 
 
-__all__ = ["ROOT_NAME", "CategoryTree", "HedgedClassifier", "decide", "plot_tradeoff"]
+__all__ = ["ROOT_NAME", "CategoryTree", "HedgedClassifier", "decide", "hedged_metrics"]

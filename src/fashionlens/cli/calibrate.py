@@ -1,4 +1,4 @@
-"""Subcommand ``calibrate`` of the ``fashionlens`` command (registered by ``cli.build_parser``).
+"""``fashionlens calibrate`` (and the ``--target-accuracy`` argument that predict / evaluate share).
 
     fashionlens calibrate --model RUN_DIR --data SPEC [--split val] [--targets 0.9,0.95,0.99]
 
@@ -34,6 +34,13 @@ def targets_list(text: str) -> list[float]:
     return sorted(set(values))
 
 
+def add_target_accuracy(p: argparse.ArgumentParser) -> None:
+    """The ``--target-accuracy T`` option of the commands that give hedged answers."""
+    p.add_argument("--target-accuracy", type=target_accuracy, metavar="T",
+                   help="also answer the most specific taxonomy node that is right with probability T "
+                        "(e.g. 0.95; needs `fashionlens calibrate` first)")
+
+
 def _summary(state: dict[str, Any]) -> dict[str, Any]:
     """What the command prints: the file, the calibration figures, the lambda table and the fusion accuracies."""
     return {"path": state["path"], "num_images": state["num_images"], **state["calibration"],
@@ -43,7 +50,9 @@ def _summary(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from fashionlens.hierarchy.calibration import DEFAULT_TARGETS, calibrate_run
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
+    from fashionlens.hierarchy.calibration import DEFAULT_TARGETS
+    from fashionlens.runs import calibrate_run
 
     state = calibrate_run(args.model, args.data, split=args.split, targets=args.targets or DEFAULT_TARGETS,
                           batch_size=args.batch_size, progress=not args.quiet)

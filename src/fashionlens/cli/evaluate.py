@@ -1,0 +1,47 @@
+"""``fashionlens evaluate``: the DeepFashion metrics of a trained run on a data set (``runs.evaluate_run``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from fashionlens.cli.calibrate import add_target_accuracy
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
+    from fashionlens.runs import evaluate_run
+
+    metrics = evaluate_run(args.model, args.data, split=args.split, out_dir=args.out, batch_size=args.batch_size,
+                           progress=not args.json, target_accuracy=args.target_accuracy,
+                           tta={"on": True, "off": False}.get(args.tta), eval_scale=args.eval_scale)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        width = max(len(k) for k in metrics)
+        for key, value in metrics.items():
+            if isinstance(value, (int, float, str)) or value is None:
+                shown = f"{value:.4f}" if isinstance(value, float) else value
+                print(f"{key:<{width}}  {shown}")
+        if args.out:
+            print(f"report written to {os.path.abspath(args.out)}")
+    return 0
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register ``evaluate`` on the ``add_subparsers()`` object of the main parser."""
+    p = subparsers.add_parser("evaluate", help="DeepFashion metrics of a trained model on a data set")
+    p.add_argument("--model", required=True, help="run directory or checkpoint file")
+    p.add_argument("--data", required=True, help="data spec")
+    p.add_argument("--split", default="test", help="split(s) to evaluate, comma-separated")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", help="write report.json, report.md and plots here")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--tta", choices=("run", "on", "off"), default="run",
+                   help="mirror test-time augmentation: as the run was configured (model.tta_flip), on or off")
+    p.add_argument("--eval-scale", type=float, default=None,
+                   help="input side = the run's image_size x this (default: the run's data.eval_scale)")
+    add_target_accuracy(p)
+    p.set_defaults(func=cmd_evaluate)
