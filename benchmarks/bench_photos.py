@@ -155,14 +155,14 @@ def measure_rate(cfg, steps: int = 6) -> float:
 
     probe = Trainer(cfg, os.path.join("/tmp", "fashionlens-rate-probe"), progress=False, log=lambda *_: None)
     try:
-        from fashionlens.training.fit import _loader, _train_batches
+        from fashionlens.training.fit import epoch_batches, make_loader
         from fashionlens.training.loop import train_one_epoch
 
-        batches = list(_train_batches(probe.train_ds, probe.cfg, 0))[: steps + 1]
+        batches = list(epoch_batches(probe.train_ds, probe.cfg, 0))[: steps + 1]
         loss = lambda out, batch: probe.loss_fn(out, batch)  # noqa: E731
         rates = []
         for part in (batches[:1], batches[1:]):  # warm-up batch (worker start, first allocations), then timed
-            metrics, _ = train_one_epoch(probe.model, _loader(probe.train_ds, probe.cfg, part), loss, probe.optimizer,
+            metrics, _ = train_one_epoch(probe.model, make_loader(probe.train_ds, probe.cfg, part), loss, probe.optimizer,
                                          step=0, lr_fn=lambda _s: 1e-5, channels_last=probe.cfg.train.channels_last,
                                          progress=False)
             rates.append(metrics["train_images_per_s"])

@@ -27,9 +27,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from fashionlens.data._garment_scenes import encode_jpeg, render_view, sample_view
-from fashionlens.data._garment_shapes import build_shape
-from fashionlens.data._garment_textures import render_canonical
+from fashionlens.data.garments.scenes import encode_jpeg, render_view, sample_view
+from fashionlens.data.garments.shapes import build_shape
+from fashionlens.data.garments.textures import render_canonical
 from fashionlens.data.garments import plan_items, render_dataset
 
 HERE = os.path.dirname(os.path.abspath(__file__))

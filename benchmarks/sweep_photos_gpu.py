@@ -45,7 +45,7 @@ from fashionlens.evaluation.distortions import SHIFTS as SHIFT_KINDS  # noqa: E4
 from fashionlens.evaluation.distortions import shift  # noqa: E402
 from fashionlens.data.transforms import build_transforms  # noqa: E402
 from fashionlens.models.backbones import create_backbone  # noqa: E402
-from fashionlens.training.transfer import ema_model  # noqa: E402
+from fashionlens.training.ema import ema_model  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DUMMY = {"landmarks": np.zeros((8, 2), np.float32), "visibility": np.zeros(8, np.int64),

@@ -27,7 +27,7 @@ from test_catalog import DIM, LABELS, make_run  # the tiny random-weight run of 
 
 from fashionlens.cli import main
 from fashionlens.serving import ServeSettings, create_app
-from fashionlens.serving._batcher import MicroBatcher
+from fashionlens.serving.batcher import MicroBatcher
 from fashionlens.serving.settings import resolve_api_key
 
 KEY = "test-key-0123456789abcdef"
@@ -349,12 +349,12 @@ def test_chunked_upload_is_counted(client, world):
 
 
 def test_failed_write_leaves_no_half_item(world, monkeypatch):
-    import fashionlens.catalog
+    import fashionlens.catalog.catalog
 
     def disk_full(*args, **kw):
         raise OSError(28, "No space left on device")
     before = catalog_state(world.catalog)
-    monkeypatch.setattr(fashionlens.catalog, "write_images", disk_full)
+    monkeypatch.setattr(fashionlens.catalog.catalog, "write_images", disk_full)
     app = create_app(ServeSettings(world.run, world.catalog, api_key=KEY))
     with TestClient(app, raise_server_exceptions=False) as c:
         r = c.post("/v1/items", files=upload(read(world.images[70])), headers=AUTH)

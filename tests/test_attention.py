@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from fashionlens.models import create_model
-from fashionlens.models._attention import SpatialAttention
+from fashionlens.models.attention import SpatialAttention
 
 
 def test_starts_as_average_pooling_and_matches_loop_reference():

@@ -14,6 +14,7 @@ from PIL import Image
 
 from fashionlens.catalog import Catalog, build, crop_box, crop_garments
 from fashionlens.cli import main
+from fashionlens.config import IndexConfig
 
 LABELS = {
     "categories": ["Tee", "Shorts", "Dress"],
@@ -305,7 +306,7 @@ def test_ivf_is_exact_until_trained_then_approximate(tmp_path):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(120, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    cat = Catalog.create(tmp_path / "cat", dim=DIM, index="ivf", nlist=2, nprobe=2)  # trains at 78 vectors
+    cat = Catalog.create(tmp_path / "cat", dim=DIM, index=IndexConfig(kind="ivf", nlist=2, nprobe=2))  # trains at 78 vectors
     ids = cat.add_embeddings(vectors[:50], [{"category": "Tee" if i % 2 else "Dress"} for i in range(50)])
     assert not cat._index.is_trained and not os.path.exists(tmp_path / "cat" / "vectors.index")
 
@@ -342,7 +343,7 @@ def test_lost_or_torn_index_is_rebuilt_from_the_database(tmp_path):
 def test_milvus_backend(tmp_path):
     pytest.importorskip("pymilvus")
     try:
-        cat = Catalog.create(tmp_path / "cat", dim=DIM, backend="milvus")
+        cat = Catalog.create(tmp_path / "cat", dim=DIM, index=IndexConfig(backend="milvus"))
     except Exception as exc:  # milvus-lite missing or unable to start its server here
         pytest.skip(f"milvus-lite cannot start: {exc.__class__.__name__}: {exc}")
     rng = np.random.default_rng(1)

@@ -43,7 +43,7 @@ def park(what):
     return hook
 
 if phase == "pending":  # rows inserted as pending, image files written, not yet ready
-    from fashionlens._catalog_store import ItemStore
+    from fashionlens.catalog.store import ItemStore
     park_fn = park(phase); park_fn.real = ItemStore.mark_ready; ItemStore.mark_ready = park_fn
 elif phase == "unsaved":  # rows ready (committed), index not yet saved
     park_fn = park(phase); park_fn.real = Catalog._save_index; Catalog._save_index = park_fn

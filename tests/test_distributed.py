@@ -45,7 +45,7 @@ WORKER = textwrap.dedent("""
         owned = trainer._owns_group
         trainer.close()
         return {"init": init, "model": trainer.model.state_dict(), "loss": trainer.loss_fn.state_dict(),
-                "summary": summary, "owned": owned, "engine": type(trainer.engine).__name__,
+                "summary": summary, "owned": owned, "train_module": type(trainer.train_module).__name__,
                 "threads": torch.get_num_threads(), "group_left": torch.distributed.is_initialized()}
 
     class Clock:  # fit's clock: the time limit passes after the third batch check
@@ -109,7 +109,7 @@ def test_two_ranks_end_with_identical_weights_and_rank0_writes_the_run(spec, tmp
     output = torchrun("owned", spec, tmp_path)
     r0, r1 = (torch.load(tmp_path / f"owned{r}.pt", weights_only=True) for r in (0, 1))
     for r in (r0, r1):
-        assert r["engine"] == "DistributedDataParallel" and r["owned"] and not r["group_left"]
+        assert r["train_module"] == "DistributedDataParallel" and r["owned"] and not r["group_left"]
         assert r["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
     assert "metric.loss.proxies" in r0["loss"]  # the loss's own parameters are trained (and all-reduced) too
     assert_equal_states(r0["init"], r1["init"])

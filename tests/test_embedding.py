@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashionlens.embedding import embed_spec, list_images, load_embeddings, resolve_samples, save_embeddings
+from fashionlens.data.readers import read_source
+from fashionlens.data.readers.folder import list_images
+from fashionlens.embedding import embed_spec, load_embeddings, save_embeddings
 from fashionlens.export import OnnxEmbedder, export_onnx
 from fashionlens.inference import Predictor
 
@@ -82,11 +84,11 @@ def test_image_folder_skips_unreadable(setup):
 
 def test_bad_sources(setup, tmp_path):
     with pytest.raises(FileNotFoundError, match="neither an image folder nor a data spec"):
-        resolve_samples(str(tmp_path / "nowhere"))
+        read_source(str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="needs a data spec"):
-        resolve_samples(setup["images"], split="train")
+        read_source(setup["images"], split="train")
     with pytest.raises(ValueError, match="no images"):
-        resolve_samples(str(tmp_path))
+        read_source(str(tmp_path))
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         embed_spec(setup["onnx"], setup["images"], batch_size=0)
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from fashionlens import cli
 from fashionlens.config import RunConfig, to_dict
-from fashionlens.export import (INPUT_NAME, OnnxEmbedder, _FlatOutputs, export_onnx, load_predictor, read_metadata,
+from fashionlens.export import (INPUT_NAME, OnnxEmbedder, FlatOutputs, export_onnx, load_predictor, read_metadata,
                                 verify_export)
 from fashionlens.inference import Predictor
 from fashionlens.models import build_model
@@ -162,11 +162,11 @@ def test_verify_catches_a_wrong_graph(tmp_path, tiny_onnx):
     model = load_model(run)[0]
     names = read_metadata(path)[2]
     x = torch.randn(2, 3, 64, 64)
-    assert max(verify_export(path, _FlatOutputs(model, names), x).values()) < 1e-4
+    assert max(verify_export(path, FlatOutputs(model, names), x).values()) < 1e-4
     with torch.no_grad():
         model.category.bias.add_(1.0)  # the eager model now differs from the exported graph
     with pytest.raises(RuntimeError, match="'category' differs"):
-        verify_export(path, _FlatOutputs(model, names), x)
+        verify_export(path, FlatOutputs(model, names), x)
 
 
 def test_bad_onnx_files_give_clear_errors(tmp_path, tiny_onnx):

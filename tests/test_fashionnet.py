@@ -6,8 +6,8 @@ import torch
 from fashionlens.config import LossConfig, ModelConfig
 from fashionlens.losses import MultiTaskLoss
 from fashionlens.models import FashionNet, build_model, create_model
-from fashionlens.models._heads import soft_argmax
-from fashionlens.models._landmarks import pool_landmarks
+from fashionlens.models.heads import soft_argmax
+from fashionlens.models.landmarks import pool_landmarks
 
 SIZES = dict(num_categories=5, num_attributes=6, num_items=3, level_sizes=(2, 3))
 

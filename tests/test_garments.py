@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import fashionlens
-from fashionlens.data._garment_scenes import pixel, render_view, sample_view
-from fashionlens.data._garment_shapes import ATTRIBUTE_GROUPS, CATEGORIES, build_shape
-from fashionlens.data._garment_textures import render_canonical
+from fashionlens.data.garments.scenes import pixel, render_view, sample_view
+from fashionlens.data.garments.shapes import ATTRIBUTE_GROUPS, CATEGORIES, build_shape
+from fashionlens.data.garments.textures import render_canonical
 from fashionlens.data.garments import ATTRIBUTES, plan_items, render_dataset
 from fashionlens.data.samples import OCCLUDED, TRUNCATED, VISIBLE
 

@@ -263,7 +263,7 @@ def test_untrained_ivf_is_refused():
 
 
 def test_auto_nlist_and_config():
-    index = index_from_config(IndexConfig(kind="ivf", nprobe=4), DIM)
+    index = index_from_config(IndexConfig(kind="ivf", nlist=0, nprobe=4), DIM)  # nlist 0 = auto
     assert isinstance(index, FaissIndex) and index.nlist == 0
     index.train(clustered(2000, seed=9))
     assert index.nlist == 51  # min(4 sqrt(2000) = 179, 2000 // 39 = 51)

@@ -13,7 +13,7 @@ from deepfashion_fixtures import (
 )
 
 import fashionlens
-from fashionlens.data.readers._listfile import folder_category
+from fashionlens.data.readers.listfile import folder_category
 from fashionlens.data.readers.deepfashion import read_c2s, read_category, read_fine, read_inshop
 from fashionlens.data.samples import DataFormatError
 

@@ -193,3 +193,31 @@ def test_manifest_missing_image(tmp_path):
     data = fashionlens.read(f"manifest:{path}", missing="skip")
     assert len(data) == 2 and data.skipped_missing == 1
     assert data.info.categories == ["skirt", "tee"]  # the vocabulary still counts every row
+
+
+# ---------------------------------------------------------------------------------------------- images
+def test_images_spec_reads_a_plain_folder_recursively(tmp_path):
+    from fashionlens.data.readers import read_source
+
+    _touch_images(tmp_path, ["z.jpg", "a/b.png", "a/c/d.webp", ".hidden/e.jpg"])
+    (tmp_path / "notes.txt").write_text("not an image")
+    data = fashionlens.read(f"images:{tmp_path}")
+    assert [s.source for s in data] == ["a/b.png", "a/c/d.webp", "z.jpg"]  # sorted paths, hidden skipped
+    assert data.info.name == "images" and all(s.category is None for s in data)
+    assert [s.image for s in read_source(str(tmp_path))] == [s.image for s in data]
+
+
+def test_read_source_takes_a_spec_with_a_split_or_names_what_is_wrong(tmp_path):
+    from fashionlens.data.readers import read_source
+
+    _touch_images(tmp_path / "ds", ["train/cat/a.jpg", "val/cat/b.jpg", "val/dog/c.jpg"])
+    assert len(read_source(f"folder:{tmp_path / 'ds'}", "val")) == 2
+    with pytest.raises(ValueError, match="no samples in split 'test'"):
+        read_source(f"folder:{tmp_path / 'ds'}", "test")
+    with pytest.raises(ValueError, match="needs a data spec"):
+        read_source(str(tmp_path / "ds"), "val")
+    (tmp_path / "file.jpg").write_bytes(b"x")
+    with pytest.raises(NotADirectoryError, match="not a folder"):
+        read_source(str(tmp_path / "file.jpg"))
+    with pytest.raises(ValueError, match="no images"):
+        fashionlens.read(f"images:{tmp_path / 'empty'}") if (tmp_path / "empty").mkdir() is None else None

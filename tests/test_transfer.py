@@ -16,8 +16,8 @@ from fashionlens.models import build_model, create_backbone
 from fashionlens.models.backbones import backbone_stages, freeze_stages, stage_depths
 from fashionlens.models.fashionnet import FashionNet
 from fashionlens.training.checkpoint import load_checkpoint, load_model
-from fashionlens.training.fit import Trainer, _optimizer, _train_batches, fit
-from fashionlens.training.transfer import class_balance_weights
+from fashionlens.training.fit import Trainer, build_optimizer, epoch_batches, fit
+from fashionlens.training.sampling import class_balance_weights
 from test_fit import assert_same_weights, spec, tiny_cfg  # noqa: F401  (module fixture)
 
 
@@ -88,7 +88,7 @@ def test_layer_decay_scales_each_stage_by_its_depth(spec):  # noqa: F811
     model = build_model(cfg.model, num_categories=5)
     from fashionlens.losses import MultiTaskLoss
 
-    opt = _optimizer(model, MultiTaskLoss(LossConfig(metric=0.0)), cfg)
+    opt = build_optimizer(model, MultiTaskLoss(LossConfig(metric=0.0)), cfg)
     scale_of = {id(p): g["lr_scale"] for g in opt.param_groups for p in g["params"]}
     depths = stage_depths(model.backbone)
     for name, param in model.backbone.named_parameters():
@@ -114,14 +114,14 @@ def test_balanced_batches_draw_rare_classes_about_as_often_as_common_ones(spec):
     cfg = tiny_cfg(spec, balance=1.0)
     trainer = Trainer(cfg, "/tmp/unused-balance", progress=False, log=lambda *_: None)
     cats = np.array([s.category for s in trainer.train_ds.samples])
-    drawn = np.concatenate([cats[b] for e in range(40) for b in _train_batches(trainer.train_ds, trainer.cfg, e)])
+    drawn = np.concatenate([cats[b] for e in range(40) for b in epoch_batches(trainer.train_ds, trainer.cfg, e)])
     freq = np.bincount(drawn, minlength=cats.max() + 1)[np.unique(cats)] / len(drawn)
     natural = np.bincount(cats)[np.unique(cats)] / len(cats)
     uniform = 1 / len(freq)
     assert np.abs(freq - uniform).max() < 0.4 * uniform  # near-uniform over classes
     assert np.abs(freq - uniform).max() < np.abs(natural - uniform).max()  # closer than the data's own mix
-    first = [list(b) for b in _train_batches(trainer.train_ds, trainer.cfg, 3)]
-    assert first == [list(b) for b in _train_batches(trainer.train_ds, trainer.cfg, 3)]  # seeded per epoch
+    first = [list(b) for b in epoch_batches(trainer.train_ds, trainer.cfg, 3)]
+    assert first == [list(b) for b in epoch_batches(trainer.train_ds, trainer.cfg, 3)]  # seeded per epoch
 
 
 # ---------------------------------------------------------------- weight averaging (EMA)
@@ -156,7 +156,7 @@ def test_ema_run_ships_averaged_weights_and_resumes_exactly(spec, tmp_path):  # 
 
 
 def test_ema_update_is_the_exponential_moving_average_with_warm_up():
-    from fashionlens.training.transfer import ema_model
+    from fashionlens.training.ema import ema_model
 
     net = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1))
     ema = ema_model(net, 0.9)
@@ -217,10 +217,10 @@ def test_evaluate_tta_switch_overrides_the_run(spec, tmp_path):  # noqa: F811
 def test_imagenet_feature_variants_have_distinct_cache_identities(tmp_path):
     from PIL import Image
 
-    from fashionlens.audit.features import _identity, compute_features
+    from fashionlens.audit.features import compute_features, feature_identity
 
-    assert _identity("imagenet", 96, "features") != _identity("imagenet", 96, "features", flip=True)
-    assert _identity("imagenet", 96, "features") != _identity("imagenet:tf_efficientnet_lite1", 96, "features")
+    assert feature_identity("imagenet", 96, "features") != feature_identity("imagenet", 96, "features", flip=True)
+    assert feature_identity("imagenet", 96, "features") != feature_identity("imagenet:tf_efficientnet_lite1", 96, "features")
     rng = np.random.default_rng(0)
     samples = []
     for i in range(3):
@@ -300,7 +300,7 @@ def test_instance_views_pair_two_augmentations_of_one_unlabelled_image(spec, tmp
     ds = trainer.train_ds
     assert all(s.category is None and s.attributes is None and s.bbox is None for s in ds.samples)
     assert len(ds.items) * 2 == len(ds)
-    for batch in _train_batches(ds, trainer.cfg, 0):
+    for batch in epoch_batches(ds, trainer.cfg, 0):
         by_item: dict[int, set] = {}
         for i in batch:
             by_item.setdefault(int(ds.item_labels[i]), set()).add(ds.samples[i].image)
@@ -315,7 +315,7 @@ def test_instance_views_pair_two_augmentations_of_one_unlabelled_image(spec, tmp
     labels = torch.arange(4).repeat_interleave(2)
     assert loss(emb, labels) < loss(emb, labels[torch.randperm(8, generator=torch.Generator().manual_seed(1))])
     with pytest.raises(ValueError, match="instance_views must be >= 2"):
-        from fashionlens.training.transfer import instance_views
+        from fashionlens.training.sampling import instance_views
 
         instance_views(ds.samples, 1)
 

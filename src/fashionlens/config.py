@@ -115,14 +115,17 @@ class LossConfig:
 
 @dataclass
 class IndexConfig:
+    """A catalog's vector index (``Catalog.create``, ``catalog build``); not part of a run: the catalog decides."""
+
     backend: str = "faiss"  # "faiss" (embedded, files on disk) or "milvus" (pymilvus: milvus-lite file or server URI)
     kind: str = "flat"  # "flat" (exact), "ivf" (k-means clusters, nlist/nprobe) or "ivfpq" (IVF + product quantization)
-    nlist: int = 0  # IVF clusters (0 = auto: about 4 * sqrt(N) at train time; milvus: 128)
-    nprobe: int = 0  # IVF clusters scanned per query (0 = auto: about nlist / 8)
-    pq_m: int = 16  # PQ sub-quantizers per vector (must divide the embedding size)
+    nlist: int = 64  # IVF clusters (0 = auto: about 4 * sqrt(N) at train time; milvus: 128)
+    nprobe: int = 8  # IVF clusters scanned per query (0 = auto: about nlist / 8)
+    pq_m: int = 8  # PQ sub-quantizers per vector (must divide the embedding size)
     pq_bits: int = 8  # bits per PQ code (8 = 256 centroids per sub-quantizer)
     uri: str = ""  # milvus: local milvus-lite file "path/index.db" or a server "http://host:19530"
     collection: str = "fashionlens"  # milvus collection name
+    min_train: int = -1  # IVF: vectors stored before the index is trained (-1 = 39 x nlist, 39 x 256 at least for PQ)
 
 
 @dataclass
@@ -133,7 +136,6 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    index: IndexConfig = field(default_factory=IndexConfig)
     seed: int = 0  # global random seed
     threads: int = 0  # torch intra-op threads (0 = library default)
 
@@ -163,7 +165,10 @@ def _build(cls: type, values: dict, where: str) -> Any:
 
 def from_dict(values: dict, cls: type = RunConfig) -> Any:
     """Plain dict -> config dataclass; unknown keys raise ValueError naming them."""
-    return _build(cls, values or {}, cls.__name__)
+    values = dict(values or {})
+    if cls is RunConfig:
+        values.pop("index", None)  # runs saved before the index settings moved to the catalog carry an unused copy
+    return _build(cls, values, cls.__name__)
 
 
 def apply_overrides(cfg: RunConfig, assignments: Sequence[str]) -> RunConfig:

@@ -11,7 +11,15 @@ import shutil
 from dataclasses import dataclass
 from typing import Callable
 
+from fashionlens.catalog import build
 from fashionlens.config import RunConfig
+from fashionlens.data.garments import render_dataset
+from fashionlens.data.readers import read
+from fashionlens.data.show import contact_sheet
+from fashionlens.data.stats import dataset_stats, format_stats
+from fashionlens.recipes import load_recipe
+from fashionlens.runs import evaluate_run
+from fashionlens.training.fit import fit
 
 
 @dataclass
@@ -28,8 +36,6 @@ class DemoSettings:
 
 
 def demo_config(s: DemoSettings, spec: str) -> RunConfig:
-    from fashionlens.recipes import load_recipe
-
     cfg = load_recipe("garments")
     cfg.data.spec, cfg.seed, cfg.train.epochs, cfg.train.max_minutes = spec, s.seed, s.epochs, s.minutes
     if s.quick:
@@ -40,13 +46,6 @@ def demo_config(s: DemoSettings, spec: str) -> RunConfig:
 
 def run_demo(s: DemoSettings, log: Callable[[str], None] = print) -> dict:
     """Render (or reuse) the garment set, train (or reuse) a model, evaluate it; returns paths and metrics."""
-    from fashionlens.data.garments import render_dataset
-    from fashionlens.data.readers import read
-    from fashionlens.data.show import contact_sheet
-    from fashionlens.data.stats import dataset_stats, format_stats
-    from fashionlens.runs import evaluate_run
-    from fashionlens.training.fit import fit
-
     if s.quick:
         s.items, s.views, s.size = min(s.items, 20), min(s.views, 4), min(s.size, 64)
     root, run = os.path.join(s.workdir, "garments"), os.path.join(s.workdir, "run")
@@ -76,9 +75,6 @@ def run_demo(s: DemoSettings, log: Callable[[str], None] = print) -> dict:
 
 def build_demo_catalog(spec: str, run: str, directory: str, *, quick: bool = False, log=print) -> str:
     """A shop catalog: the shop photos of every rendered item, embedded by the trained model (resumable)."""
-    from fashionlens.catalog import build
-    from fashionlens.data.readers import read
-
     data = read(spec)
     shop = data.where([s.domain == "shop" for s in data.samples])
     log(f"building the shop catalog ({len(shop)} shop photos) in {directory}")

@@ -25,46 +25,12 @@ import numpy as np
 import torch
 
 from fashionlens.data.dataset import encode_tolerant
-from fashionlens.data.readers import READERS, read
-from fashionlens.data.readers.folder import IMAGE_EXTENSIONS
+from fashionlens.data.readers import read_source
 from fashionlens.data.samples import Sample
 from fashionlens.export import load_predictor
 from fashionlens.inference import Predictor
 
 ID_FIELDS = ("paths", "item_ids", "categories", "domains", "splits")
-
-
-def list_images(folder: str) -> list[str]:
-    """Image files (``IMAGE_EXTENSIONS``, any case) under ``folder``, recursively, sorted; hidden entries skipped."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(root, f) for f in files
-                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
-    return sorted(found)
-
-
-def resolve_samples(source: str, split: str | None = None) -> list[Sample]:
-    """Samples of a data spec (``kind:PATH``, filtered to ``split``, comma-separated) or of an image folder."""
-    if source.partition(":")[0] in READERS:
-        data = read(source)
-        if split:
-            data = data.split(*split.split(","))
-            if not len(data):
-                raise ValueError(f"no samples in split {split!r} of {source}; splits: {read(source).splits()}")
-        return list(data.samples)
-    if not os.path.exists(source):
-        raise FileNotFoundError(f"{source}: neither an image folder nor a data spec "
-                                f"({', '.join(k + ':PATH' for k in READERS)})")
-    if not os.path.isdir(source):
-        raise NotADirectoryError(f"{source}: not a folder (give a folder of images or a data spec)")
-    if split:
-        raise ValueError(f"--split needs a data spec; {source} is a plain image folder without splits")
-    root = os.path.abspath(source)
-    files = list_images(root)
-    if not files:
-        raise ValueError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) found in it or its subfolders")
-    return [Sample(image=f, source=os.path.relpath(f, root)) for f in files]
 
 
 def embed_batch(predictor: Predictor, images: torch.Tensor) -> np.ndarray:
@@ -85,7 +51,7 @@ def embed_spec(predictor: Predictor | str, source: str, *, split: str | None = N
         predictor = load_predictor(predictor)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    samples = resolve_samples(source, split)
+    samples = list(read_source(source, split).samples)
     chunks, rows, failed = encode_tolerant(samples, predictor.transform, lambda x: embed_batch(predictor, x),
                                            batch_size=batch_size, num_workers=num_workers, progress=progress,
                                            desc="embedding")
@@ -146,4 +112,4 @@ def load_embeddings(path: str) -> tuple[dict[str, Any], np.ndarray]:
     return ids, vectors
 
 
-__all__ = ["embed_batch", "embed_spec", "list_images", "load_embeddings", "resolve_samples", "save_embeddings"]
+__all__ = ["embed_batch", "embed_spec", "load_embeddings", "save_embeddings"]

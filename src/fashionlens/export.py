@@ -30,10 +30,15 @@ import warnings
 from typing import Any, Sequence
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
+from fashionlens import __version__
 from fashionlens.config import RunConfig, from_dict, to_dict
 from fashionlens.data.transforms import eval_size
+from fashionlens.files import atomic_write
 from fashionlens.inference import Predictor
 from fashionlens.training.checkpoint import load_model
 
@@ -58,7 +63,7 @@ def output_names(outputs: dict[str, Any]) -> list[str]:
     return names
 
 
-class _FlatOutputs(torch.nn.Module):
+class FlatOutputs(torch.nn.Module):
     """The model with a tuple of tensors as output (ONNX has no dicts), in ``names`` order."""
 
     def __init__(self, model: torch.nn.Module, names: Sequence[str]):
@@ -90,20 +95,16 @@ def export_onnx(run_dir: str, out_path: str, *, opset: int | None = None, dynami
     example = torch.randn(2 if dynamic_batch else 1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         names = output_names(model(example))
-    flat = _FlatOutputs(model, names).eval()
-    out_dir = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = f"{out_path}.tmp.{os.getpid()}"
-    try:
+    flat = FlatOutputs(model, names).eval()
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+
+    def write(tmp: str) -> None:
         _torch_export(flat, example, tmp, names, opset, dynamic_batch, exporter)
         _write_metadata(tmp, cfg, labels, names, exporter)
         if verify:
             verify_export(tmp, flat, example)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return out_path
+
+    return atomic_write(out_path, write)
 
 
 def _torch_export(flat: torch.nn.Module, example: torch.Tensor, path: str, names: list[str], opset: int,
@@ -111,7 +112,7 @@ def _torch_export(flat: torch.nn.Module, example: torch.Tensor, path: str, names
     kw: dict[str, Any] = dict(input_names=[INPUT_NAME], output_names=names, opset_version=opset)
     if exporter == "dynamo":
         try:
-            import onnxscript  # noqa: F401  (the dynamo exporter's dependency)
+            import onnxscript  # noqa: F401  lazy: an optional package, needed by the dynamo exporter alone
         except ImportError as exc:
             raise ValueError("exporter='dynamo' needs the onnxscript package "
                              "(pip install torch==<your torch> onnxscript); or use exporter='torchscript'") from exc
@@ -141,10 +142,6 @@ def preprocessing(cfg: RunConfig) -> dict[str, Any]:
 
 
 def _write_metadata(path: str, cfg: RunConfig, labels: dict[str, Any], names: list[str], exporter: str) -> None:
-    import onnx
-
-    from fashionlens import __version__
-
     proto = onnx.load(path)
     values = {"format": str(FORMAT), "version": __version__, "exporter": exporter,
               "config": json.dumps(to_dict(cfg)), "labels": json.dumps(labels), "outputs": json.dumps(names),
@@ -179,9 +176,6 @@ def verify_export(path: str, flat: torch.nn.Module, example: torch.Tensor) -> di
 
 def _session(path: str, threads: int | None) -> Any:
     """An ONNX Runtime CPU session with full graph optimisation; clear errors for missing / broken files."""
-    import onnxruntime as ort
-    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"ONNX model not found: {path}")
     options = ort.SessionOptions()

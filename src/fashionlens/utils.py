@@ -26,7 +26,7 @@ def import_torchvision() -> ModuleType:
     images are decoded with Pillow.
     """
     global _torchvision_lib
-    import torch
+    import torch  # lazy: utils serves torch-free code too (index, readers); torch loads where it is used
 
     if _torchvision_lib is None:
         _torchvision_lib = torch.library.Library("torchvision", "FRAGMENT")
@@ -35,14 +35,14 @@ def import_torchvision() -> ModuleType:
                 _torchvision_lib.define(schema)
             except RuntimeError:  # already defined (a working torchvision build): fine
                 pass
-    import torchvision
+    import torchvision  # lazy: only after the operator schemas above are declared
 
     return torchvision
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and PyTorch."""
-    import torch
+    import torch  # lazy: see import_torchvision
 
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -51,7 +51,7 @@ def seed_everything(seed: int) -> None:
 
 def set_threads(num_threads: int | None) -> None:
     """Set PyTorch intra-op threads (None or 0 leaves the default: one per core)."""
-    import torch
+    import torch  # lazy: see import_torchvision
 
     if num_threads:
         torch.set_num_threads(int(num_threads))

@@ -24,11 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from fashionlens.audit.label_audit import (
-    blas_threads,
-    make_classifier,
-    stratified_folds,
-)
+from fashionlens.audit.label_audit import blas_threads, make_classifier, stratified_folds
+from fashionlens.data.readers import read
 from fashionlens.data.samples import CLOTHES_TYPES, Sample
 
 MODES = ("relabel", "drop")
@@ -192,8 +189,6 @@ def seed_from_manifest(samples: Sequence[Sample], manifest: str,
     Images are matched to ``samples`` by absolute path; the manifest's category (the hand-checked label)
     is the trusted label.  Raises ValueError naming ``file:line`` for an image not among the samples or a
     category not among ``categories``."""
-    from fashionlens.data.readers import read
-
     seed = read(f"manifest:{manifest}")
     where = {os.path.normcase(os.path.abspath(s.image)): i for i, s in enumerate(samples)}
     index = {name: i for i, name in enumerate(categories)}

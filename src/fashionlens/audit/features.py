@@ -29,8 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from fashionlens.config import DataConfig
 from fashionlens.data.dataset import encode_tolerant
 from fashionlens.data.samples import Sample
+from fashionlens.data.transforms import build_transforms
+from fashionlens.models.backbones import backbone_normalization, create_backbone
+from fashionlens.training.checkpoint import find_checkpoint, load_model
 
 IMAGENET = "imagenet"
 IMAGENET_BACKBONE = "tf_efficientnet_lite0"
@@ -57,10 +61,6 @@ def _imagenet_backbone(model: str) -> str:
 
 
 def _imagenet_model(image_size: int, backbone: str = IMAGENET_BACKBONE, flip: bool = False) -> FeatureModel:
-    from fashionlens.config import DataConfig
-    from fashionlens.data.transforms import build_transforms
-    from fashionlens.models.backbones import backbone_normalization, create_backbone
-
     net = create_backbone(backbone, pretrained=True).eval()
     net = net.to(memory_format=torch.channels_last)
     mean, std = backbone_normalization(backbone)
@@ -82,9 +82,6 @@ def _imagenet_identity(backbone: str, image_size: int, flip: bool) -> str:
 
 
 def _run_model(run: str, kind: str) -> FeatureModel:
-    from fashionlens.data.transforms import build_transforms
-    from fashionlens.training.checkpoint import find_checkpoint, load_model
-
     path = os.path.abspath(find_checkpoint(run))
     model, cfg, _ = load_model(path)
 
@@ -95,7 +92,7 @@ def _run_model(run: str, kind: str) -> FeatureModel:
             raise ValueError(f"{path}: the model has no {kind!r} output (it has {', '.join(sorted(out))})")
         return out[kind].float().numpy()  # (B, hidden_dim) or (B, embedding_dim)
 
-    return FeatureModel(_identity(path, 0, kind), build_transforms(cfg.data, train=False), encode)
+    return FeatureModel(feature_identity(path, 0, kind), build_transforms(cfg.data, train=False), encode)
 
 
 def load_feature_model(model: str, *, image_size: int = 224, kind: str = "features",
@@ -151,7 +148,7 @@ def compute_features(samples: Sequence[Sample], model: str | FeatureModel = IMAG
     if not samples:
         raise ValueError("no samples to compute features of")
     fm = model if isinstance(model, FeatureModel) else None
-    identity = fm.identity if fm else _identity(model, image_size, kind, flip)
+    identity = fm.identity if fm else feature_identity(model, image_size, kind, flip)
     key = cache_key(samples, identity)
     path = os.path.join(cache_dir, f"features-{key[:20]}.npz") if cache_dir else None
     cached = _read_cache(path, key) if path else None
@@ -172,11 +169,10 @@ def compute_features(samples: Sequence[Sample], model: str | FeatureModel = IMAG
     return vectors, rows
 
 
-def _identity(model: str | FeatureModel, image_size: int, kind: str, flip: bool = False) -> str:
+def feature_identity(model: str | FeatureModel, image_size: int, kind: str, flip: bool = False) -> str:
     """The model identity without loading it (same string the loaded FeatureModel carries)."""
     if _is_imagenet(model):
         return _imagenet_identity(_imagenet_backbone(str(model)), image_size, flip)
-    from fashionlens.training.checkpoint import find_checkpoint
 
     if not os.path.exists(str(model)):
         raise FileNotFoundError(f"--model {model}: neither 'imagenet' nor an existing run directory / checkpoint")

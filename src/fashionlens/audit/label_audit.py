@@ -29,10 +29,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import PredefinedSplit, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 #: Default inverse L2 strength of the audit's logistic regression: the best out-of-fold log-loss on the
 #: ORIGINAL train labels of clothing-small with ImageNet Lite0 features among 0.02 / 0.1 / 0.5 (0.396 /
@@ -75,20 +81,12 @@ def blas_threads(threads: int | None = 1) -> Any:
     The fits are small matrix products repeated hundreds of times by L-BFGS; extra BLAS threads cost more
     in synchronisation than they gain, badly so on a busy machine (one fit on 2,400 x 1,280 features:
     0.35 s with 1 thread, 9-17 s with 2 threads on a shared 2-core machine)."""
-    from contextlib import nullcontext
-
-    from threadpoolctl import threadpool_limits
-
     return nullcontext() if threads is None else threadpool_limits(limits=int(threads), user_api="blas")
 
 
 def make_classifier(C: float = AUDIT_C, max_iter: int = 2000, seed: int = 0) -> Any:
     """StandardScaler + multinomial LogisticRegression: fast on CPU on frozen features (seconds for thousands
     of 1280-d rows) and gives calibrated-enough probabilities; ``C`` is the inverse L2 strength."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
 
 
@@ -101,8 +99,6 @@ def out_of_fold_probabilities(features: Any, labels: Any, *, folds: int | np.nda
     explicit (N,) array of fold ids.  Columns of classes absent from ``labels`` are 0; a class absent from
     a training fold gets probability 0 in that fold (sklearn's handling).  ``threads``: BLAS threads
     (:func:`blas_threads`)."""
-    from sklearn.model_selection import PredefinedSplit, cross_val_predict
-
     x = np.asarray(features, np.float64)
     if x.ndim != 2 or not np.isfinite(x).all():
         raise ValueError(f"features must be a finite (N, D) array, got shape {x.shape}")
@@ -177,7 +173,7 @@ def rank_suspects(labels: Any, pred_probs: np.ndarray,
 def cleanlab_issues(labels: Any, pred_probs: np.ndarray, filter_by: str = "prune_by_noise_rate") -> np.ndarray:
     """(N,) bool: ``cleanlab.filter.find_label_issues`` on the same probabilities (classes absent from the
     labels are dropped and the rows renormalised first, as cleanlab needs every class to occur)."""
-    from cleanlab.filter import find_label_issues
+    from cleanlab.filter import find_label_issues  # lazy: 3.6 s to import (measured), for the optional comparison
 
     p = np.asarray(pred_probs, np.float64)
     y, _ = _labels(labels, len(p), p.shape[1])

@@ -26,8 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence, Union
 
 import cv2
+import faiss
 import numpy as np
 from PIL import Image
+from sklearn.feature_extraction.text import TfidfTransformer
 
 from fashionlens.data.decode import array_to_rgb, load_image, to_rgb
 from fashionlens.data.samples import Sample
@@ -135,9 +137,6 @@ class SiftBoVW:
 
     def fit_descriptors(self, descriptors: Sequence[np.ndarray]) -> "SiftBoVW":
         """:meth:`fit` from already extracted descriptors (one (n_i, 128) array per training image)."""
-        import faiss
-        from sklearn.feature_extraction.text import TfidfTransformer
-
         stacked = np.concatenate([_check_desc(d) for d in descriptors]) if len(descriptors) else np.zeros((0, 128))
         if len(stacked) < self.vocab_size:
             raise ValueError(f"SiftBoVW.fit: {len(descriptors)} images gave {len(stacked)} SIFT descriptors, fewer "

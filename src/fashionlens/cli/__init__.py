@@ -12,8 +12,22 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from fashionlens.cli import (audit, calibrate, catalog, clean, data, demo, embed, evaluate, export, predict, search,
-                             serve, synth, train)
+from fashionlens.cli import (
+    audit,
+    calibrate,
+    catalog,
+    clean,
+    data,
+    demo,
+    embed,
+    evaluate,
+    export,
+    predict,
+    search,
+    serve,
+    synth,
+    train,
+)
 
 #: The command modules, in the order ``fashionlens --help`` lists their commands.
 COMMANDS = (synth, data, train, evaluate, predict, demo, export, embed, calibrate, catalog, search, serve, audit, clean)

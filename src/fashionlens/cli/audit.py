@@ -41,7 +41,7 @@ def features(args: argparse.Namespace, samples: list) -> tuple[list, np.ndarray]
     cache = None if args.no_cache else (args.cache or os.path.join(cache_dir(), "features"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        vectors, rows = computefeatures(samples, args.model, image_size=args.image_size, kind=args.features,
+        vectors, rows = compute_features(samples, args.model, image_size=args.image_size, kind=args.features,
                                          batch_size=args.batch_size, num_workers=args.workers, cache_dir=cache,
                                          progress=not args.quiet)
     for w in caught:

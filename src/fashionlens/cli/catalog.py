@@ -15,11 +15,12 @@ from typing import Any
 def cmd_build(args: argparse.Namespace) -> int:
     # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.catalog import build
+    from fashionlens.config import IndexConfig
 
-    params = {k: v for k, v in (("nlist", args.nlist), ("nprobe", args.nprobe), ("pq_m", args.pq_m)) if v is not None}
+    given = {k: v for k, v in (("nlist", args.nlist), ("nprobe", args.nprobe), ("pq_m", args.pq_m)) if v is not None}
+    index = IndexConfig(backend=args.backend, kind=args.index, **given)
     summary = build(args.out, args.model, args.data or args.images, split=args.split, batch_size=args.batch_size,
-                    progress=not args.quiet, crop=args.crop, backend=args.backend, index=args.index,
-                    skip_bad=args.skip_bad, index_params=params)
+                    progress=not args.quiet, crop=args.crop, index=index, skip_bad=args.skip_bad)
     print(json.dumps(summary))
     return 0
 

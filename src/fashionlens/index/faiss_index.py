@@ -25,15 +25,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from fashionlens.index.base import (
-    VectorIndex,
-    atomic_write,
-    auto_nlist,
-    empty_results,
-    read_sidecar,
-    write_sidecar,
-)
-
+from fashionlens.files import atomic_write
+from fashionlens.index.base import VectorIndex, auto_nlist, empty_results, read_sidecar, write_sidecar
 
 _GATHER_MIN_QUERIES = 20  # filtered flat search: from this batch size on, gather the subset (BLAS)
 

@@ -45,7 +45,7 @@ def is_lite_uri(uri: str) -> bool:
 def _connect(uri: str) -> Any:
     """A MilvusClient for ``uri`` (an absolute ``.db`` path starts a milvus-lite server in this process)."""
     try:
-        from pymilvus import MilvusClient
+        from pymilvus import MilvusClient  # lazy: see fashionlens.index (pymilvus loads with the backend)
     except ImportError as e:  # pragma: no cover - pymilvus is a dependency
         raise ImportError("the milvus backend needs pymilvus (and milvus-lite for .db files)") from e
     if not is_lite_uri(uri):
@@ -65,7 +65,7 @@ def _release_lite(uri: str) -> None:
         if last:
             del _lite_users[uri]
     if last:
-        from milvus_lite.server_manager import server_manager_instance
+        from milvus_lite.server_manager import server_manager_instance  # lazy: local .db files only
 
         server_manager_instance.release_server(uri)
 
@@ -78,7 +78,7 @@ def _wait_for_lite_index(uri: str, collection: str) -> None:
     private drain point is used when present, so searches after ``flush()`` measure the IVF index.
     """
     try:
-        from milvus_lite.server_manager import server_manager_instance
+        from milvus_lite.server_manager import server_manager_instance  # lazy: local .db files only
 
         _server, db, _port = server_manager_instance._servers[uri]
         db.get_collection(collection)._wait_for_bg()
@@ -133,7 +133,7 @@ class MilvusIndex(VectorIndex):
         return params
 
     def _create(self) -> None:
-        from pymilvus import DataType, MilvusClient
+        from pymilvus import DataType, MilvusClient  # lazy: see fashionlens.index
 
         if self._client.has_collection(self.collection):
             raise ValueError(

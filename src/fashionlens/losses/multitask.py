@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from fashionlens.config import LossConfig
 from fashionlens.losses.metric import build_metric_loss
+from fashionlens.utils import import_torchvision
 
 TASKS = ("category", "levels", "attributes", "landmarks", "visibility", "item", "metric", "bbox")
 LANDMARK_LOSSES = ("l1", "mse", "heatmap")
@@ -103,10 +104,8 @@ def box_loss(pred: torch.Tensor, target: torch.Tensor, has_box: torch.Tensor) ->
     """L1 + generalised IoU loss of (B, 4) x1y1x2y2 boxes in [0, 1], averaged over images with a box."""
     if not has_box.any():
         return pred.sum() * 0.0
-    from fashionlens.utils import import_torchvision
-
     import_torchvision()
-    from torchvision.ops import generalized_box_iou_loss
+    from torchvision.ops import generalized_box_iou_loss  # lazy: only after the CPU shim above, and only with boxes
 
     p, t = pred[has_box].float(), target[has_box].float()
     return F.l1_loss(p, t) + generalized_box_iou_loss(p, t, reduction="mean", eps=1e-6)

@@ -25,6 +25,7 @@ from types import ModuleType
 
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file
 
 from fashionlens.utils import import_torchvision
 
@@ -44,7 +45,7 @@ Norm = tuple[tuple[float, float, float], tuple[float, float, float]]
 def _timm() -> ModuleType:
     """Import timm (it imports torchvision, which needs the CPU shim first)."""
     import_torchvision()
-    import timm
+    import timm  # lazy: only after the CPU shim above; tiny_cnn models never load timm (nor torchvision)
 
     return timm
 
@@ -215,8 +216,6 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"backbone weights file not found: {path}")
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
         return load_file(path, device="cpu")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

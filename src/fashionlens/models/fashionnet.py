@@ -18,10 +18,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fashionlens.config import ModelConfig
-from fashionlens.models._attention import SpatialAttention
-from fashionlens.models._heads import make_landmark_head
-from fashionlens.models._landmarks import LocalBranch
+from fashionlens.models.attention import SpatialAttention
 from fashionlens.models.backbones import create_backbone, freeze_stages
+from fashionlens.models.heads import make_landmark_head
+from fashionlens.models.landmarks import LocalBranch
 
 NUM_LANDMARKS = 8
 

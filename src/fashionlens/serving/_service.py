@@ -20,10 +20,11 @@ import numpy as np
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from fashionlens.catalog import Catalog
 from fashionlens.inference import Predictor, crop_box
-from fashionlens.serving._batcher import MicroBatcher, QueueFull
 from fashionlens.serving._errors import ApiError
 from fashionlens.serving._metrics import Metrics
+from fashionlens.serving.batcher import MicroBatcher, QueueFull
 from fashionlens.serving.settings import API_KEY_ENV, ServeSettings, resolve_api_key
 
 T = TypeVar("T")
@@ -61,8 +62,6 @@ class Service:
         """Open the catalog and the writer thread (a no-op when open)."""
         with self._lock:
             if self.settings.catalog_dir and self._catalog is None:
-                from fashionlens.catalog import Catalog
-
                 self._catalog = Catalog.open(self.settings.catalog_dir)
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(1, thread_name_prefix="fashionlens-writer")

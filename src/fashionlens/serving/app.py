@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import uvicorn
 from fastapi import Depends, FastAPI, File, Form, Path, Query, Security, UploadFile
 from fastapi.responses import FileResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -53,13 +54,7 @@ from fashionlens.serving._schemas import (
     result_body,
 )
 from fashionlens.serving._service import Service
-from fashionlens.serving._uploads import (
-    FORM_OVERHEAD,
-    BodyLimitMiddleware,
-    decode_upload,
-    read_upload,
-    upload_source,
-)
+from fashionlens.serving._uploads import FORM_OVERHEAD, BodyLimitMiddleware, decode_upload, read_upload, upload_source
 from fashionlens.serving.settings import ServeSettings
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
@@ -253,8 +248,6 @@ def _add_web_page(app: FastAPI, folder: str) -> None:
 
 def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
     """Run the app with uvicorn (blocking); bind to 0.0.0.0 only behind a trusted network or proxy."""
-    import uvicorn
-
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
 
 

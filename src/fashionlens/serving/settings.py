@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from PIL import Image
+
 #: Environment variable read for the API key when the settings give none.
 API_KEY_ENV = "FASHIONLENS_API_KEY"
 #: Image formats (Pillow names) the service decodes; MPO (multi-picture camera JPEG) counts as JPEG.
@@ -46,7 +48,6 @@ class ServeSettings:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"ServeSettings.{name} out of range: {getattr(self, name)!r}")
-        from PIL import Image
 
         Image.init()
         if not self.formats or any(not isinstance(f, str) or f.upper() not in Image.OPEN for f in self.formats):

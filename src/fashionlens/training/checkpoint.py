@@ -12,19 +12,18 @@ from typing import Any
 
 import torch
 
+from fashionlens import __version__
 from fashionlens.config import RunConfig, from_dict
+from fashionlens.files import atomic_write
+from fashionlens.models import build_model
 
 FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: str, state: dict[str, Any]) -> None:
     """Write ``state`` atomically (temporary file + rename), so an interrupted save never leaves a torn file."""
-    from fashionlens import __version__
-
     payload = {"format_version": FORMAT_VERSION, "fashionlens_version": __version__, **state}
-    tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
@@ -60,8 +59,6 @@ def load_model(run: str) -> tuple[torch.nn.Module, RunConfig, dict[str, Any]]:
     labels = ckpt["labels"]
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.pretrained = False  # the checkpoint holds the weights
-    from fashionlens.models import build_model
-
     model = build_model(model_cfg, num_categories=len(labels["categories"]), num_attributes=len(labels["attributes"]),
                         num_items=len(labels.get("items") or []),
                         level_sizes=[len(level) for level in labels.get("hierarchy_levels") or []])

@@ -259,15 +259,15 @@ class LossInForward(nn.Module):
     """Adapter for ``train_one_epoch`` (which calls ``model(images)`` then ``loss_fn(outputs, batch)``):
     the "outputs" carry the images and the loss function runs the real (possibly DDP) forward."""
 
-    def __init__(self, engine: nn.Module):
+    def __init__(self, model_with_loss: nn.Module):
         super().__init__()
-        self.engine = engine
+        self.model_with_loss = model_with_loss  # a ModelWithLoss, wrapped in DDP under torchrun
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"images": images}
 
     def loss(self, weights: dict[str, float]) -> Callable[[dict, dict], dict]:
-        return lambda pending, batch: self.engine(pending["images"], batch, weights)[1]
+        return lambda pending, batch: self.model_with_loss(pending["images"], batch, weights)[1]
 
 
 def unused_parameters(module: nn.Module, *inputs: Any) -> list[str]:

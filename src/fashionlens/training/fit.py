@@ -20,15 +20,24 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Subset, WeightedRandomSampler
-from torch.utils.data import default_collate
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Subset,
+    WeightedRandomSampler,
+    default_collate,
+)
 
 from fashionlens.config import RunConfig, from_dict, save_yaml, to_dict
 from fashionlens.data.dataset import GarmentDataset, PKSampler
 from fashionlens.data.readers import read
 from fashionlens.data.splits import split_train_val
 from fashionlens.data.transforms import build_transforms
+from fashionlens.evaluation.plots import plot_curves
 from fashionlens.evaluation.report import compute_metrics
+from fashionlens.files import atomic_write
 from fashionlens.hierarchy.taxonomy import Hierarchy
 from fashionlens.losses import MultiTaskLoss
 from fashionlens.losses.multitask import stage_weights
@@ -36,11 +45,11 @@ from fashionlens.models import backbone_normalization, build_model
 from fashionlens.models.backbones import stage_depths
 from fashionlens.training import distributed as ddp
 from fashionlens.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from fashionlens.training.ema import ema_model
 from fashionlens.training.loop import collect_outputs, train_one_epoch
+from fashionlens.training.sampling import class_balance_weights, instance_views
 from fashionlens.training.schedule import lr_at
-from fashionlens.training.transfer import class_balance_weights, ema_model, instance_views
 from fashionlens.utils import seed_everything, set_threads
-
 
 
 @dataclass
@@ -64,7 +73,7 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def _optimizer(model: nn.Module, loss_fn: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, loss_fn: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     """Parameter groups: heads at lr; backbone at lr x backbone_lr_scale x layer_decay^depth (depth 0 = the
     last stage, counting towards the stem; see ``stage_depths``); no weight decay on 1-D params."""
     tc = cfg.train
@@ -87,7 +96,7 @@ def _optimizer(model: nn.Module, loss_fn: nn.Module, cfg: RunConfig) -> torch.op
     raise ValueError(f"unknown optimizer {cfg.train.optimizer!r}; choices: adamw, sgd")
 
 
-def _train_batches(ds: GarmentDataset, cfg: RunConfig, epoch: int) -> Any:
+def epoch_batches(ds: GarmentDataset, cfg: RunConfig, epoch: int) -> Any:
     """The epoch's global batch sampler: P x K by item when configured, else shuffled batches; seeded by epoch."""
     if cfg.train.pk_items > 0:
         sampler = PKSampler(ds.item_labels, cfg.train.pk_items, cfg.train.pk_images, seed=cfg.seed,
@@ -104,7 +113,7 @@ def _train_batches(ds: GarmentDataset, cfg: RunConfig, epoch: int) -> Any:
     return BatchSampler(sampler, batch, drop_last=len(ds) > batch)
 
 
-def _loader(ds: Dataset, cfg: RunConfig, batch_sampler: Any = None, seed: int = 0) -> DataLoader:
+def make_loader(ds: Dataset, cfg: RunConfig, batch_sampler: Any = None, seed: int = 0) -> DataLoader:
     """A DataLoader with its own generator: creating it leaves torch's global generator (which draws the
     augmentations) untouched, so a resumed run sees the same random stream as an uninterrupted one."""
     kw = dict(num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(seed))
@@ -162,10 +171,10 @@ class Trainer:
                                      embedding_dim=self.cfg.model.embedding_dim,
                                      class_weights=self._class_weights(),
                                      level_maps=[torch.tensor(m) for m in self.hierarchy.maps])
-        self.joint = ddp.ModelWithLoss(self.model, self.loss_fn)
-        self.optimizer = _optimizer(self.model, self.loss_fn, self.cfg)
-        self.steps_per_epoch = len(_train_batches(self.train_ds, self.cfg, 0))
-        self.engine = self._data_parallel()
+        self.model_with_loss = ddp.ModelWithLoss(self.model, self.loss_fn)
+        self.optimizer = build_optimizer(self.model, self.loss_fn, self.cfg)
+        self.steps_per_epoch = len(epoch_batches(self.train_ds, self.cfg, 0))
+        self.train_module = self._data_parallel()  # what the optimiser steps: model_with_loss, in DDP under torchrun
         if self.world > 1:  # same initial weights everywhere (seeded above); own augmentations per rank
             torch.manual_seed(self.cfg.seed * 1000 + self.rank)
 
@@ -210,9 +219,9 @@ class Trainer:
         return torch.tensor(weights, dtype=torch.float32)
 
     def _data_parallel(self) -> nn.Module:
-        """``self.joint`` itself single-process, else wrapped in DDP (see ``distributed.wrap_data_parallel``)."""
+        """``self.model_with_loss`` itself single-process, else wrapped in DDP (see ``distributed.wrap_data_parallel``)."""
         if self.world == 1:
-            return self.joint
+            return self.model_with_loss
         tc = self.cfg.train
         per_batch = tc.pk_items if tc.pk_items > 0 else min(tc.batch_size, len(self.train_ds))
         if per_batch < self.world:
@@ -221,7 +230,7 @@ class Trainer:
         probe = GarmentDataset(self.train_set, build_transforms(self.cfg.data, train=False),
                                num_attributes=self.info.num_attributes)  # un-augmented: draws no random numbers
         batch = default_collate([probe[i] for i in range(min(len(probe), 4))])
-        return ddp.wrap_data_parallel(self.joint, batch, stage_weights(0, self.cfg.loss), log=self.log)
+        return ddp.wrap_data_parallel(self.model_with_loss, batch, stage_weights(0, self.cfg.loss), log=self.log)
 
     def labels(self) -> dict[str, Any]:
         """What a checkpoint must carry to be self-describing."""
@@ -259,7 +268,7 @@ class Trainer:
             return {}
         part = ddp.shard_range(len(self.val_ds), self.rank, self.world)
         ds = self.val_ds if self.world == 1 else Subset(self.val_ds, list(part))
-        preds, targets, losses = collect_outputs(self.eval_model, _loader(ds, self.cfg), self.loss_fn,
+        preds, targets, losses = collect_outputs(self.eval_model, make_loader(ds, self.cfg), self.loss_fn,
                                                  channels_last=self.cfg.train.channels_last, progress=self.progress,
                                                  desc="val")
         preds, targets, losses = ddp.gather_outputs(preds, targets, losses, len(part))
@@ -330,9 +339,9 @@ class Trainer:
         """Train the rest of epoch ``run.epoch`` (from batch ``run.batch``) or until ``past()``; updates ``run``."""
         cfg, tc = self.cfg, self.cfg.train
         group = tc.pk_images if tc.pk_items > 0 else 1
-        batches = ddp.ShardedBatches(ddp.SkipBatches(_train_batches(self.train_ds, cfg, run.epoch), run.batch),
+        batches = ddp.ShardedBatches(ddp.SkipBatches(epoch_batches(self.train_ds, cfg, run.epoch), run.batch),
                                      self.rank, self.world, group)
-        loader = ddp.StopWhen(_loader(self.train_ds, cfg, batches, seed=cfg.seed * 1000 + run.epoch), past)
+        loader = ddp.StopWhen(make_loader(self.train_ds, cfg, batches, seed=cfg.seed * 1000 + run.epoch), past)
         start = run.batch
 
         def on_step(step: int, index: int) -> None:
@@ -342,9 +351,9 @@ class Trainer:
             if tc.checkpoint_every and step % tc.checkpoint_every == 0:
                 self._save(run, improved=False)
 
-        step_model = ddp.LossInForward(self.engine)
+        forward_and_loss = ddp.LossInForward(self.train_module)
         metrics, run.step = train_one_epoch(
-            step_model, loader, step_model.loss(stage_weights(run.epoch, cfg.loss)), self.optimizer,
+            forward_and_loss, loader, forward_and_loss.loss(stage_weights(run.epoch, cfg.loss)), self.optimizer,
             step=run.step, lr_fn=lr_fn, grad_clip=tc.grad_clip, amp=tc.amp, channels_last=tc.channels_last,
             on_step=on_step, progress=self.progress, desc=f"epoch {run.epoch + 1}/{tc.epochs}")
         return ddp.merge_train_metrics(ddp.all_gather_objects(metrics))
@@ -424,10 +433,7 @@ class Trainer:
 
     def _log_epoch(self, history: list[dict], improved: bool) -> None:
         """Rewrite metrics.jsonl from the history (atomic; stays consistent with last.pt) and log a line."""
-        path = os.path.join(self.out_dir, "metrics.jsonl")
-        with open(f"{path}.tmp", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(record) + "\n" for record in history)
-        os.replace(f"{path}.tmp", path)
+        atomic_write(os.path.join(self.out_dir, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in history))
         record = history[-1]
         shown = {k: record[k] for k in ("train_loss", "val_loss", "val_category_top1", "val_retrieval_top20",
                                          "val_landmark_ne", "train_images_per_s") if record.get(k) is not None}
@@ -438,8 +444,6 @@ class Trainer:
     def _plot(self, history: list[dict]) -> None:
         if not history:
             return
-        from fashionlens.evaluation.plots import plot_curves
-
         keys = [k for k in ("train_loss", "val_loss", "val_category_top1", "val_retrieval_top20", "val_landmark_ne")
                 if any(h.get(k) is not None for h in history)]
         plot_curves(history, keys, os.path.join(self.out_dir, "curves.png"))

@@ -26,6 +26,7 @@ READERS: dict[str, tuple[str, str]] = {
     "deepfashion-inshop": ("fashionlens.data.readers.deepfashion", "read_inshop"),
     "deepfashion-c2s": ("fashionlens.data.readers.deepfashion", "read_c2s"),
     "folder": ("fashionlens.data.readers.folder", "read_folder"),
+    "images": ("fashionlens.data.readers.folder", "read_images"),
     "manifest": ("fashionlens.data.readers.manifest", "read_manifest"),
     "fashion-mnist": ("fashionlens.data.readers.fashion_mnist", "read_fashion_mnist"),
     "garments": ("fashionlens.data.readers.garments", "read_garments"),
@@ -58,6 +59,27 @@ def read(spec: str, *, missing: str = "error") -> SampleSet:
     return fn(path, missing=missing)
 
 
+def read_source(source: str, split: str | None = None, *, missing: str = "error") -> SampleSet:
+    """A data spec (``kind:PATH``, kept to ``split``, comma-separated) or a plain folder of images (every image
+    under it, unlabelled: the ``images:`` reader); what ``embed`` and ``catalog build`` take."""
+    if source.partition(":")[0] not in READERS:
+        if not os.path.exists(source):
+            raise FileNotFoundError(f"{source}: neither an image folder nor a data spec "
+                                    f"({', '.join(k + ':PATH' for k in READERS)})")
+        if not os.path.isdir(source):
+            raise NotADirectoryError(f"{source}: not a folder (give a folder of images or a data spec)")
+        if split:
+            raise ValueError(f"--split needs a data spec; {source} is a plain image folder without splits")
+        return read(f"images:{source}", missing=missing)
+    data = read(source, missing=missing)
+    if split:
+        part = data.split(*split.split(","))
+        if not len(part):
+            raise ValueError(f"no samples in split {split!r} of {source}; splits: {data.splits()}")
+        return part
+    return data
+
+
 def check_images(samples: list[Sample], missing: str) -> tuple[list[Sample], int]:
     """Verify every sample's image exists; raise (naming image and annotation line) or drop and count."""
     kept: list[Sample] = []
@@ -78,4 +100,4 @@ def check_images(samples: list[Sample], missing: str) -> tuple[list[Sample], int
     return kept, len(samples) - len(kept)
 
 
-__all__ = ["READERS", "DataFormatError", "check_images", "parse_spec", "read"]
+__all__ = ["READERS", "DataFormatError", "check_images", "parse_spec", "read", "read_source"]

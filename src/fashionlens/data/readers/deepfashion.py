@@ -14,12 +14,26 @@ from collections import Counter
 import numpy as np
 
 from fashionlens.data.readers import check_images
-from fashionlens.data.readers._listfile import (
-    ListFile, SampleIndex, fill_attributes, fill_boxes, fill_landmarks, folder_category, parse_bbox, parse_int,
+from fashionlens.data.readers.listfile import (
+    ListFile,
+    SampleIndex,
+    fill_attributes,
+    fill_boxes,
+    fill_landmarks,
+    folder_category,
+    parse_bbox,
+    parse_int,
     parse_ints,
 )
 from fashionlens.data.samples import (
-    CLOTHES_TYPES, SLOTS_BY_TYPE, TRUNCATED, VISIBLE, DataFormatError, DatasetInfo, Sample, SampleSet,
+    CLOTHES_TYPES,
+    SLOTS_BY_TYPE,
+    TRUNCATED,
+    VISIBLE,
+    DataFormatError,
+    DatasetInfo,
+    Sample,
+    SampleSet,
 )
 
 CATEGORY_GROUPS = {1: "texture", 2: "fabric", 3: "shape", 4: "part", 5: "style"}

@@ -1,4 +1,5 @@
-"""Image-folder data sets: ``root/<class>/*.jpg``, or the same under ``root/{train,validation,val,test}/``.
+"""Image-folder data sets: ``root/<class>/*.jpg``, or the same under ``root/{train,validation,val,test}/``
+(spec ``folder:ROOT``); and a plain folder of unlabelled images, searched recursively (spec ``images:ROOT``).
 
 Class names are the sorted folder names (the union over splits); files are sorted; hidden files and
 folders (leading ".") are ignored, and so are files with other extensions.  ``validation`` is reported as
@@ -41,6 +42,32 @@ def _layout(root: str) -> dict[str | None, str]:
     if len(set(names)) != len(names):
         raise ValueError(f"{root}: both 'val' and 'validation' folders exist; keep one")
     return {SPLIT_FOLDERS[d]: os.path.join(root, d) for d in splits}
+
+
+def list_images(folder: str) -> list[str]:
+    """Image files (``IMAGE_EXTENSIONS``, any case) under ``folder``, recursively, sorted; hidden entries skipped."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(root, f) for f in files
+                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found)
+
+
+def read_images(path: str, *, missing: str = "error") -> SampleSet:
+    """Every image under ``path`` (recursively, sorted), unlabelled; ``Sample.source`` is the path relative
+    to the root.  FileNotFoundError / NotADirectoryError for a bad root, ValueError when it holds no image."""
+    if missing not in ("error", "skip"):
+        raise ValueError(f"missing must be 'error' or 'skip', not {missing!r}")
+    root = os.path.abspath(os.path.expanduser(path))
+    if not os.path.exists(root):
+        raise FileNotFoundError(f"image folder not found: {path}")
+    if not os.path.isdir(root):
+        raise NotADirectoryError(f"{path}: not a folder (give a folder of images or a data spec)")
+    files = list_images(root)
+    if not files:
+        raise ValueError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) found in it or its subfolders")
+    return SampleSet([Sample(image=f, source=os.path.relpath(f, root)) for f in files], DatasetInfo("images", root=root))
 
 
 def read_folder(path: str, *, missing: str = "error") -> SampleSet:

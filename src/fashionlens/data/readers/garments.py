@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 
+from fashionlens.data.readers.deepfashion import read_c2s, read_category, read_inshop
 from fashionlens.data.samples import DataFormatError, DatasetInfo, Sample, SampleSet
 
 
@@ -73,8 +74,6 @@ def read_garments(path: str, *, missing: str = "error") -> SampleSet:
     visibility, bbox (pixels), split (train/val/test), item_id, domain ("shop"/"consumer") and variation.
     ``missing``: "error" (FileNotFoundError naming image and line) or "skip" for absent image files.
     """
-    from fashionlens.data.readers.deepfashion import read_c2s, read_category, read_inshop
-
     root = os.path.abspath(os.path.expanduser(path))
     if not os.path.isdir(root):
         raise FileNotFoundError(f"garments render not found: {path}")

@@ -19,7 +19,13 @@ import numpy as np
 
 from fashionlens.data.readers import check_images
 from fashionlens.data.samples import (
-    CLOTHES_TYPES, DOMAINS, SLOTS_BY_TYPE, DataFormatError, DatasetInfo, Sample, SampleSet,
+    CLOTHES_TYPES,
+    DOMAINS,
+    SLOTS_BY_TYPE,
+    DataFormatError,
+    DatasetInfo,
+    Sample,
+    SampleSet,
 )
 
 SPLITS = {"train": "train", "val": "val", "validation": "val", "test": "test", "query": "query", "gallery": "gallery"}

@@ -29,12 +29,22 @@ import shutil
 import time
 from dataclasses import replace
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
-from fashionlens.data._garment_scenes import POSE_OF_VARIATION, encode_jpeg, pixel, render_view, sample_view
-from fashionlens.data._garment_shapes import (ATTRIBUTE_GROUPS, CATEGORIES, CATEGORY_BY_NAME, COLOURS, Category,
-                                              Design, build_shape, sample_geometry)
-from fashionlens.data._garment_textures import render_canonical
+from fashionlens.data.garments.scenes import POSE_OF_VARIATION, encode_jpeg, pixel, render_view, sample_view
+from fashionlens.data.garments.shapes import (
+    ATTRIBUTE_GROUPS,
+    CATEGORIES,
+    CATEGORY_BY_NAME,
+    COLOURS,
+    Category,
+    Design,
+    build_shape,
+    sample_geometry,
+)
+from fashionlens.data.garments.textures import render_canonical
 from fashionlens.data.samples import TRUNCATED
 
 VERSION = 1
@@ -257,8 +267,6 @@ Read everything with fashionlens.read("garments:THIS_DIRECTORY").
 
 
 def _worker_init() -> None:
-    import cv2
-
     cv2.setNumThreads(1)
 
 
@@ -335,8 +343,6 @@ def render_dataset(out: str, items: int = 300, views: int = 6, size: int = 128, 
 
 def _map(jobs: list[tuple], workers: int, progress: bool) -> list[list[dict]]:
     """Run ``_render_item`` over jobs (results in job order), in ``workers`` processes when > 1."""
-    from tqdm import tqdm
-
     if workers > 1:
         pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init)
     else:

@@ -7,7 +7,6 @@ here is plain I/O: no model, no vector index.
   ``'pending'`` and flipped to ``'ready'`` in a second transaction once their image file is on disk;
   every change to the set of ready rows bumps a ``generation`` counter so other processes can tell
   that their in-memory index is stale with one cheap query.
-* :func:`atomic_write` writes a file through a temporary name + ``fsync`` + ``os.replace``.
 * :func:`image_entry` decodes an input image (bad files fail here, before anything is written) and
   :func:`write_images` stores it as ``images/<id>.<ext>``; :func:`normalize_metadata` validates the
   metadata a caller passes.
@@ -29,6 +28,11 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
+
+from fashionlens.data.decode import array_to_rgb, load_image, to_rgb
+from fashionlens.data.readers import read_source
+from fashionlens.data.samples import SampleSet
+from fashionlens.files import atomic_write, fsync_dir
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -251,36 +255,6 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync and ``os.replace``."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{name}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def fsync_dir(path: str) -> None:
-    """Make renames inside ``path`` durable (a no-op where directories can not be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class WriterLock:
     """Exclusive inter-process lock (``fcntl.flock``) on a file; released by the kernel if the holder dies."""
 
@@ -333,8 +307,6 @@ def image_entry(image: Any, position: int, *, keep_bytes: bool = True) -> ImageE
     """Decode a PIL image, a file path or an (H, W[, C]) uint8 array.
 
     Raises FileNotFoundError (missing file) or ValueError (not an image, corrupt, truncated) naming the file."""
-    from fashionlens.data.decode import array_to_rgb, load_image, to_rgb
-
     if isinstance(image, Image.Image):
         return ImageEntry(to_rgb(image), None, "png", None)
     if isinstance(image, np.ndarray):
@@ -443,29 +415,19 @@ def metadata_list(metadata: Sequence[dict[str, Any]] | None, n: int) -> list[dic
 # -- build inputs ------------------------------------------------------------------------------------------
 def build_jobs(source: Any, split: str | None) -> list[tuple[str, Any, dict[str, Any]]]:
     """(source key, image (path or PIL), metadata) for every image of a data spec, SampleSet or folder."""
-    from fashionlens.data.samples import SampleSet
-
-    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
-        if split:
-            raise ValueError("split applies to a data spec, not to a folder of images")
-        return [(p, p, {}) for p in image_files(os.fspath(source))]
     if isinstance(source, SampleSet):
-        data = source
+        data = source.split(*split.split(",")) if split else source
     else:
-        from fashionlens.data.readers import read
-
-        data = read(os.fspath(source))
-    if split:
-        data = data.split(*split.split(","))
+        data = read_source(os.fspath(source), split)
     if not len(data):
         raise ValueError(f"{source}: no images" + (f" in split(s) {split!r}" if split else ""))
+    if data.info.name == "images":  # a plain folder: no labels, the model's predictions fill them in
+        return [(s.image, s.image, {}) for s in data]
     return [_sample_job(s, data.info) for s in data]
 
 
 def _sample_job(sample: Any, info: Any) -> tuple[str, Any, dict[str, Any]]:
     """Data-set labels become metadata: category (+ path), positive attributes, item id as sku."""
-    from fashionlens.data.decode import load_image
-
     meta: dict[str, Any] = {"sku": sample.item_id, "domain": sample.domain, "split": sample.split,
                             "category": sample.category_name}
     if sample.category is not None and sample.category < len(info.category_paths):
@@ -476,20 +438,6 @@ def _sample_job(sample: Any, info: Any) -> tuple[str, Any, dict[str, Any]]:
         key = sample.source or sample.image
         return key, load_image(sample), {**meta, "source": key}
     return os.path.abspath(sample.image), sample.image, meta
-
-
-def image_files(root: str) -> list[str]:
-    """Image files under ``root`` (recursive, sorted, hidden names skipped); ValueError when there are none."""
-    from fashionlens.data.readers.folder import IMAGE_EXTENSIONS
-
-    found = []
-    for folder, dirs, files in os.walk(os.path.abspath(root)):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(folder, f) for f in sorted(files)
-                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
-    if not found:
-        raise ValueError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
-    return found
 
 
 def file_stamp(path: str) -> tuple[int, int, int] | None:

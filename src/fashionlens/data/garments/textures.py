@@ -13,7 +13,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from fashionlens.data._garment_shapes import Design, Shape
+from fashionlens.data.garments.shapes import Design, Shape
 
 _SHIFT = 4  # fixed-point bits for sub-pixel polygon vertices
 _ONE = 1 << _SHIFT

@@ -53,14 +53,26 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
-from fashionlens._catalog_store import (ItemStore, WriterLock, atomic_write, build_jobs, file_stamp, fsync_dir,
-                                        image_entry, metadata_list, normalize_metadata, sweep_images, unlink,
-                                        write_images)
+from fashionlens.catalog.store import (
+    ItemStore,
+    WriterLock,
+    build_jobs,
+    file_stamp,
+    image_entry,
+    metadata_list,
+    normalize_metadata,
+    sweep_images,
+    unlink,
+    write_images,
+)
+from fashionlens.config import IndexConfig
+from fashionlens.files import atomic_write, fsync_dir
 from fashionlens.index import create_index, open_index
-from fashionlens.inference import crop_box, crop_garments
-from fashionlens.utils import read_json_file
 from fashionlens.index.base import sidecar_path
+from fashionlens.inference import Predictor, crop_garments
+from fashionlens.utils import read_json_file
 
 if TYPE_CHECKING:
     from fashionlens.inference import Predictor
@@ -82,8 +94,8 @@ class Catalog:
         self.model_run: str | None = config.get("model_run")
         os.makedirs(os.path.join(self.directory, IMAGES), exist_ok=True)
         self.store = ItemStore(os.path.join(self.directory, DB))
-        self._lock = WriterLock(os.path.join(self.directory, LOCK))
-        self._threads = threading.RLock()
+        self._writer_lock = WriterLock(os.path.join(self.directory, LOCK))  # one writing process at a time
+        self._state_lock = threading.RLock()  # this object's threads: index, predictor and generation
         self._predictor: Predictor | None = None
         self._index = self._load_index()
         self._stamp = file_stamp(sidecar_path(self._index_path))
@@ -91,27 +103,30 @@ class Catalog:
 
     # -- opening -------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, directory: str, *, dim: int, model_run: str | None = None, backend: str = "faiss",
-               index: str = "flat", nlist: int = 64, nprobe: int = 8, pq_m: int = 8,
-               min_train: int | None = None) -> "Catalog":
+    def create(cls, directory: str, *, dim: int, model_run: str | None = None,
+               index: IndexConfig | None = None) -> "Catalog":
         """Make a new, empty catalog in ``directory`` (created; must not hold a catalog yet).
 
         ``dim`` is the embedding size; ``model_run`` the run directory whose model embeds images (kept so
-        that ``search`` by image needs no model argument); ``index`` one of flat / ivf / ivfpq."""
+        that ``search`` by image needs no model argument); ``index`` the vector index (default: exact flat
+        search on FAISS; see :class:`~fashionlens.config.IndexConfig`)."""
+        cfg = index or IndexConfig()
+        backend, kind, nlist, nprobe, pq_m = cfg.backend, cfg.kind, cfg.nlist, cfg.nprobe, cfg.pq_m
         directory = os.path.abspath(directory)
         if os.path.exists(os.path.join(directory, CONFIG)):
             raise ValueError(f"{directory} already holds a catalog (open it instead)")
         if backend not in ("faiss", "milvus"):
             raise ValueError(f"unknown backend {backend!r}; choose faiss or milvus")
-        if index not in ("flat", "ivf", "ivfpq"):
-            raise ValueError(f"unknown index kind {index!r}; choose flat, ivf or ivfpq")
-        if index == "ivfpq" and (backend == "milvus" or pq_m < 1 or dim % pq_m):
+        if kind not in ("flat", "ivf", "ivfpq"):
+            raise ValueError(f"unknown index kind {kind!r}; choose flat, ivf or ivfpq")
+        if kind == "ivfpq" and (backend == "milvus" or pq_m < 1 or dim % pq_m):
             raise ValueError(f"ivfpq needs the faiss backend and pq_m dividing dim {dim} (pq_m={pq_m})")
-        if min_train is None:
-            min_train = 0 if index == "flat" else 39 * max(nlist, 256 if index == "ivfpq" else 1)
+        min_train = cfg.min_train
+        if min_train < 0:
+            min_train = 0 if kind == "flat" else 39 * max(nlist, 256 if kind == "ivfpq" else 1)
         config = {"format": FORMAT, "version": FORMAT_VERSION, "dim": int(dim),
                   "model_run": os.path.abspath(model_run) if model_run else None, "backend": backend,
-                  "index": {"kind": index, "nlist": int(nlist), "nprobe": int(nprobe), "pq_m": int(pq_m),
+                  "index": {"kind": kind, "nlist": int(nlist), "nprobe": int(nprobe), "pq_m": int(pq_m),
                             "min_train": int(min_train)}}
         os.makedirs(os.path.join(directory, IMAGES), exist_ok=True)
         atomic_write(os.path.join(directory, CONFIG), json.dumps(config, indent=2).encode())
@@ -130,11 +145,11 @@ class Catalog:
         if config.get("version", 0) > FORMAT_VERSION:
             raise ValueError(f"{path}: catalog format {config['version']} is newer than this fashionlens supports")
         catalog = cls(directory, config)
-        if catalog._lock.acquire(blocking=False):  # no writer alive: repair what a crash may have left
+        if catalog._writer_lock.acquire(blocking=False):  # no writer alive: repair what a crash may have left
             try:
                 catalog._recover()
             finally:
-                catalog._lock.release()
+                catalog._writer_lock.release()
         else:  # a writer is at work: its pending rows are in progress, not abandoned
             catalog._refresh()
         return catalog
@@ -155,7 +170,6 @@ class Catalog:
         if self._predictor is None:
             if not self.model_run:
                 raise ValueError(f"catalog {self.directory} records no model run; pass a predictor")
-            from fashionlens.inference import Predictor
 
             self._predictor = Predictor.load(self.model_run)
         return self._predictor
@@ -241,12 +255,12 @@ class Catalog:
 
     # -- reads ---------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        with self._threads:
+        with self._state_lock:
             return self.store.count()
 
     def get(self, item_id: int) -> dict[str, Any]:
         """One item as a dict (``id``, metadata columns, ``image`` = stored file path); KeyError if unknown."""
-        with self._threads:
+        with self._state_lock:
             row = self.store.rows([int(item_id)]).get(int(item_id))
         if row is None:
             raise KeyError(f"no item {item_id} in catalog {self.directory}")
@@ -254,17 +268,17 @@ class Catalog:
 
     def list(self, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         """Items ordered by id: ``limit`` of them starting at position ``offset``."""
-        with self._threads:
+        with self._state_lock:
             return [self._public(r) for r in self.store.page(offset, limit)]
 
     def ids(self) -> np.ndarray:
         """Ids of every item, (N,) int64 ascending."""
-        with self._threads:
+        with self._state_lock:
             return self.store.ready_ids()
 
     def index_ids(self) -> np.ndarray:
         """Ids held by the vector index (after bringing it up to date), (N,) int64 ascending."""
-        with self._threads:
+        with self._state_lock:
             self._refresh()
             return np.sort(np.asarray(self._index.ids(), np.int64))
 
@@ -279,7 +293,7 @@ class Catalog:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
         vector = self._query_vector(query, crop, predictor)
-        with self._threads:
+        with self._state_lock:
             self._refresh()
             allowed = None
             if category is not None or attribute is not None:
@@ -312,13 +326,13 @@ class Catalog:
                 found = [None] * len(part)
                 vectors.append(predictor.embed(part))
             answers += found
-        with self._threads:
+        with self._state_lock:
             self.store.remember_paths(list(getattr(predictor, "categories", [])), list(getattr(predictor, "paths", [])))
         for rec, answer in zip(records, answers):
             if answer is not None:
                 _apply_prediction(rec, answer)
             if rec.get("category") and "category_path" not in rec:
-                with self._threads:
+                with self._state_lock:
                     rec["category_path"] = self.store.category_path_of(rec["category"])
         out = np.concatenate(vectors).astype(np.float32)
         if out.shape[1] != self.dim:
@@ -359,14 +373,14 @@ class Catalog:
     @contextmanager
     def _write(self) -> Iterator[None]:
         """Thread lock + inter-process writer lock, with the in-memory index brought up to date."""
-        with self._threads:
-            self._lock.acquire()
+        with self._state_lock:
+            self._writer_lock.acquire()
             try:
                 self._refresh()
                 yield
                 self._generation = self.store.generation()
             finally:
-                self._lock.release()
+                self._writer_lock.release()
 
     def _commit(self, records: list[dict[str, Any]], vectors: np.ndarray, entries: list | None,
                 save: bool) -> list[int]:
@@ -471,7 +485,7 @@ class Catalog:
     def _recover(self) -> None:
         """After a crash (called holding the writer lock): roll back pending rows, delete orphan image
         files, and bring the index in line with the database, saving it."""
-        with self._threads:
+        with self._state_lock:
             pending = self.store.pending()
             if pending:
                 self.store.delete([i for i, _ in pending])
@@ -484,8 +498,7 @@ class Catalog:
 # -- building from a data set or a folder --------------------------------------------------------------
 def build(directory: str, predictor: "Predictor | str", source: Any, *, split: str | None = None,
           model_run: str | None = None, batch_size: int = 32, progress: bool = True, crop: bool = False,
-          backend: str = "faiss", index: str = "flat", skip_bad: bool = False,
-          index_params: dict[str, Any] | None = None) -> dict[str, Any]:
+          index: IndexConfig | None = None, skip_bad: bool = False) -> dict[str, Any]:
     """Embed a data set into the catalog at ``directory`` (created when absent), ``batch_size`` images per
     committed batch, with a progress bar.
 
@@ -499,12 +512,10 @@ def build(directory: str, predictor: "Predictor | str", source: Any, *, split: s
     Returns a summary: catalog, added, already_present, bad (list of "file: error"), items."""
     if isinstance(predictor, (str, os.PathLike)):
         model_run = os.fspath(predictor)
-        from fashionlens.inference import Predictor
 
         predictor = Predictor.load(model_run)
     jobs = build_jobs(source, split)
-    catalog = _open_for_build(directory, predictor, model_run, backend, index, index_params or {})
-    from tqdm.auto import tqdm
+    catalog = _open_for_build(directory, predictor, model_run, index)
 
     try:
         done = catalog.store.stored_sources([src for src, _, _ in jobs])
@@ -542,8 +553,8 @@ def _build_batch(catalog: Catalog, predictor: "Predictor", batch: list, crop: bo
     return count
 
 
-def _open_for_build(directory: str, predictor: "Predictor", model_run: str | None, backend: str, index: str,
-                    params: dict[str, Any]) -> Catalog:
+def _open_for_build(directory: str, predictor: "Predictor", model_run: str | None,
+                    index: IndexConfig | None) -> Catalog:
     """The catalog at ``directory`` (checked to use ``model_run``), or a new one for the predictor's embeddings."""
     if os.path.exists(os.path.join(directory, CONFIG)):
         catalog = Catalog.open(directory)
@@ -554,7 +565,7 @@ def _open_for_build(directory: str, predictor: "Predictor", model_run: str | Non
                              "its embeddings would not be comparable (use a new catalog)")
         return catalog
     dim = int(predictor.cfg.model.embedding_dim)
-    return Catalog.create(directory, dim=dim, model_run=model_run, backend=backend, index=index, **params)
+    return Catalog.create(directory, dim=dim, model_run=model_run, index=index)
 
 
 def _apply_prediction(record: dict[str, Any], answer: dict[str, Any]) -> None:
@@ -576,4 +587,4 @@ def _result_fields(item: dict[str, Any]) -> dict[str, Any]:
     return {k: item.get(k) for k in keys}
 
 
-__all__ = ["Catalog", "build", "crop_box", "crop_garments"]
+__all__ = ["Catalog", "build"]

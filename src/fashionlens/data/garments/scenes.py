@@ -18,8 +18,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from fashionlens.data._garment_shapes import COLOURS
-from fashionlens.data._garment_textures import Canonical, _grid
+from fashionlens.data.garments.shapes import COLOURS
+from fashionlens.data.garments.textures import Canonical, _grid
 from fashionlens.data.samples import LOWER, OCCLUDED, TRUNCATED, UPPER, VISIBLE
 
 SKIN = ((236, 200, 172), (214, 168, 130), (178, 124, 88), (130, 86, 58), (92, 60, 42))

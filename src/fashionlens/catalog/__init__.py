@@ -1,0 +1,11 @@
+"""The catalog: garment items in SQLite (the source of truth, embeddings included), a vector index derived
+from it, and the stored images; ``build`` embeds a data set or folder into one.
+
+* ``catalog``: :class:`Catalog` (open / create, add, remove, update, search; crash recovery) and :func:`build`;
+* ``store``: the SQLite item store, the writer lock, image files and metadata checks.
+"""
+
+from fashionlens.catalog.catalog import Catalog, build
+from fashionlens.inference import crop_box, crop_garments
+
+__all__ = ["Catalog", "build", "crop_box", "crop_garments"]
