@@ -54,16 +54,22 @@ def list_images(folder: str) -> list[str]:
     return sorted(found)
 
 
-def read_images(path: str, *, missing: str = "error") -> SampleSet:
-    """Every image under ``path`` (recursively, sorted), unlabelled; ``Sample.source`` is the path relative
-    to the root.  FileNotFoundError / NotADirectoryError for a bad root, ValueError when it holds no image."""
+def _root(path: str, missing: str, expected: str) -> str:
+    """The absolute folder ``path``; FileNotFoundError / NotADirectoryError (saying ``expected``) when it is not one."""
     if missing not in ("error", "skip"):
         raise ValueError(f"missing must be 'error' or 'skip', not {missing!r}")
     root = os.path.abspath(os.path.expanduser(path))
     if not os.path.exists(root):
         raise FileNotFoundError(f"image folder not found: {path}")
     if not os.path.isdir(root):
-        raise NotADirectoryError(f"{path}: not a folder (give a folder of images or a data spec)")
+        raise NotADirectoryError(f"{path} is not a folder ({expected})")
+    return root
+
+
+def read_images(path: str, *, missing: str = "error") -> SampleSet:
+    """Every image under ``path`` (recursively, sorted), unlabelled; ``Sample.source`` is the path relative
+    to the root.  FileNotFoundError / NotADirectoryError for a bad root, ValueError when it holds no image."""
+    root = _root(path, missing, "give a folder of images or a data spec")
     files = list_images(root)
     if not files:
         raise ValueError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) found in it or its subfolders")
@@ -76,13 +82,7 @@ def read_folder(path: str, *, missing: str = "error") -> SampleSet:
     ``Sample.source`` is the image path relative to the root.  Raises FileNotFoundError /
     NotADirectoryError for a bad root and ValueError when it holds no images.
     """
-    if missing not in ("error", "skip"):
-        raise ValueError(f"missing must be 'error' or 'skip', not {missing!r}")
-    root = os.path.abspath(os.path.expanduser(path))
-    if not os.path.exists(root):
-        raise FileNotFoundError(f"image folder not found: {path}")
-    if not os.path.isdir(root):
-        raise NotADirectoryError(f"{path} is not a folder (expected root/<class>/*.jpg or root/<split>/<class>/...)")
+    root = _root(path, missing, "expected root/<class>/*.jpg or root/<split>/<class>/...")
     found: list[tuple[str | None, str, str]] = []  # (split, class, file path)
     for split, base in _layout(root).items():
         for cls in _visible_dirs(base):
