@@ -15,6 +15,7 @@ from PIL import Image
 from fashionlens.catalog import Catalog, build, crop_box, crop_garments
 from fashionlens.cli import main
 from fashionlens.config import IndexConfig
+from fashionlens.index.base import auto_nlist
 
 LABELS = {
     "categories": ["Tee", "Shorts", "Dress"],
@@ -306,7 +307,7 @@ def test_ivf_is_exact_until_trained_then_approximate(tmp_path):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(120, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    cat = Catalog.create(tmp_path / "cat", dim=DIM, index=IndexConfig(kind="ivf", nlist=2, nprobe=2))  # trains at 78 vectors
+    cat = Catalog.create(tmp_path / "cat", dim=DIM, index=IndexConfig(kind="ivf", nlist=2, nprobe=2, min_train=78))
     ids = cat.add_embeddings(vectors[:50], [{"category": "Tee" if i % 2 else "Dress"} for i in range(50)])
     assert not cat._index.is_trained and not os.path.exists(tmp_path / "cat" / "vectors.index")
 
@@ -323,6 +324,41 @@ def test_ivf_is_exact_until_trained_then_approximate(tmp_path):
     with Catalog.open(tmp_path / "cat") as again:
         assert again._index.kind == "ivf" and again._index.is_trained
         assert_consistent(again)
+
+
+def test_hnsw_catalog_searches_removes_and_reopens(tmp_path):
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(300, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    cat = Catalog.create(tmp_path / "cat", dim=DIM, index=IndexConfig(kind="hnsw", hnsw_m=8, ef_search=300))
+    ids = cat.add_embeddings(vectors, [{"category": "Tee" if i % 2 else "Dress"} for i in range(300)])
+    assert cat._index.kind == "hnsw" and cat.config["index"]["hnsw_m"] == 8
+    for q in vectors[:5]:  # ef_search >= the catalog: the graph walk reaches every item
+        assert [h["item_id"] for h in cat.search(q, k=5)] == [ids[j] for j in np.argsort(-(vectors @ q))[:5]]
+    cat.remove(ids[:10])
+    assert not {h["item_id"] for q in vectors[:10] for h in cat.search(q, k=5)} & set(ids[:10])
+    cat.close()
+    with Catalog.open(tmp_path / "cat") as again:
+        assert again._index.kind == "hnsw" and len(again._index) == 290 and again._index.ef_search == 300
+        assert_consistent(again)
+
+
+def test_auto_index_follows_the_catalog_size(render, predictor, run, tmp_path, monkeypatch):
+    import fashionlens.index as index_module
+
+    spec = f"garments:{render}"
+    small = build(tmp_path / "small", predictor, spec, split="test", model_run=run, progress=False,
+                  index=IndexConfig(kind="auto"))
+    assert small["index"] == "flat" and small["items"] < index_module.AUTO_FLAT_MAX
+    monkeypatch.setattr(index_module, "AUTO_FLAT_MAX", 5)  # as if the catalog were large
+    large = build(tmp_path / "large", predictor, spec, split="test", model_run=run, progress=False,
+                  index=IndexConfig(kind="auto"))
+    assert large["index"] == "ivf" and large["items"] == small["items"]
+    with Catalog.open(tmp_path / "large") as cat:
+        n = large["items"]
+        assert cat.config["index"] == {**cat.config["index"], "kind": "ivf", "nlist": auto_nlist(n), "nprobe": 0,
+                                       "min_train": min(n, 256 * auto_nlist(n))}
+        assert cat._index.is_trained and len(cat._index) == n  # every image stored: trained on all of them
 
 
 def test_lost_or_torn_index_is_rebuilt_from_the_database(tmp_path):

@@ -139,11 +139,24 @@ def test_ivfpq_recall_against_exact(make, backend):
     assert recall(ref, index.search(queries, 10, nprobe=64)[1]) >= 0.7  # measured 0.76: PQ reorders near ties
 
 
-def test_add_remove_replace(make):
+def test_hnsw_recall_against_exact(make):
+    data = clustered(4100, seed=7)
+    vectors, queries, ids = data[:4000], data[4000:], np.arange(4000)
+    _, ref = exact(queries, vectors, ids, 10)
+    index = build(make, "hnsw", vectors, ids, hnsw_m=8, ef_construction=40)
+    assert index.ef_search == 64 and index.nlist == 0 and index.nprobe == 0
+    narrow = recall(ref, index.search(queries, 10, ef_search=10)[1])
+    wide = recall(ref, index.search(queries, 10, ef_search=256)[1])
+    assert wide >= 0.97  # measured 1.00 (faiss and milvus-lite)
+    assert narrow <= wide
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_add_remove_replace(make, kind):
     data = clustered(305, seed=3)
     vectors, extra = data[:300], data[300:]
     ids = np.arange(100, 400)
-    index = build(make, "flat", vectors, ids)
+    index = build(make, kind, vectors, ids)
     assert index.remove(np.array([100, 101, 5, 101])) == 2  # absent 5 and the repeated 101 count once
     assert len(index) == 298 and 100 not in set(index.ids().tolist())
     _, found = index.search(vectors[:2], 3)
@@ -169,7 +182,7 @@ def test_padding_when_fewer_results_than_k(make):
     assert (found == -1).all() and np.isneginf(scores).all()
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_allowed_ids_equal_filtered_brute_force(make, kind):
     data = clustered(2020, seed=5)
     vectors, queries, ids = data[:2000], data[2000:], np.arange(2000) * 2
@@ -179,30 +192,32 @@ def test_allowed_ids_equal_filtered_brute_force(make, kind):
     ref_scores, ref_ids = exact(queries, vectors[keep], ids[keep], 10)
     few = allowed[:3]
     for rows in (slice(0, 3), slice(None)):  # a few queries and a batch (faiss flat: selector vs gather path)
-        scores, found = index.search(queries[rows], 10, allowed_ids=np.append(allowed, 99999), nprobe=32)
+        scores, found = index.search(queries[rows], 10, allowed_ids=np.append(allowed, 99999), nprobe=32,
+                                     ef_search=1000)  # ef_search: hnsw only (milvus-lite's filtered walk)
         assert np.isin(found, allowed).all()  # the unknown id 99999 is ignored
         np.testing.assert_array_equal(found, ref_ids[rows])
         np.testing.assert_allclose(scores, ref_scores[rows], atol=1e-5)
-        scores, found = index.search(queries[rows], 5, allowed_ids=few, nprobe=32)
+        scores, found = index.search(queries[rows], 5, allowed_ids=few, nprobe=32, ef_search=1000)
         assert set(found[0, :3].tolist()) == set(few.tolist())
         assert (found[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq", "hnsw"])
 def test_save_open_round_trip(make, backend, kind, tmp_path):
     if backend == "milvus" and kind == "ivfpq":
         pytest.skip("milvus-lite has no IVF_PQ (checked in test_ivfpq_recall_against_exact)")
     data = clustered(1300, seed=6)
     vectors, queries, ids = data[:1280], data[1280:], np.arange(1280) + 10
-    index = build(make, kind, vectors, ids, nlist=16, nprobe=3, pq_m=8)
+    index = build(make, kind, vectors, ids, nlist=16, nprobe=3, pq_m=8, ef_search=40)
     index.remove(ids[:5])
     before = index.search(queries, 10)
     path = tmp_path / "saved" / "catalog.index"
     index.save(path)
     index.close()
     with open_index(path) as back:
-        assert (back.kind, back.dim, back.nprobe, len(back)) == (kind, DIM, 0 if kind == "flat" else 3, 1275)
+        assert (back.kind, back.dim, back.nprobe, len(back)) == (kind, DIM, 3 if kind in ("ivf", "ivfpq") else 0, 1275)
         np.testing.assert_array_equal(back.ids(), ids[5:])
+        assert back.ef_search == (40 if kind == "hnsw" else 0)
         after = back.search(queries, 10)
     np.testing.assert_array_equal(after[1], before[1])
     np.testing.assert_allclose(after[0], before[0], atol=1e-6)
@@ -239,13 +254,17 @@ def test_input_errors(make):
 
 def test_unknown_kind_and_backend():
     with pytest.raises(ValueError, match="unknown index kind"):
-        create_index("hnsw", DIM)
+        create_index("lsh", DIM)
     with pytest.raises(ValueError, match="unknown index backend"):
         create_index("flat", DIM, backend="annoy")
     with pytest.raises(ValueError, match="pq_m"):
         create_index("ivfpq", DIM, pq_m=5)
     with pytest.raises(ValueError, match="needs a uri"):
         create_index("flat", DIM, backend="milvus")
+    with pytest.raises(ValueError, match="hnsw_m >= 2"):
+        create_index("hnsw", DIM, hnsw_m=1)
+    with pytest.raises(ValueError, match="ef_search must be >= 1"):
+        create_index("hnsw", DIM).search(clustered(1), 1, ef_search=0)
 
 
 def test_untrained_ivf_is_refused():
@@ -367,3 +386,57 @@ def test_search_survives_faiss_torch_utils_patch():
         allowed = ids[::3]
         _, found = index.search(x[:2], 5, allowed_ids=allowed)
         assert found[0, 0] == 0 and set(found[found >= 0].tolist()) <= set(allowed.tolist())
+
+
+def test_hnsw_tombstones_filters_and_compaction(monkeypatch):
+    """FAISS's HNSW cannot delete: removed / replaced vectors are tombstones until the graph is rebuilt."""
+    import fashionlens.index.faiss_index as fi
+
+    data = clustered(3020, seed=8)
+    vectors, queries, ids = data[:3000], data[3000:], np.arange(3000) + 5
+    index = create_index("hnsw", DIM, hnsw_m=8)
+    index.add(ids, vectors)
+    index.remove(ids[:1000])  # 1000 tombstones: below max(1024, 25 %), the graph keeps them
+    assert len(index) == 2000 and index.index.ntotal == 3000
+    _, ref = exact(queries, vectors[1000:], ids[1000:], 10)
+    _, found = index.search(queries, 10, ef_search=128)
+    assert not np.isin(found, ids[:1000]).any() and recall(ref, found) >= 0.95
+    monkeypatch.setattr(fi, "_HNSW_EXACT_MAX", 10)  # force the filtered graph walk instead of the exact subset
+    allowed = ids[1000::3]
+    keep = np.isin(ids, allowed)
+    _, ref_f = exact(queries, vectors[keep], ids[keep], 10)
+    _, found = index.search(queries, 10, allowed_ids=allowed, ef_search=256)
+    assert np.isin(found[found >= 0], allowed).all() and recall(ref_f, found) >= 0.9
+    index.remove(ids[1000:1100])  # 1100 tombstones of 3000: over 1024 and 25 % -> rebuilt from the live vectors
+    assert index.index.ntotal == 1900 == len(index)
+    _, found = index.search(queries, 10, ef_search=128)
+    _, ref = exact(queries, vectors[1100:], ids[1100:], 10)
+    assert recall(ref, found) >= 0.95 and not np.isin(found, ids[:1100]).any()
+
+
+def test_hnsw_id_table_errors_name_the_file(tmp_path):
+    index = create_index("hnsw", DIM)
+    index.add(np.arange(50), clustered(50, seed=9))
+    path = str(tmp_path / "g.index")
+    index.save(path)
+    np.save(path + ".ids.npy", np.arange(3))
+    with pytest.raises(ValueError, match=r"g.index.ids.npy"):
+        open_index(path)
+    os.remove(path + ".ids.npy")
+    with pytest.raises(FileNotFoundError, match=r"g.index.ids.npy"):
+        open_index(path)
+
+
+def test_tune_nprobe_picks_the_smallest_power_of_two_reaching_the_target(make, tmp_path):
+    data = clustered(4100, seed=10)
+    vectors, queries, ids = data[:4000], data[4000:], np.arange(4000)
+    _, truth = exact(queries, vectors, ids, 10)
+    index = build(make, "ivf", vectors, ids, nlist=64)
+    tuned = index.tune_nprobe(queries, truth, target=0.95)
+    p, curve = tuned["nprobe"], tuned["recall"]
+    assert index.nprobe == p and curve[p] >= 0.95 and list(curve) == [2**i for i in range(len(curve))]
+    assert all(r < 0.95 for q, r in curve.items() if q < p)  # nothing smaller reached it
+    assert recall(truth, index.search(queries, 10)[1]) == pytest.approx(curve[p])  # the default now
+    assert index.tune_nprobe(queries, truth, target=1.01)["nprobe"] == 64  # unreachable: every cluster
+    with pytest.raises(ValueError, match="no nprobe"):
+        build(make, "flat", vectors[:10], ids[:10]).tune_nprobe(queries, truth)

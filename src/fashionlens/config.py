@@ -118,14 +118,18 @@ class IndexConfig:
     """A catalog's vector index (``Catalog.create``, ``catalog build``); not part of a run: the catalog decides."""
 
     backend: str = "faiss"  # "faiss" (embedded, files on disk) or "milvus" (pymilvus: milvus-lite file or server URI)
-    kind: str = "flat"  # "flat" (exact), "ivf" (k-means clusters, nlist/nprobe) or "ivfpq" (IVF + product quantization)
+    kind: str = "flat"  # "flat" (exact), "ivf" (k-means clusters, nlist/nprobe), "ivfpq" (IVF + product quantization),
+    #                     "hnsw" (graph, ef_search) or "auto" (catalog build: chosen by the catalog's size)
     nlist: int = 64  # IVF clusters (0 = auto: about 4 * sqrt(N) at train time; milvus: 128)
     nprobe: int = 8  # IVF clusters scanned per query (0 = auto: about nlist / 8)
     pq_m: int = 8  # PQ sub-quantizers per vector (must divide the embedding size)
     pq_bits: int = 8  # bits per PQ code (8 = 256 centroids per sub-quantizer)
     uri: str = ""  # milvus: local milvus-lite file "path/index.db" or a server "http://host:19530"
     collection: str = "fashionlens"  # milvus collection name
-    min_train: int = -1  # IVF: vectors stored before the index is trained (-1 = 39 x nlist, 39 x 256 at least for PQ)
+    hnsw_m: int = 32  # HNSW links per node (memory ~ 2 x hnsw_m x 4 bytes per vector on top of the vector)
+    ef_construction: int = 80  # HNSW build breadth (higher: better graph, slower build)
+    ef_search: int = 0  # HNSW search breadth (0 = 64; raised to k when smaller)
+    min_train: int = -1  # IVF: vectors stored before the index is trained (-1 = 256 x nlist; 39 x 256 at least for PQ)
 
 
 @dataclass

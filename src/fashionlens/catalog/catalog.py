@@ -35,15 +35,18 @@ Design:
   abandoned rather than in progress).  The Milvus backend (milvus-lite) allows one process per
   catalog.
 * **IVF / IVF-PQ** indexes need training: the catalog trains them on the stored embeddings once
-  ``min_train`` vectors exist (default ``39 * nlist``, the k-means rule of thumb; ``39 * 256`` at
-  least for PQ codebooks); until then searches are exact (a matrix product over the stored
-  embeddings), so results are right from the first item.  ``reindex()`` retrains from scratch.
+  ``min_train`` vectors exist (default ``256 * nlist``, FAISS's own k-means sample cap: 39 per cluster
+  lost 15 points of recall@10 in the benchmark; ``39 * 256`` at least for PQ codebooks); until then
+  searches are exact (a matrix product over the stored embeddings), so results are right from the
+  first item.  ``reindex()`` retrains from scratch.  **HNSW** needs no training; removed items are
+  tombstones until the graph is rebuilt (see ``index.faiss_index``).
 * **Garment localisation** (``crop=True``): the predictor's box (original-image pixels) is used to
   crop the garment, with a margin, and the crop is embedded (:func:`crop_garments`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -69,7 +72,8 @@ from fashionlens.catalog.store import (
 )
 from fashionlens.config import IndexConfig
 from fashionlens.files import atomic_write, fsync_dir
-from fashionlens.index import create_index, open_index
+from fashionlens.index import KINDS, auto_index, create_index, open_index
+from fashionlens.index.base import auto_nlist
 from fashionlens.index.base import sidecar_path
 from fashionlens.inference import Predictor, crop_garments
 from fashionlens.utils import read_json_file
@@ -117,17 +121,22 @@ class Catalog:
             raise ValueError(f"{directory} already holds a catalog (open it instead)")
         if backend not in ("faiss", "milvus"):
             raise ValueError(f"unknown backend {backend!r}; choose faiss or milvus")
-        if kind not in ("flat", "ivf", "ivfpq"):
-            raise ValueError(f"unknown index kind {kind!r}; choose flat, ivf or ivfpq")
+        if kind not in KINDS:
+            raise ValueError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)} "
+                             "('auto' is resolved by build from the number of images)")
         if kind == "ivfpq" and (backend == "milvus" or pq_m < 1 or dim % pq_m):
             raise ValueError(f"ivfpq needs the faiss backend and pq_m dividing dim {dim} (pq_m={pq_m})")
         min_train = cfg.min_train
         if min_train < 0:
-            min_train = 0 if kind == "flat" else 39 * max(nlist, 256 if kind == "ivfpq" else 1)
+            # k-means on 256 vectors per cluster (FAISS's own sample cap): 39 per cluster cost 15 points of
+            # recall@10 at nprobe 1 in benchmarks/bench_index.py's 100k catalog (0.810 vs 0.963)
+            min_train = 0 if kind in ("flat", "hnsw") else max(256 * nlist, 39 * 256 if kind == "ivfpq" else 1)
+        params = {"kind": kind, "nlist": int(nlist), "nprobe": int(nprobe), "pq_m": int(pq_m), "min_train": int(min_train)}
+        if kind == "hnsw":
+            params.update(hnsw_m=int(cfg.hnsw_m), ef_construction=int(cfg.ef_construction), ef_search=int(cfg.ef_search))
         config = {"format": FORMAT, "version": FORMAT_VERSION, "dim": int(dim),
                   "model_run": os.path.abspath(model_run) if model_run else None, "backend": backend,
-                  "index": {"kind": kind, "nlist": int(nlist), "nprobe": int(nprobe), "pq_m": int(pq_m),
-                            "min_train": int(min_train)}}
+                  "index": params}
         os.makedirs(os.path.join(directory, IMAGES), exist_ok=True)
         atomic_write(os.path.join(directory, CONFIG), json.dumps(config, indent=2).encode())
         fsync_dir(directory)
@@ -418,10 +427,12 @@ class Catalog:
     def _new_index(self):
         p = self.config["index"]
         kw: dict[str, Any] = {"backend": self.config["backend"]}
-        if p["kind"] != "flat":
+        if p["kind"] in ("ivf", "ivfpq"):
             kw.update(nlist=p["nlist"], nprobe=p["nprobe"])
         if p["kind"] == "ivfpq":
             kw["pq_m"] = p["pq_m"]
+        if p["kind"] == "hnsw":
+            kw.update(hnsw_m=p["hnsw_m"], ef_construction=p["ef_construction"], ef_search=p["ef_search"])
         if self.config["backend"] == "milvus":
             kw["uri"] = os.path.join(self.directory, MILVUS_DB)
         return create_index(p["kind"], self.dim, **kw)
@@ -447,26 +458,45 @@ class Catalog:
     def _sync(self, persist: bool) -> bool:
         """Make the index hold exactly the ready ids of the database; returns whether it changed."""
         db_ids = self.store.ready_ids()
-        changed = False
+        changed = trained = False
         if self._index.is_trained:
             extra = np.setdiff1d(np.asarray(self._index.ids(), np.int64), db_ids)
             if extra.size:
                 changed = self._index.remove(extra) > 0 or changed
         elif len(db_ids) >= max(1, int(self.config["index"]["min_train"])):
             self._index.train(self._training_sample(db_ids))
-            changed = True
+            changed = trained = True
         if self._index.is_trained:
             missing = np.setdiff1d(db_ids, np.asarray(self._index.ids(), np.int64))
             for ids, vecs in self.store.embeddings(missing if missing.size < len(db_ids) else None):
                 self._index.add(ids, vecs)
                 changed = True
+        if trained and not self.config["index"].get("nprobe"):
+            self._tune_nprobe(db_ids)  # nprobe 0 = auto: measured on the catalog's own vectors
         if persist and (changed or not os.path.exists(sidecar_path(self._index_path))):
             self._save_index()
         return changed
 
-    def _training_sample(self, db_ids: np.ndarray, limit: int = 100_000) -> np.ndarray:
+    def _training_sample(self, db_ids: np.ndarray) -> np.ndarray:
+        """Up to 256 stored vectors per cluster (FAISS's own k-means sample cap), drawn at random."""
+        p = self.config["index"]
+        limit = 256 * max(int(p["nlist"]) or auto_nlist(len(db_ids)), 256 if p["kind"] == "ivfpq" else 1)
         chosen = db_ids if len(db_ids) <= limit else np.random.default_rng(0).choice(db_ids, limit, replace=False)
         return np.concatenate([v for _, v in self.store.embeddings(chosen)])
+
+    def _tune_nprobe(self, db_ids: np.ndarray, queries: int = 256, k: int = 10) -> None:
+        """IVF nprobe 0 (auto): the smallest nprobe reaching recall@10 0.95 for stored vectors as queries,
+        against their exact neighbours among every stored vector (``VectorIndex.tune_nprobe``)."""
+        chosen = np.sort(np.random.default_rng(1).choice(db_ids, min(queries, len(db_ids)), replace=False))
+        q = np.concatenate([v for _, v in self.store.embeddings(chosen)])
+        best_s = np.full((len(q), k), -np.inf, np.float32)
+        best_i = np.full((len(q), k), -1, np.int64)
+        for ids, vecs in self.store.embeddings(None):  # exact top-k, chunk by chunk
+            sims = np.concatenate([best_s, q @ vecs.T], axis=1)
+            cand = np.concatenate([best_i, np.broadcast_to(ids, (len(q), len(ids)))], axis=1)
+            top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+            best_s, best_i = np.take_along_axis(sims, top, 1), np.take_along_axis(cand, top, 1)
+        self._index.tune_nprobe(q, best_i)
 
     def _refresh(self) -> None:
         """Catch up with other processes' writes: reload the saved index if it changed, then apply the
@@ -512,9 +542,10 @@ def build(directory: str, predictor: "Predictor | str", source: Any, *, split: s
     Returns a summary: catalog, added, already_present, bad (list of "file: error"), items."""
     if isinstance(predictor, (str, os.PathLike)):
         model_run = os.fspath(predictor)
-
         predictor = Predictor.load(model_run)
     jobs = build_jobs(source, split)
+    if index is not None and index.kind == "auto":  # chosen by the number of images (a new catalog only)
+        index = dataclasses.replace(index, **auto_index(len(jobs)))
     catalog = _open_for_build(directory, predictor, model_run, index)
 
     try:
@@ -530,7 +561,7 @@ def build(directory: str, predictor: "Predictor | str", source: Any, *, split: s
         with catalog._write():
             catalog._save_index()
         return {"catalog": catalog.directory, "added": added, "already_present": len(done), "bad": bad,
-                "items": len(catalog)}
+                "items": len(catalog), "index": catalog.config["index"]["kind"]}
     finally:
         catalog.close()
 

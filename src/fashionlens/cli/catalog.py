@@ -17,7 +17,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from fashionlens.catalog import build
     from fashionlens.config import IndexConfig
 
-    given = {k: v for k, v in (("nlist", args.nlist), ("nprobe", args.nprobe), ("pq_m", args.pq_m)) if v is not None}
+    given = {k: v for k, v in (("nlist", args.nlist), ("nprobe", args.nprobe), ("pq_m", args.pq_m),
+                               ("hnsw_m", args.hnsw_m), ("ef_search", args.ef_search)) if v is not None}
     index = IndexConfig(backend=args.backend, kind=args.index, **given)
     summary = build(args.out, args.model, args.data or args.images, split=args.split, batch_size=args.batch_size,
                     progress=not args.quiet, crop=args.crop, index=index, skip_bad=args.skip_bad)
@@ -120,10 +121,14 @@ def _add_build(sub: Any) -> None:
     p.add_argument("--out", required=True, help="catalog directory (created, or resumed when it exists)")
     p.add_argument("--split", help="only these splits of the data set (comma-separated)")
     p.add_argument("--backend", choices=("faiss", "milvus"), default="faiss", help="vector index backend")
-    p.add_argument("--index", choices=("flat", "ivf", "ivfpq"), default="flat", help="vector index kind")
+    p.add_argument("--index", choices=("flat", "ivf", "ivfpq", "hnsw", "auto"), default="flat",
+                   help="vector index kind (auto: exact below 50,000 images, else ivf with ~4 sqrt(N) clusters and "
+                        "nprobe 2; the summary says which)")
     p.add_argument("--nlist", type=int, help="IVF clusters (default 64)")
     p.add_argument("--nprobe", type=int, help="IVF clusters scanned per query (default 8)")
     p.add_argument("--pq-m", type=int, help="PQ codes per vector (ivfpq; must divide the embedding size)")
+    p.add_argument("--hnsw-m", type=int, help="HNSW links per node (default 32)")
+    p.add_argument("--ef-search", type=int, help="HNSW search breadth (default 64)")
     p.add_argument("--crop", action="store_true", help="embed the garment crop (predicted box) of each image")
     p.add_argument("--batch-size", type=int, default=32, help="images per committed batch")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of stopping")

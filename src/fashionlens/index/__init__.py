@@ -14,10 +14,24 @@ from __future__ import annotations
 import os
 
 from fashionlens.config import IndexConfig
-from fashionlens.index.base import KINDS, VectorIndex, l2_normalize, read_sidecar
+from fashionlens.index.base import KINDS, VectorIndex, auto_nlist, l2_normalize, read_sidecar
 from fashionlens.index.faiss_index import FaissIndex
 
 BACKENDS = ("faiss", "milvus")
+#: ``kind="auto"`` (catalog build): exact search below this many vectors, IVF from here on.
+AUTO_FLAT_MAX = 50_000
+
+
+def auto_index(n: int) -> dict[str, int | str]:
+    """The index settings ``kind="auto"`` stands for with ``n`` vectors: exact ``flat`` below
+    :data:`AUTO_FLAT_MAX`; else ``ivf`` with ~4 sqrt(n) clusters (:func:`auto_nlist`), trained once up to
+    256 vectors per cluster are stored (FAISS's own k-means sample cap; 64 per cluster cost 8 points of
+    recall@10 in the benchmark), and nprobe 0: tuned then on the catalog's own vectors to recall@10 0.95
+    (``VectorIndex.tune_nprobe``; the right value depends on the data: 2 at 100k, 8 at 1M in the benchmark)."""
+    if n < AUTO_FLAT_MAX:
+        return {"kind": "flat"}
+    nlist = auto_nlist(n)
+    return {"kind": "ivf", "nlist": nlist, "nprobe": 0, "min_train": min(n, 256 * nlist)}
 
 
 def create_index(
@@ -31,8 +45,11 @@ def create_index(
     pq_bits: int = 8,
     uri: str | None = None,
     collection: str = "fashionlens",
+    hnsw_m: int = 32,
+    ef_construction: int = 80,
+    ef_search: int = 0,
 ) -> VectorIndex:
-    """A new, empty index of ``kind`` ("flat", "ivf", "ivfpq") for vectors of size ``dim``.
+    """A new, empty index of ``kind`` ("flat", "ivf", "ivfpq", "hnsw") for vectors of size ``dim``.
 
     Args:
         backend: "faiss" (embedded; ``save`` writes files) or "milvus" (needs ``uri``: a milvus-lite
@@ -41,22 +58,25 @@ def create_index(
         nprobe: clusters scanned per query by default (0 = nlist / 8).
         pq_m, pq_bits: product quantization: ``pq_m`` codes of ``pq_bits`` bits per vector (ivfpq).
         collection: Milvus collection name (must not exist yet).
+        hnsw_m, ef_construction: HNSW links per node and build breadth; ef_search: search breadth (0 = 64).
     """
+    graph = dict(hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)
     if backend == "faiss":
-        return FaissIndex(kind, dim, nlist=nlist, nprobe=nprobe, pq_m=pq_m, pq_bits=pq_bits)
+        return FaissIndex(kind, dim, nlist=nlist, nprobe=nprobe, pq_m=pq_m, pq_bits=pq_bits, **graph)
     if backend == "milvus":
         # lazy: pymilvus + milvus-lite take ~2.8 s to import (measured); only the milvus backend needs them
         from fashionlens.index.milvus_index import MilvusIndex
 
         return MilvusIndex(kind, dim, uri=uri or "", collection=collection, nlist=nlist, nprobe=nprobe,
-                           pq_m=pq_m, pq_bits=pq_bits)
+                           pq_m=pq_m, pq_bits=pq_bits, **graph)
     raise ValueError(f"unknown index backend {backend!r}; choose one of {BACKENDS}")
 
 
 def index_from_config(cfg: IndexConfig, dim: int) -> VectorIndex:
     """``create_index`` with the settings of an ``IndexConfig``."""
     return create_index(cfg.kind, dim, backend=cfg.backend, nlist=cfg.nlist, nprobe=cfg.nprobe,
-                        pq_m=cfg.pq_m, pq_bits=cfg.pq_bits, uri=cfg.uri or None, collection=cfg.collection)
+                        pq_m=cfg.pq_m, pq_bits=cfg.pq_bits, uri=cfg.uri or None, collection=cfg.collection,
+                        hnsw_m=cfg.hnsw_m, ef_construction=cfg.ef_construction, ef_search=cfg.ef_search)
 
 
 def open_index(path: str | os.PathLike) -> VectorIndex:
@@ -76,5 +96,5 @@ def open_index(path: str | os.PathLike) -> VectorIndex:
     raise ValueError(f"{os.fspath(path)}.json: unknown backend {meta['backend']!r}")
 
 
-__all__ = ["BACKENDS", "KINDS", "FaissIndex", "VectorIndex", "create_index", "index_from_config", "l2_normalize",
-           "open_index"]
+__all__ = ["AUTO_FLAT_MAX", "BACKENDS", "KINDS", "FaissIndex", "VectorIndex", "auto_index", "create_index",
+           "index_from_config", "l2_normalize", "open_index"]

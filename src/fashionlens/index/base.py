@@ -10,6 +10,9 @@ Index kinds:
              the ``nprobe`` clusters whose centroids are closest (speed for a little recall).
   ``ivfpq``  IVF whose vectors are stored as product-quantization codes (``pq_m`` bytes per vector at
              8 bits instead of ``4 * dim``): catalogs larger than memory, at a further cost in recall.
+  ``hnsw``   a hierarchical navigable small-world graph over the uncompressed vectors (``hnsw_m``
+             links per node): no training, fast at any size; ``ef_search`` (the search breadth) trades
+             speed for recall as ``nprobe`` does for IVF.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import numpy as np
 from fashionlens.files import atomic_write
 from fashionlens.utils import read_json_file
 
-KINDS = ("flat", "ivf", "ivfpq")
+KINDS = ("flat", "ivf", "ivfpq", "hnsw")
+IVF_KINDS = ("ivf", "ivfpq")
+DEFAULT_EF_SEARCH = 64  # HNSW search breadth (candidates kept while walking the graph); raised to k when smaller
 FORMAT = "fashionlens-index"
 FORMAT_VERSION = 1
 NORM_TOLERANCE = 1e-2  # |1 - ||x||| above this is rejected as "not L2-normalised"
@@ -124,17 +129,18 @@ class VectorIndex(ABC):
 
     backend: str = ""
 
-    def __init__(self, kind: str, dim: int, *, nlist: int = 0, nprobe: int = 0) -> None:
+    def __init__(self, kind: str, dim: int, *, nlist: int = 0, nprobe: int = 0, ef_search: int = 0) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}; choose one of {KINDS}")
         if int(dim) < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
-        if nlist < 0 or nprobe < 0:
-            raise ValueError(f"nlist and nprobe must be >= 0 (0 = auto), got {nlist}, {nprobe}")
+        if nlist < 0 or nprobe < 0 or ef_search < 0:
+            raise ValueError(f"nlist, nprobe and ef_search must be >= 0 (0 = auto), got {nlist}, {nprobe}, {ef_search}")
         self.kind = kind
         self.dim = int(dim)
-        self._nlist = int(nlist)
-        self._nprobe = int(nprobe)
+        self._nlist = int(nlist) if kind in IVF_KINDS else 0
+        self._nprobe = int(nprobe) if kind in IVF_KINDS else 0
+        self._ef_search = int(ef_search) if kind == "hnsw" else 0
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -144,13 +150,18 @@ class VectorIndex(ABC):
 
     @property
     def nprobe(self) -> int:
-        """Clusters scanned per query by default (0 for flat)."""
-        return 0 if self.kind == "flat" else (self._nprobe or auto_nprobe(self.nlist))
+        """Clusters scanned per query by default (0 for flat and hnsw)."""
+        return 0 if self.kind not in IVF_KINDS else (self._nprobe or auto_nprobe(self.nlist))
+
+    @property
+    def ef_search(self) -> int:
+        """HNSW search breadth by default (0 for the other kinds)."""
+        return 0 if self.kind != "hnsw" else (self._ef_search or DEFAULT_EF_SEARCH)
 
     @property
     def nlist(self) -> int:
-        """IVF cluster count (0 for flat, and for an IVF index whose automatic count awaits train())."""
-        return 0 if self.kind == "flat" else self._nlist
+        """IVF cluster count (0 for flat and hnsw, and for an IVF index whose automatic count awaits train())."""
+        return 0 if self.kind not in IVF_KINDS else self._nlist
 
     @abstractmethod
     def __len__(self) -> int:
@@ -162,9 +173,9 @@ class VectorIndex(ABC):
 
     # -- writes ------------------------------------------------------------------------------
     def train(self, vectors: np.ndarray) -> None:
-        """Fit the IVF k-means clusters (and PQ codebooks) on ``vectors`` (N, dim); no-op for flat."""
+        """Fit the IVF k-means clusters (and PQ codebooks) on ``vectors`` (N, dim); no-op for flat and hnsw."""
         x = _as_vectors(vectors, self.dim, "train vectors")
-        if self.kind != "flat":
+        if self.kind in IVF_KINDS:
             self._train(x)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -204,6 +215,7 @@ class VectorIndex(ABC):
         *,
         allowed_ids: np.ndarray | None = None,
         nprobe: int | None = None,
+        ef_search: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` most similar vectors for each query.
 
@@ -213,6 +225,7 @@ class VectorIndex(ABC):
             allowed_ids: search only among these ids (pre-classification, e.g. items of the
                 query's predicted category); None searches everything.
             nprobe: clusters scanned for this call (IVF only; None = the index default).
+            ef_search: HNSW search breadth for this call (hnsw only; None = the index default; at least k).
         Returns:
             scores (Q, k) float32 inner products, best first, and ids (Q, k) int64; rows with fewer
             than ``k`` results are padded with score -inf and id -1.
@@ -220,17 +233,46 @@ class VectorIndex(ABC):
         q = _as_vectors(queries, self.dim, "queries")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
-        if nprobe is not None and (isinstance(nprobe, bool) or int(nprobe) < 1):
-            raise ValueError(f"nprobe must be >= 1, got {nprobe!r}")
+        for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
+            if value is not None and (isinstance(value, bool) or int(value) < 1):
+                raise ValueError(f"{name} must be >= 1, got {value!r}")
         self._require_trained("search")
         allowed = None if allowed_ids is None else np.unique(_as_ids(allowed_ids, "allowed_ids"))
         if len(q) == 0 or (allowed is not None and len(allowed) == 0):
             return empty_results(len(q), int(k))
-        probe = 0 if self.kind == "flat" else min(int(nprobe or self.nprobe), self.nlist or 1 << 30)
-        scores, found = self._search(q, int(k), allowed, probe)
+        if self.kind in IVF_KINDS:  # the search effort: clusters scanned (IVF), graph breadth (HNSW)
+            effort = min(int(nprobe or self.nprobe), self.nlist or 1 << 30)
+        else:
+            effort = max(int(ef_search or self.ef_search), int(k)) if self.kind == "hnsw" else 0
+        scores, found = self._search(q, int(k), allowed, effort)
         missing = found < 0
         scores[missing], found[missing] = -np.inf, -1
         return scores.astype(np.float32, copy=False), found.astype(np.int64, copy=False)
+
+    def tune_nprobe(self, queries: np.ndarray, truth: np.ndarray, *, target: float = 0.95,
+                    max_nprobe: int | None = None) -> dict[str, Any]:
+        """Set the default ``nprobe`` of an IVF index to the smallest power of two whose recall@k reaches
+        ``target`` on ``queries`` (Q, dim) with exact answers ``truth`` (Q, k) ids (e.g. stored vectors
+        and their exact neighbours among the stored ones); ``nlist`` (every cluster) when none does.
+
+        Returns ``{"nprobe": chosen, "recall": {nprobe: recall@k tried}}``.  The right nprobe depends on
+        how the data clusters relative to ``nlist`` (in benchmarks/bench_index.py 2 of 1,265 clusters
+        reached recall@10 0.998 at 100k, but 8 of 4,000 were needed at 1M), hence measured, not assumed."""
+        if self.kind not in IVF_KINDS:
+            raise ValueError(f"tune_nprobe: a {self.kind} index has no nprobe")
+        truth = np.asarray(truth, np.int64)
+        limit = min(self.nlist, max_nprobe or self.nlist)
+        tried: dict[int, float] = {}
+        probe = 1
+        while True:
+            found = self.search(queries, truth.shape[1], nprobe=probe)[1]
+            hits = (found[:, :, None] == truth[:, None, :]) & (truth[:, None, :] >= 0)
+            tried[probe] = float(hits.any(axis=1).sum() / max(1, (truth >= 0).sum()))
+            if tried[probe] >= target or probe >= limit:
+                break
+            probe = min(2 * probe, limit)
+        self._nprobe = probe
+        return {"nprobe": probe, "recall": tried}
 
     # -- persistence -------------------------------------------------------------------------
     @abstractmethod
@@ -239,10 +281,12 @@ class VectorIndex(ABC):
 
     def metadata(self) -> dict[str, Any]:
         """What the sidecar records about this index."""
-        return {"backend": self.backend, "kind": self.kind, "dim": self.dim, "nlist": self.nlist, "nprobe": self.nprobe}
+        meta = {"backend": self.backend, "kind": self.kind, "dim": self.dim, "nlist": self.nlist, "nprobe": self.nprobe}
+        return {**meta, "ef_search": self.ef_search} if self.kind == "hnsw" else meta
 
     def __repr__(self) -> str:
-        probe = f", nlist={self.nlist}, nprobe={self.nprobe}" if self.kind != "flat" else ""
+        probe = f", nlist={self.nlist}, nprobe={self.nprobe}" if self.kind in IVF_KINDS else ""
+        probe += f", ef_search={self.ef_search}" if self.kind == "hnsw" else ""
         return f"{type(self).__name__}(kind={self.kind!r}, dim={self.dim}, n={len(self)}{probe})"
 
     # -- backend hooks -----------------------------------------------------------------------

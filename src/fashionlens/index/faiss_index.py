@@ -12,9 +12,16 @@
           neighbours nearly tied inside a cluster) recall@10 was 0.26-0.80 at 16 bytes per vector and
           0.84-0.96 at 64 bytes (pq_m=64). Use it when the catalog does not fit in memory, and re-rank
           the shortlist with exact vectors where the order matters.
+``hnsw``  ``IndexHNSWFlat`` (inner product, ``hnsw_m`` links per node, ``ef_construction`` breadth while
+          building): no training; a query walks the graph keeping ``ef_search`` candidates. FAISS's HNSW
+          cannot delete, so removed and replaced vectors become tombstones that every search filters out
+          (an ``IDSelectorBitmap`` over graph positions); once they exceed a quarter of the graph it is
+          rebuilt from the live vectors. A filtered search over few ids (pre-classification) gathers
+          those vectors and searches them exactly instead of walking a mostly filtered graph.
 
 Saved as ``faiss.write_index`` bytes at ``path`` plus ``path.json`` (kind, dim, nprobe, version,
-size), each written to a temporary file and renamed into place.
+size), and for hnsw ``path.ids.npy`` (the id at each graph position, -1 = tombstone), each written to a
+temporary file and renamed into place.
 """
 
 from __future__ import annotations
@@ -29,6 +36,10 @@ from fashionlens.files import atomic_write
 from fashionlens.index.base import VectorIndex, auto_nlist, empty_results, read_sidecar, write_sidecar
 
 _GATHER_MIN_QUERIES = 20  # filtered flat search: from this batch size on, gather the subset (BLAS)
+_HNSW_EXACT_MAX = 20_000  # filtered hnsw search over at most this many ids: exact search of the gathered subset
+_HNSW_COMPACT_SHARE = 0.25  # tombstones above this share of the graph (and 1024): rebuild it from the live vectors
+DEFAULT_HNSW_M = 32
+DEFAULT_EF_CONSTRUCTION = 80
 
 
 class FaissIndex(VectorIndex):
@@ -36,21 +47,37 @@ class FaissIndex(VectorIndex):
 
     backend = "faiss"
 
-    def __init__(self, kind: str, dim: int, *, nlist: int = 0, nprobe: int = 0, pq_m: int = 16, pq_bits: int = 8):
-        super().__init__(kind, dim, nlist=nlist, nprobe=nprobe)
+    def __init__(self, kind: str, dim: int, *, nlist: int = 0, nprobe: int = 0, pq_m: int = 16, pq_bits: int = 8,
+                 hnsw_m: int = DEFAULT_HNSW_M, ef_construction: int = DEFAULT_EF_CONSTRUCTION, ef_search: int = 0):
+        super().__init__(kind, dim, nlist=nlist, nprobe=nprobe, ef_search=ef_search)
+        if kind == "hnsw" and (hnsw_m < 2 or ef_construction < 1):
+            raise ValueError(f"hnsw needs hnsw_m >= 2 and ef_construction >= 1, got {hnsw_m}, {ef_construction}")
         if kind == "ivfpq" and (pq_m < 1 or dim % pq_m):
             raise ValueError(f"pq_m={pq_m} must divide the vector size {dim} (e.g. {dim // 8} or {dim // 4})")
         if kind == "ivfpq" and not 1 <= pq_bits <= 16:
             raise ValueError(f"pq_bits must be in 1..16, got {pq_bits}")
         self.pq_m, self.pq_bits = int(pq_m), int(pq_bits)
-        self._index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dim)) if kind == "flat" else None
+        self.hnsw_m, self.ef_construction = int(hnsw_m), int(ef_construction)
+        self._index: Any = None
+        if kind == "flat":
+            self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        elif kind == "hnsw":
+            self._index = self._new_graph()
         self._ids = np.empty(0, np.int64)  # sorted ids present, kept beside the index for replace/ids()
+        self._positions = np.empty(0, np.int64)  # hnsw: the id at each graph position, -1 = tombstone
+
+    def _new_graph(self) -> Any:
+        graph = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = self.ef_construction
+        return graph
 
     @property
     def is_trained(self) -> bool:
         return self._index is not None and bool(self._index.is_trained)
 
     def __len__(self) -> int:
+        if self.kind == "hnsw":
+            return len(self._ids)
         return 0 if self._index is None else int(self._index.ntotal)
 
     def ids(self) -> np.ndarray:
@@ -86,6 +113,13 @@ class FaissIndex(VectorIndex):
 
     # -- writes ------------------------------------------------------------------------------
     def _add(self, ids: np.ndarray, x: np.ndarray) -> None:
+        if self.kind == "hnsw":
+            self._bury(ids)  # a replaced id's old vector becomes a tombstone
+            self._index.add(x)
+            self._positions = np.concatenate([self._positions, ids])
+            self._ids = np.union1d(self._ids, ids)
+            self._compact_if_needed()
+            return
         present = ids[np.isin(ids, self._ids, assume_unique=True)]
         if len(present):
             self._index.remove_ids(faiss.IDSelectorBatch(present))
@@ -96,12 +130,57 @@ class FaissIndex(VectorIndex):
         present = ids[np.isin(ids, self._ids, assume_unique=True)]
         if not len(present):
             return 0
+        if self.kind == "hnsw":
+            self._bury(present)
+            self._ids = np.setdiff1d(self._ids, present, assume_unique=True)
+            self._compact_if_needed()
+            return len(present)
         removed = int(self._index.remove_ids(faiss.IDSelectorBatch(present)))
         self._ids = np.setdiff1d(self._ids, present, assume_unique=True)
         return removed
 
+    def _bury(self, ids: np.ndarray) -> None:
+        """hnsw: the graph positions holding ``ids`` become tombstones."""
+        self._positions[np.isin(self._positions, ids)] = -1
+
+    def _compact_if_needed(self) -> None:
+        """hnsw: rebuild the graph from the live vectors once tombstones exceed a quarter of it."""
+        dead = int((self._positions < 0).sum())
+        if dead <= max(1024, _HNSW_COMPACT_SHARE * len(self._positions)):
+            return
+        live = np.flatnonzero(self._positions >= 0)
+        vectors = self._graph_vectors()[live]
+        self._index = self._new_graph()
+        self._index.add(vectors)
+        self._positions = self._positions[live]
+
+    def _graph_vectors(self) -> np.ndarray:
+        """hnsw: (ntotal, dim) view of the vectors at every graph position (tombstones included)."""
+        n = int(self._index.ntotal)
+        storage = faiss.downcast_index(self._index.storage)
+        return faiss.rev_swig_ptr(storage.get_xb(), n * self.dim).reshape(n, self.dim)
+
+    def _search_graph(self, q: np.ndarray, k: int, allowed: np.ndarray | None, ef: int) -> tuple[np.ndarray, np.ndarray]:
+        """hnsw: graph search that skips tombstones and ids outside ``allowed``; small ``allowed`` sets exactly."""
+        keep = self._positions >= 0
+        if allowed is not None:
+            keep &= np.isin(self._positions, allowed)
+            if int(keep.sum()) <= _HNSW_EXACT_MAX:
+                return _exact_among(q, k, self._graph_vectors(), self._positions, np.flatnonzero(keep))
+        params = faiss.SearchParametersHNSW(efSearch=int(ef))
+        bitmap = None
+        if not keep.all():
+            bitmap = np.packbits(keep, bitorder="little")  # bit i = position i; alive while faiss reads it
+            params.sel = faiss.IDSelectorBitmap(len(keep), faiss.swig_ptr(bitmap))
+        search = getattr(self._index, "search_numpy", self._index.search)
+        scores, found = search(q, k, params=params)
+        del bitmap
+        return scores, np.where(found >= 0, self._positions[np.maximum(found, 0)], -1)
+
     # -- search ------------------------------------------------------------------------------
     def _search(self, q: np.ndarray, k: int, allowed: np.ndarray | None, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.kind == "hnsw":  # ``nprobe`` carries the search effort: ef_search (base.VectorIndex.search)
+            return self._search_graph(q, k, allowed, nprobe)
         if self.kind == "flat" and allowed is not None and len(q) >= _GATHER_MIN_QUERIES:
             return self._search_subset(q, k, allowed)
         selector = None if allowed is None else faiss.IDSelectorBatch(allowed)  # alive while faiss uses it
@@ -126,18 +205,13 @@ class FaissIndex(VectorIndex):
         n = int(self._index.ntotal)
         stored = faiss.rev_swig_ptr(self._index.id_map.data(), n)  # position -> id (views, no copy)
         vectors = faiss.rev_swig_ptr(faiss.downcast_index(self._index.index).get_xb(), n * self.dim)
-        positions = np.flatnonzero(np.isin(stored, allowed))
-        if not len(positions):
-            return empty_results(len(q), k)
-        subset = vectors.reshape(n, self.dim)[positions]
-        scores, local = faiss.knn(q, subset, min(k, len(positions)), metric=faiss.METRIC_INNER_PRODUCT)
-        found = np.where(local >= 0, stored[positions][np.maximum(local, 0)], -1)
-        pad = ((0, 0), (0, k - found.shape[1]))  # fewer allowed vectors than k: -1 padding (scores -> -inf later)
-        return np.pad(scores, pad), np.pad(found, pad, constant_values=-1)
+        return _exact_among(q, k, vectors.reshape(n, self.dim), stored, np.flatnonzero(np.isin(stored, allowed)))
 
     # -- persistence -------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
         extra = {"pq_m": self.pq_m, "pq_bits": self.pq_bits} if self.kind == "ivfpq" else {}
+        if self.kind == "hnsw":
+            extra = {"hnsw_m": self.hnsw_m, "ef_construction": self.ef_construction}
         return {**super().metadata(), **extra, "ntotal": len(self)}
 
     def save(self, path: str | os.PathLike) -> None:
@@ -146,6 +220,8 @@ class FaissIndex(VectorIndex):
         path = os.fspath(path)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         atomic_write(path, lambda tmp: faiss.write_index(self._index, tmp))
+        if self.kind == "hnsw":
+            atomic_write(path + ".ids.npy", lambda tmp: _save_array(tmp, self._positions))
         write_sidecar(path, {**self.metadata(), "index_bytes": os.path.getsize(path)})
 
     @classmethod
@@ -165,14 +241,50 @@ class FaissIndex(VectorIndex):
         except RuntimeError as e:
             raise ValueError(f"{path}: not a readable faiss index: {str(e).strip().splitlines()[-1]}") from e
         self = cls(meta["kind"], int(meta["dim"]), nprobe=int(meta.get("nprobe", 0)),
-                   pq_m=int(meta.get("pq_m", 16)), pq_bits=int(meta.get("pq_bits", 8)))
+                   pq_m=int(meta.get("pq_m", 16)), pq_bits=int(meta.get("pq_bits", 8)),
+                   hnsw_m=int(meta.get("hnsw_m", DEFAULT_HNSW_M)),
+                   ef_construction=int(meta.get("ef_construction", DEFAULT_EF_CONSTRUCTION)),
+                   ef_search=int(meta.get("ef_search", 0)))
         self._index = _check_loaded(raw, meta, path)
+        if meta["kind"] == "hnsw":
+            self._positions = _load_positions(path + ".ids.npy", int(raw.ntotal))
+            self._ids = np.sort(self._positions[self._positions >= 0])
+            return self
         self._nlist = 0 if meta["kind"] == "flat" else int(raw.nlist)
         self._ids = np.sort(_stored_ids(raw))
         return self
 
 
-_TYPES = {"flat": faiss.IndexIDMap2, "ivf": faiss.IndexIVFFlat, "ivfpq": faiss.IndexIVFPQ}
+_TYPES = {"flat": faiss.IndexIDMap2, "ivf": faiss.IndexIVFFlat, "ivfpq": faiss.IndexIVFPQ, "hnsw": faiss.IndexHNSWFlat}
+
+
+def _exact_among(q: np.ndarray, k: int, vectors: np.ndarray, ids_at: np.ndarray,
+                 positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` of ``q`` among ``vectors[positions]`` (one BLAS product), as (scores, ids) padded with -1."""
+    if not len(positions):
+        return empty_results(len(q), k)
+    scores, local = faiss.knn(q, vectors[positions], min(k, len(positions)), metric=faiss.METRIC_INNER_PRODUCT)
+    found = np.where(local >= 0, ids_at[positions][np.maximum(local, 0)], -1)
+    pad = ((0, 0), (0, k - found.shape[1]))  # fewer allowed vectors than k: -1 padding (scores -> -inf later)
+    return np.pad(scores, pad), np.pad(found, pad, constant_values=-1)
+
+
+def _save_array(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a bare name
+        np.save(f, array)
+
+
+def _load_positions(path: str, ntotal: int) -> np.ndarray:
+    """The hnsw graph's position -> id array saved beside it; errors name the file."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: the id table of the hnsw index is missing; rebuild the index")
+    try:
+        positions = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable id table ({e})") from e
+    if positions.ndim != 1 or len(positions) != ntotal or positions.dtype.kind != "i":
+        raise ValueError(f"{path}: {positions.shape} {positions.dtype} ids for a graph of {ntotal} vectors")
+    return positions.astype(np.int64)
 
 
 def _check_loaded(raw: Any, meta: dict[str, Any], path: str) -> Any:

@@ -7,7 +7,8 @@
                            machine; the server builds and serves the index, this class only talks to it.
 
 Kinds map to Milvus index types with metric ``IP``: ``flat`` -> FLAT, ``ivf`` -> IVF_FLAT (nlist,
-nprobe), ``ivfpq`` -> IVF_PQ (nlist, nprobe, m = pq_m, nbits = pq_bits). milvus-lite 3.x implements
+nprobe), ``ivfpq`` -> IVF_PQ (nlist, nprobe, m = pq_m, nbits = pq_bits), ``hnsw`` -> HNSW (M = hnsw_m,
+efConstruction = ef_construction; search ef = ef_search). milvus-lite 3.x implements
 FLAT and IVF_FLAT but not IVF_PQ (its segment index build fails and search silently falls back to
 brute force), so ``ivfpq`` is refused for a ``.db`` uri: use the FAISS backend or a server.
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from fashionlens.index.base import VectorIndex, write_sidecar
 
-INDEX_TYPES = {"flat": "FLAT", "ivf": "IVF_FLAT", "ivfpq": "IVF_PQ"}
+INDEX_TYPES = {"flat": "FLAT", "ivf": "IVF_FLAT", "ivfpq": "IVF_PQ", "hnsw": "HNSW"}
 DEFAULT_NLIST = 128
 MAX_K = 16384  # Milvus limit on results per query
 _ROW_BYTES_PER_CALL = 8 << 20  # keep each insert / search request well under gRPC's 64 MiB limit
@@ -102,9 +103,12 @@ class MilvusIndex(VectorIndex):
         nprobe: int = 0,
         pq_m: int = 16,
         pq_bits: int = 8,
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 0,
         create: bool = True,
     ) -> None:
-        super().__init__(kind, dim, nlist=nlist or DEFAULT_NLIST, nprobe=nprobe)
+        super().__init__(kind, dim, nlist=nlist or DEFAULT_NLIST, nprobe=nprobe, ef_search=ef_search)
         if not uri:
             raise ValueError("the milvus backend needs a uri: 'path/index.db' (milvus-lite) or 'http://host:19530'")
         if kind == "ivfpq" and is_lite_uri(uri):
@@ -116,6 +120,7 @@ class MilvusIndex(VectorIndex):
         self.uri = os.path.abspath(uri) if is_lite_uri(uri) else uri
         self.collection = collection
         self.pq_m, self.pq_bits = int(pq_m), int(pq_bits)
+        self.hnsw_m, self.ef_construction = int(hnsw_m), int(ef_construction)
         self._client: Any = _connect(self.uri)
         try:
             self._create() if create else self._check_existing()
@@ -127,6 +132,8 @@ class MilvusIndex(VectorIndex):
     def _index_params(self) -> dict[str, Any]:
         if self.kind == "flat":
             return {}
+        if self.kind == "hnsw":
+            return {"M": self.hnsw_m, "efConstruction": self.ef_construction}
         params = {"nlist": self.nlist}
         if self.kind == "ivfpq":
             params.update(m=self.pq_m, nbits=self.pq_bits)
@@ -241,7 +248,9 @@ class MilvusIndex(VectorIndex):
         if k > MAX_K:
             raise ValueError(f"k={k}: Milvus returns at most {MAX_K} results per query")
         params: dict[str, Any] = {"metric_type": "IP"}
-        if self.kind != "flat":
+        if self.kind == "hnsw":
+            params["params"] = {"ef": nprobe}  # the search effort: ef_search for hnsw (base.VectorIndex.search)
+        elif self.kind != "flat":
             params["params"] = {"nprobe": nprobe}
         expr = "" if allowed is None else "id in [" + ",".join(map(str, allowed.tolist())) + "]"
         scores = np.full((len(q), k), -np.inf, np.float32)
@@ -260,6 +269,8 @@ class MilvusIndex(VectorIndex):
     # -- persistence -------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
         extra = {"pq_m": self.pq_m, "pq_bits": self.pq_bits} if self.kind == "ivfpq" else {}
+        if self.kind == "hnsw":
+            extra = {"hnsw_m": self.hnsw_m, "ef_construction": self.ef_construction}
         return {**super().metadata(), **extra, "uri": self.uri, "collection": self.collection}
 
     def save(self, path: str | os.PathLike) -> None:
@@ -285,5 +296,7 @@ class MilvusIndex(VectorIndex):
         return cls(
             meta["kind"], int(meta["dim"]), uri=uri, collection=str(meta.get("collection", "fashionlens")),
             nlist=int(meta.get("nlist", 0)), nprobe=int(meta.get("nprobe", 0)),
-            pq_m=int(meta.get("pq_m", 16)), pq_bits=int(meta.get("pq_bits", 8)), create=False,
+            pq_m=int(meta.get("pq_m", 16)), pq_bits=int(meta.get("pq_bits", 8)),
+            hnsw_m=int(meta.get("hnsw_m", 32)), ef_construction=int(meta.get("ef_construction", 80)),
+            ef_search=int(meta.get("ef_search", 0)), create=False,
         )
