@@ -438,5 +438,13 @@ def test_tune_nprobe_picks_the_smallest_power_of_two_reaching_the_target(make, t
     assert all(r < 0.95 for q, r in curve.items() if q < p)  # nothing smaller reached it
     assert recall(truth, index.search(queries, 10)[1]) == pytest.approx(curve[p])  # the default now
     assert index.tune_nprobe(queries, truth, target=1.01)["nprobe"] == 64  # unreachable: every cluster
+    own = np.arange(0, 4000, 40)  # stored vectors as queries: their own id must not count as a neighbour
+    _, near = exact(vectors[own], vectors, ids, 11)
+    others = np.array([[i for i in row if i != q][:10] for row, q in zip(near.tolist(), own.tolist())])
+    selfless = index.tune_nprobe(vectors[own], others, query_ids=own)
+    assert selfless["recall"][selfless["nprobe"]] >= 0.95
+    found = index.search(vectors[own], 11, nprobe=selfless["nprobe"])[1]
+    assert recall(others, np.array([[i for i in row if i != q][:10] for row, q in zip(found.tolist(), own.tolist())])) \
+        == pytest.approx(selfless["recall"][selfless["nprobe"]])
     with pytest.raises(ValueError, match="no nprobe"):
         build(make, "flat", vectors[:10], ids[:10]).tune_nprobe(queries, truth)

@@ -486,17 +486,21 @@ class Catalog:
 
     def _tune_nprobe(self, db_ids: np.ndarray, queries: int = 256, k: int = 10) -> None:
         """IVF nprobe 0 (auto): the smallest nprobe reaching recall@10 0.95 for stored vectors as queries,
-        against their exact neighbours among every stored vector (``VectorIndex.tune_nprobe``)."""
+        against their exact neighbours among the other stored vectors (``VectorIndex.tune_nprobe``)."""
         chosen = np.sort(np.random.default_rng(1).choice(db_ids, min(queries, len(db_ids)), replace=False))
         q = np.concatenate([v for _, v in self.store.embeddings(chosen)])
-        best_s = np.full((len(q), k), -np.inf, np.float32)
-        best_i = np.full((len(q), k), -1, np.int64)
+        k = min(k, len(db_ids) - 1)
+        if k < 1:
+            return
+        best_s = np.full((len(q), k + 1), -np.inf, np.float32)  # + the query itself
+        best_i = np.full((len(q), k + 1), -1, np.int64)
         for ids, vecs in self.store.embeddings(None):  # exact top-k, chunk by chunk
             sims = np.concatenate([best_s, q @ vecs.T], axis=1)
             cand = np.concatenate([best_i, np.broadcast_to(ids, (len(q), len(ids)))], axis=1)
-            top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+            top = np.argsort(-sims, axis=1, kind="stable")[:, :k + 1]
             best_s, best_i = np.take_along_axis(sims, top, 1), np.take_along_axis(cand, top, 1)
-        self._index.tune_nprobe(q, best_i)
+        others = np.array([[i for i in row if i != own][:k] for row, own in zip(best_i.tolist(), chosen.tolist())])
+        self._index.tune_nprobe(q, others, query_ids=chosen)
 
     def _refresh(self) -> None:
         """Catch up with other processes' writes: reload the saved index if it changed, then apply the
