@@ -444,3 +444,69 @@ def test_cli_build_add_search_list_remove(tmp_path, render, images, run, capsys)
     with Catalog.open(out) as cat:
         assert len(cat) == 80
         assert_consistent(cat)
+
+
+@pytest.fixture
+def milvus_server(tmp_path):
+    """A real Milvus gRPC server (milvus-lite's `server` command over TCP on loopback), reached as a Milvus
+    standalone or cluster would be: http://127.0.0.1:PORT."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("pymilvus")
+    exe = shutil.which("milvus-lite") or os.path.join(os.path.dirname(sys.executable), "milvus-lite")
+    if not os.path.exists(exe):
+        pytest.skip("the milvus-lite command is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([exe, "server", "--data-dir", str(tmp_path / "milvus"), "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if proc.poll() is not None:
+            pytest.skip(f"milvus-lite server exited with {proc.returncode}")
+        time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_catalog_on_a_milvus_server(milvus_server, tmp_path):
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(40, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with Catalog.create(tmp_path / "cat", dim=DIM, index=IndexConfig(backend="milvus", uri=milvus_server)) as cat:
+        assert cat.config["index"]["uri"] == milvus_server and cat.config["index"]["collection"].startswith("fashionlens_")
+        ids = cat.add_embeddings(vectors, [{"category": "Tee" if i < 20 else "Shorts"} for i in range(40)])
+        assert [cat.search(v, k=1)[0]["item_id"] for v in vectors] == ids
+        assert {h["item_id"] for h in cat.search(vectors[0], k=40, category="Shorts")} == set(ids[20:])
+        assert cat.remove(ids[:3]) == 3
+    assert not os.path.exists(tmp_path / "cat" / "vectors.milvus.db")  # the vectors live on the server
+    with Catalog.open(tmp_path / "cat") as again:
+        assert again._index.uri == milvus_server and again.index_ids().tolist() == ids[3:]
+        assert again.search(vectors[30], k=1)[0]["item_id"] == ids[30]
+    for name in ("vectors.index", "vectors.index.json"):  # the derived cache lost: rebuilt from SQLite
+        if os.path.exists(tmp_path / "cat" / name):
+            os.remove(tmp_path / "cat" / name)
+    with Catalog.open(tmp_path / "cat") as rebuilt:
+        assert rebuilt.index_ids().tolist() == ids[3:] and rebuilt.search(vectors[5], k=1)[0]["item_id"] == ids[5]
+    with pytest.raises(ValueError, match="needs the milvus backend"):
+        Catalog.create(tmp_path / "bad", dim=DIM, index=IndexConfig(uri=milvus_server))
+
+
+def test_cli_build_with_milvus_uri(milvus_server, render, run, tmp_path, capsys):
+    out = str(tmp_path / "cat")
+    assert cli(["catalog", "build", "--model", str(run), "--data", f"garments:{render}", "--split", "test",
+                "--out", out, "--milvus-uri", milvus_server, "--index", "hnsw", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["index"] == "hnsw" and summary["items"] > 0
+    with Catalog.open(out) as cat:
+        assert cat.config["backend"] == "milvus" and cat._index.uri == milvus_server
+        assert len(cat._index) == summary["items"]

@@ -47,6 +47,7 @@ Design:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import threading
@@ -74,6 +75,7 @@ from fashionlens.config import IndexConfig
 from fashionlens.files import atomic_write, fsync_dir
 from fashionlens.index import KINDS, auto_index, create_index, open_index
 from fashionlens.index.base import auto_nlist
+from fashionlens.index.milvus_index import drop_collection
 from fashionlens.index.base import sidecar_path
 from fashionlens.inference import Predictor, crop_garments
 from fashionlens.utils import read_json_file
@@ -134,6 +136,11 @@ class Catalog:
         params = {"kind": kind, "nlist": int(nlist), "nprobe": int(nprobe), "pq_m": int(pq_m), "min_train": int(min_train)}
         if kind == "hnsw":
             params.update(hnsw_m=int(cfg.hnsw_m), ef_construction=int(cfg.ef_construction), ef_search=int(cfg.ef_search))
+        if cfg.uri and backend != "milvus":
+            raise ValueError(f"an index uri ({cfg.uri}) needs the milvus backend")
+        if cfg.uri:  # a Milvus server holds the vectors; SQLite here stays the source of truth
+            default = cfg.collection == IndexConfig.collection
+            params.update(uri=cfg.uri, collection=_collection_for(directory) if default else cfg.collection)
         config = {"format": FORMAT, "version": FORMAT_VERSION, "dim": int(dim),
                   "model_run": os.path.abspath(model_run) if model_run else None, "backend": backend,
                   "index": params}
@@ -433,7 +440,15 @@ class Catalog:
             kw["pq_m"] = p["pq_m"]
         if p["kind"] == "hnsw":
             kw.update(hnsw_m=p["hnsw_m"], ef_construction=p["ef_construction"], ef_search=p["ef_search"])
-        if self.config["backend"] == "milvus":
+        if p.get("uri"):  # a Milvus server: a stale collection of this catalog is dropped, the database rebuilds it
+            kw.update(uri=p["uri"], collection=p["collection"])
+            try:
+                return create_index(p["kind"], self.dim, **kw)
+            except ValueError as exc:
+                if "already exists" not in str(exc):
+                    raise
+            drop_collection(p["uri"], p["collection"])
+        elif self.config["backend"] == "milvus":
             kw["uri"] = os.path.join(self.directory, MILVUS_DB)
         return create_index(p["kind"], self.dim, **kw)
 
@@ -529,6 +544,11 @@ class Catalog:
 
 
 # -- garment localisation --------------------------------------------------------------------------------
+def _collection_for(directory: str) -> str:
+    """The Milvus collection of the catalog at ``directory`` on a shared server: named after its absolute path."""
+    return "fashionlens_" + hashlib.sha1(os.path.abspath(directory).encode()).hexdigest()[:16]
+
+
 # -- building from a data set or a folder --------------------------------------------------------------
 def build(directory: str, predictor: "Predictor | str", source: Any, *, split: str | None = None,
           model_run: str | None = None, batch_size: int = 32, progress: bool = True, crop: bool = False,

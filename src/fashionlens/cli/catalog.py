@@ -19,7 +19,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     given = {k: v for k, v in (("nlist", args.nlist), ("nprobe", args.nprobe), ("pq_m", args.pq_m),
                                ("hnsw_m", args.hnsw_m), ("ef_search", args.ef_search)) if v is not None}
-    index = IndexConfig(backend=args.backend, kind=args.index, **given)
+    if args.milvus_uri:
+        given.update(uri=args.milvus_uri)
+    index = IndexConfig(backend="milvus" if args.milvus_uri else args.backend, kind=args.index, **given)
     summary = build(args.out, args.model, args.data or args.images, split=args.split, batch_size=args.batch_size,
                     progress=not args.quiet, crop=args.crop, index=index, skip_bad=args.skip_bad)
     print(json.dumps(summary))
@@ -121,6 +123,8 @@ def _add_build(sub: Any) -> None:
     p.add_argument("--out", required=True, help="catalog directory (created, or resumed when it exists)")
     p.add_argument("--split", help="only these splits of the data set (comma-separated)")
     p.add_argument("--backend", choices=("faiss", "milvus"), default="faiss", help="vector index backend")
+    p.add_argument("--milvus-uri", metavar="URI", help="a Milvus server (standalone or cluster, e.g. "
+                   "http://host:19530) holds the vectors; SQLite in the catalog stays the source of truth")
     p.add_argument("--index", choices=("flat", "ivf", "ivfpq", "hnsw", "auto"), default="flat",
                    help="vector index kind (auto: exact below 50,000 images, else ivf with ~4 sqrt(N) clusters and "
                         "nprobe 2; the summary says which)")

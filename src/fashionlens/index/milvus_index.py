@@ -87,6 +87,18 @@ def _wait_for_lite_index(uri: str, collection: str) -> None:
         pass  # another milvus-lite version: searches stay correct, possibly exact until the build ends
 
 
+def drop_collection(uri: str, collection: str) -> None:
+    """Delete ``collection`` on the Milvus at ``uri`` (nothing when it does not exist)."""
+    client = _connect(uri)
+    try:
+        if client.has_collection(collection):
+            client.drop_collection(collection)
+    finally:
+        client.close()
+        if is_lite_uri(uri):
+            _release_lite(uri)
+
+
 class MilvusIndex(VectorIndex):
     """A Milvus collection (int64 primary key ``id``, float vector ``vector``) behind the VectorIndex API."""
 
