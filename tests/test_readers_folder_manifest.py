@@ -219,5 +219,6 @@ def test_read_source_takes_a_spec_with_a_split_or_names_what_is_wrong(tmp_path):
     (tmp_path / "file.jpg").write_bytes(b"x")
     with pytest.raises(NotADirectoryError, match="not a folder"):
         read_source(str(tmp_path / "file.jpg"))
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images"):
-        fashionlens.read(f"images:{tmp_path / 'empty'}") if (tmp_path / "empty").mkdir() is None else None
+        fashionlens.read(f"images:{tmp_path / 'empty'}")

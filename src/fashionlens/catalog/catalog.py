@@ -7,7 +7,8 @@ Layout of a catalog directory::
                       image, source, created_at, updated_at, embedding BLOB float32, status, extra JSON)
     images/<id>.<ext> stored copies under names the catalog chooses (never the uploaded file name):
                       JPEG / PNG / WebP / GIF bytes as uploaded, other formats re-encoded as PNG
-    vectors.index     the vector index (+ vectors.index.json); Milvus keeps its data in vectors.milvus.db
+    vectors.index     the vector index (+ vectors.index.json); milvus-lite keeps its data in vectors.milvus.db,
+                      a Milvus server (``IndexConfig.uri``) in a collection named after the catalog's path
     writer.lock       fcntl lock file: one writer at a time
 
 Design:
@@ -53,7 +54,7 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -74,14 +75,10 @@ from fashionlens.catalog.store import (
 from fashionlens.config import IndexConfig
 from fashionlens.files import atomic_write, fsync_dir
 from fashionlens.index import KINDS, auto_index, create_index, open_index
-from fashionlens.index.base import auto_nlist
+from fashionlens.index.base import auto_nlist, sidecar_path
 from fashionlens.index.milvus_index import drop_collection
-from fashionlens.index.base import sidecar_path
 from fashionlens.inference import Predictor, crop_garments
 from fashionlens.utils import read_json_file
-
-if TYPE_CHECKING:
-    from fashionlens.inference import Predictor
 
 FORMAT = "fashionlens-catalog"
 FORMAT_VERSION = 1
