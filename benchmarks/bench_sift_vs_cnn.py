@@ -8,7 +8,10 @@ Methods (every one gives L2-normalised vectors compared by cosine similarity):
     a k-means vocabulary of ``--vocab`` words fit on TRAIN images only, TF-IDF);
   - ImageNet CNN: EfficientNet-Lite0 with its ImageNet weights, no training: the image resized (longer
     side 224 px), padded to a square, scaled to [-1, 1]; global-average-pooled features (1280-d);
-  - trained run (``--run``): ``Predictor.load(RUN_DIR).embed``.
+  - trained run (``--run``): ``Predictor.load(RUN_DIR).embed``;
+  - "+ geometric re-rank (top K)": the CNN's top ``--rerank`` candidates re-ranked by RANSAC-verified RootSIFT
+    matches (``fashionlens.rerank.GeometricReranker``, what ``search --rerank`` does); its cost per query is
+    the query's keypoints plus K verifications (gallery keypoints computed once, as the catalog caches them).
 
 (a) Real photos, ``--photos`` (default ../shared/data/clothing-small; skipped with a message if absent):
   - category retrieval on the validation split, leave-one-out, hit = same class: Recall@1/5/10, MAP@R;
@@ -52,7 +55,7 @@ from fashionlens.runs import inshop_protocol
 Embed = Callable[[list[Image.Image]], np.ndarray]
 
 PHOTO_CATEGORY = ("cat_R@1", "cat_R@5", "cat_R@10", "cat_MAP@R", "ms_per_image")
-PHOTO_INSTANCE = ("inst_top1", "inst_top5", "inst_top10", "inst_mAP", "ms_per_distorted_query")
+PHOTO_INSTANCE = ("inst_top1", "inst_top5", "inst_top10", "inst_mAP", "ms_per_distorted_query", "ms_rerank_per_query")
 GARMENT_COLUMNS = ("inshop_top1", "inshop_top10", "inshop_top20", "inshop_map", "c2s_top1", "c2s_top10",
                    "c2s_top20", "c2s_map", "ms_per_image")
 
@@ -155,8 +158,8 @@ def photos_section(args: argparse.Namespace, imagenet: ImageNetFeatures) -> dict
     sift, fit_s = fit_sift(train, args)
     methods = {"SIFT BoVW": sift.transform, **cnn_methods(args, imagenet)}
     gallery, ms = embed_all(methods, (load_image(s) for s in val))
-    queries, ms_q = embed_all(methods, (distort(load_image(s), np.random.default_rng([args.seed, i]))
-                                        for i, s in enumerate(val)))
+    distorted = [distort(load_image(s), np.random.default_rng([args.seed, i])) for i, s in enumerate(val)]
+    queries, ms_q = embed_all(methods, distorted)
     labels = np.array([s.category for s in val])
     ids = np.arange(len(val))
     rows: dict[str, dict] = {}
@@ -167,8 +170,46 @@ def photos_section(args: argparse.Namespace, imagenet: ImageNetFeatures) -> dict
                       **{f"inst_top{k}": v for k, v in inst["top_k_accuracy"].items()},
                       "inst_mAP": inst["mean_average_precision"], "ms_per_image": ms[name],
                       "ms_per_distorted_query": ms_q[name]}
+    if args.rerank:
+        rows.update(rerank_rows(args, val, distorted, gallery, queries, ms_q, [n for n in methods if n != "SIFT BoVW"]))
     return {"photos": os.path.abspath(args.photos), "train_images": len(train), "val_images": len(val),
-            "sift_fit_seconds": round(fit_s, 1), "rows": rows}
+            "sift_fit_seconds": round(fit_s, 1), "rerank_candidates": args.rerank, "rows": rows}
+
+
+def rank_metrics(ranked: list[list[int]], truth: Sequence[int], ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """Top-k accuracy and mAP of ranked gallery lists with one relevant item per query (AP = 1 / its rank)."""
+    pos = [r.index(t) + 1 if t in r else None for r, t in zip(ranked, truth)]
+    out = {f"inst_top{k}": float(np.mean([p is not None and p <= k for p in pos])) for k in ks}
+    out["inst_mAP"] = float(np.mean([1.0 / p if p else 0.0 for p in pos]))
+    return out
+
+
+def rerank_rows(args: argparse.Namespace, val: Sequence[Sample], distorted: list[Image.Image], gallery: dict,
+                queries: dict, ms_q: dict, cnn_names: list[str]) -> dict:
+    """The CNN's top ``args.rerank`` re-ranked by geometric verification, for every CNN method."""
+    from fashionlens.rerank import GeometricReranker
+
+    reranker = GeometricReranker()
+    start = time.perf_counter()
+    stored = [reranker.features(load_image(s)) for s in val]
+    gallery_ms = 1000 * (time.perf_counter() - start) / len(val)
+    rows = {}
+    for name in cnn_names:
+        sims = queries[name] @ gallery[name].T
+        ranked, seconds, verified = [], 0.0, 0
+        for i, image in enumerate(distorted):
+            order = [int(j) for j in np.argsort(-sims[i], kind="stable")]
+            top = order[: args.rerank]
+            start = time.perf_counter()
+            new, counts = reranker.rerank(image, [stored[j] for j in top])
+            seconds += time.perf_counter() - start
+            verified += sum(c >= reranker.min_inliers for c in counts)
+            ranked.append([top[j] for j in new] + order[args.rerank:])
+        rows[f"{name} + geometric re-rank (top {args.rerank})"] = {
+            **rank_metrics(ranked, range(len(val))), "ms_rerank_per_query": round(1000 * seconds / len(val), 1),
+            "ms_per_distorted_query": ms_q[name], "gallery_keypoints_ms_per_image": round(gallery_ms, 1),
+            "verified_per_query": verified / len(val)}
+    return rows
 
 
 def garments_root(args: argparse.Namespace, tmp: str) -> str:
@@ -221,6 +262,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=1000, help="SIFT vocabulary size")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="seed of the query distortions")
+    parser.add_argument("--rerank", type=int, default=50, help="CNN candidates re-ranked geometrically (0 = no row)")
     args = parser.parse_args()
     set_threads(args.threads)
     start = time.perf_counter()

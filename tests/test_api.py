@@ -168,6 +168,25 @@ def test_search_finds_each_item_first(client, world):
     assert all(h["category_path"][0] == path for h in by_path["results"])
     cropped = client.post("/v1/search", files=upload(read(world.images[9])), data={"crop": "true", "k": "2"})
     assert cropped.status_code == 200 and len(cropped.json()["results"]) == 2
+    plain = client.post("/v1/search", files=upload(read(world.images[9])), data={"k": "3"}).json()["results"]
+    assert all(h["inliers"] is None and h["verified"] is None for h in plain)
+    checked = client.post("/v1/search", files=upload(read(world.images[9])), data={"k": "3", "rerank": "true"})
+    assert checked.status_code == 200
+    hits = checked.json()["results"]
+    assert len(hits) == 3 and all(isinstance(h["inliers"], int) for h in hits)
+    assert hits[0]["item_id"] == world.ids[9] and hits[0]["verified"]  # its own stored image: all points agree
+    one = client.post("/v1/search", files=upload(read(world.images[9])),
+                      data={"k": "100", "same_category": "true", "group_sku": "true"}).json()
+    predicted = one["classification"]["category"]["name"]
+    assert one["query"]["category"]["name"] == predicted  # the classification comes with the search
+    assert one["classification"]["category_scores"] and one["classification"]["image"]["width"] > 0
+    assert one["results"] and {h["category"] for h in one["results"]} == {predicted}
+    assert all(h["same_sku"] == [] for h in one["results"])  # every item has its own SKU here
+    auto = client.post("/v1/search", files=upload(read(world.images[9])), data={"k": "5", "category": "auto"}).json()
+    scope = auto["query"]["scope"]
+    assert set(scope) == {"category", "probability", "items", "hedged"} and scope["items"] >= 5
+    assert all(scope["category"] is None or scope["category"] in (h["category"], *h["category_path"])
+               or ".".join(h["category_path"]).startswith(scope["category"]) for h in auto["results"])
 
 
 # -- items -------------------------------------------------------------------------------------------------------

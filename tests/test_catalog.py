@@ -149,7 +149,7 @@ def test_add_search_update_list_remove(tmp_path, images, predictor, run):
     with pytest.raises(ValueError, match="set by the catalog"):
         cat.update(ids[0], image="x.jpg")
 
-    assert [it["id"] for it in cat.list(2, 3)] == ids[2:5]
+    assert [it["item_id"] for it in cat.list(2, 3)] == ids[2:5]
     assert cat.remove([ids[1], ids[2], 99_999]) == 2
     assert len(cat) == 6 and not os.path.exists(item["image"].replace(f"{ids[3]}.", f"{ids[1]}."))
     assert all(h["item_id"] not in (ids[1], ids[2]) for h in cat.search(chosen[1], k=8))
@@ -163,6 +163,55 @@ def test_add_search_update_list_remove(tmp_path, images, predictor, run):
         assert again.search(chosen[5], k=1)[0]["item_id"] == ids[5]
         assert again.add(images[8:9], None, predictor)[0] > ids[-1]
         assert_consistent(again)
+
+
+def test_search_groups_by_sku_and_uses_the_get_key(tmp_path, images, predictor, run):
+    from fashionlens.catalog.catalog import group_by_sku
+
+    cat = Catalog.create(tmp_path / "cat", dim=DIM, model_run=run)
+    meta = [{"sku": "A"}, {"sku": "A"}, {"sku": "B"}, {}, {"sku": "A"}, {}]
+    ids = cat.add(images[:6], meta, predictor)
+    plain = cat.search(images[0], k=6)
+    assert cat.get(plain[0]["item_id"])["item_id"] == plain[0]["item_id"] == ids[0]  # one key for get and search
+    grouped = cat.search(images[0], k=6, group_sku=True)
+    skus = [h["sku"] for h in grouped]
+    assert skus.count("A") == 1 and skus.count("B") == 1 and skus.count(None) == 2 and len(grouped) == 4
+    first_a = next(h for h in plain if h["sku"] == "A")
+    a = next(h for h in grouped if h["sku"] == "A")
+    assert a["item_id"] == first_a["item_id"]  # the SKU's best-ranked item stands for it
+    assert sorted([a["item_id"], *a["same_sku"]]) == [ids[0], ids[1], ids[4]]
+    assert [h["item_id"] for h in grouped] == [h["item_id"] for h in plain if h["item_id"] not in a["same_sku"]]
+    assert group_by_sku([]) == []
+    cat.close()
+
+
+def test_scope_chain_walks_up_the_taxonomy():
+    from fashionlens.catalog.catalog import scope_chain
+
+    cats, paths = ["tee", "blouse", "shorts"], ["upper.tops.tee", "upper.tops.blouse", "lower.shorts"]
+    chain = scope_chain(np.array([0.5, 0.3, 0.2]), cats, paths)
+    assert [c for c, _ in chain] == ["tee", "upper.tops", "upper", None]
+    assert [round(p, 6) for _, p in chain] == [0.5, 0.8, 0.8, 1.0]
+    assert scope_chain(np.array([0.1, 0.9]), ["a", "b"], []) == [("b", 0.9), (None, 1.0)]  # flat labels
+
+
+def test_category_auto_narrows_when_sure_and_widens_when_not(tmp_path, images, predictor, run):
+    cat = Catalog.create(tmp_path / "cat", dim=DIM, model_run=run)
+    ids = cat.add(images[:12], [{"category": LABELS["categories"][i % 3]} for i in range(12)], predictor)
+    answer = predictor.analyse([Image.open(images[0])])[0]
+    best = answer["category"]
+    sure = cat.auto_category(answer, k=2, target_accuracy=0.0)  # any probability is "sure enough"
+    assert sure == {"category": best, "probability": pytest.approx(float(answer["probabilities"].max()), abs=1e-4),
+                    "items": 4, "hedged": False}
+    too_few = cat.auto_category(answer, k=5, target_accuracy=0.0)  # 4 items of that category < k
+    assert too_few["category"] is None and too_few["items"] == 12
+    unsure = cat.auto_category(answer, k=2, target_accuracy=1.01)  # never sure: the whole catalog
+    assert unsure["category"] is None
+    hits = cat.search(images[0], k=3, category="auto")
+    assert len(hits) == 3 and hits[0]["item_id"] == ids[0]
+    with pytest.raises(ValueError, match="auto"):
+        cat.search(predictor.embed([Image.open(images[0])])[0], k=3, category="auto")
+    cat.close()
 
 
 def test_filters_use_sql_metadata(tmp_path, images, predictor, run):
@@ -301,6 +350,24 @@ def test_crop_box_and_crop_garments():
 
     crops, answers = crop_garments(Boxes(), [image, image], margin=0.0)
     assert [c.size for c in crops] == [(20, 40), (20, 40)] and answers[0]["bbox"][2] == 30.0
+
+
+def test_analyse_is_one_call_for_answers_and_crop_embeddings(predictor, images):
+    pictures = [Image.open(f).convert("RGB") for f in images[:3]]
+    answers = predictor.analyse(pictures, crop=[False, True, True])
+    whole = predictor.predict(pictures)
+    for a, w in zip(answers, whole):  # the classification is of the whole image either way
+        assert a["category"] == w["category"] and a["bbox"] == w["bbox"]
+    assert answers[0]["crop"] is None and np.allclose(answers[0]["embedding"], whole[0]["embedding"], atol=1e-5)
+    for picture, a in zip(pictures[1:], answers[1:]):
+        region = crop_box(picture, a["bbox"])
+        assert region is not picture  # the test model's boxes sit inside these renders (a central ~32 px)
+        assert a["crop"] is not None and region.size == (a["crop"][2] - a["crop"][0], a["crop"][3] - a["crop"][1])
+        assert np.allclose(a["embedding"], predictor.embed([region])[0], atol=1e-5)
+    assert np.allclose(predictor.embed(pictures[1:], crop=True), np.stack([a["embedding"] for a in answers[1:]]),
+                       atol=1e-5)
+    with pytest.raises(ValueError, match="crop flags"):
+        predictor.analyse(pictures, crop=[True])
 
 
 def test_ivf_is_exact_until_trained_then_approximate(tmp_path):

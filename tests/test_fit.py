@@ -16,7 +16,7 @@ import torch
 from fashionlens.config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig, load_yaml
 from fashionlens.data.readers import read
 from fashionlens.training.checkpoint import FORMAT_VERSION, load_checkpoint, load_model
-from fashionlens.training.fit import Trainer, config_from_checkpoint, fit, split_train_val
+from fashionlens.training.fit import Trainer, config_from_checkpoint, epoch_batches, fit, make_loader, split_train_val
 
 BATCH = 16  # 51 training images -> 3 full batches (drop_last) per epoch
 STEPS_PER_EPOCH = 3
@@ -235,3 +235,24 @@ def test_identical_seeded_runs_give_identical_weights(spec, tmp_path):
         runs[name] = weights(str(tmp_path / name / "last.pt"))
     assert_same_weights(runs["a"], runs["b"])
     assert any(not torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])  # the seed matters
+
+
+def test_distillation_and_category_metric_labels_train(spec, tmp_path):
+    """loss.distill keeps a frozen copy of the initial backbone (its weights never move) and logs the term;
+    loss.metric_labels=category trains the metric loss on kinds (multi-similarity) and samples P x K by kind."""
+    cfg = tiny_cfg(spec, epochs=1, pk_items=2, pk_images=4)
+    cfg.loss.distill, cfg.loss.metric_loss, cfg.loss.metric_labels = 1.0, "multi_similarity", "category"
+    trainer = Trainer(cfg, str(tmp_path / "run"), progress=False, log=lambda *_: None)
+    try:
+        teacher = trainer.model_with_loss.teacher
+        before = {k: v.clone() for k, v in teacher.state_dict().items()}
+        assert all(torch.equal(v, trainer.model.backbone.state_dict()[k]) for k, v in before.items())
+        batch = next(iter(make_loader(trainer.train_ds, trainer.cfg, epoch_batches(trainer.train_ds, trainer.cfg, 0))))
+        assert len(set(batch["category"].tolist())) == 2  # P = 2 kinds per batch
+        summary = trainer.fit(resume=False)
+        assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())  # the teacher is frozen
+        assert not all(torch.equal(v, trainer.model.backbone.state_dict()[k]) for k, v in before.items())
+    finally:
+        trainer.close()
+    row = read_metrics(tmp_path / "run")[-1]
+    assert row["train_distill"] > 0 and row["train_metric"] > 0 and summary["epochs"] == 1

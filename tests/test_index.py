@@ -139,6 +139,36 @@ def test_ivfpq_recall_against_exact(make, backend):
     assert recall(ref, index.search(queries, 10, nprobe=64)[1]) >= 0.7  # measured 0.76: PQ reorders near ties
 
 
+def test_ivfpq_refine_reranks_with_exact_vectors(tmp_path):
+    data = clustered(4100, seed=2)
+    vectors, queries, ids = data[:4000], data[4000:], np.arange(4000) * 7
+    ref_scores, ref = exact(queries, vectors, ids, 10)
+    coded = FaissIndex("ivfpq", DIM, nlist=64, nprobe=64, pq_m=8)
+    refined = FaissIndex("ivfpq", DIM, nlist=64, nprobe=64, pq_m=8, refine=10)
+    for index in (coded, refined):
+        index.train(vectors)
+        index.add(ids, vectors)
+    plain, better = recall(ref, coded.search(queries, 10)[1]), recall(ref, refined.search(queries, 10)[1])
+    assert better >= 0.98 and better > plain  # measured 1.00 vs 0.76
+    scores, found = refined.search(queries, 10)
+    hit = found == ref
+    assert np.allclose(scores[hit], ref_scores[hit], atol=1e-5)  # exact inner products, not PQ estimates
+    assert refined.remove(ids[:2000]) == 2000  # the codes and the exact vectors both lose them
+    assert not np.isin(refined.search(queries, 10)[1], ids[:2000]).any()
+    refined.add(ids[:1], vectors[1:2])  # replace: id 0 gets vector 1
+    assert refined.search(vectors[1:2], 2)[1][0].tolist().count(0) == 1
+    refined.save(tmp_path / "v.index")
+    back = open_index(tmp_path / "v.index")
+    assert back.refine == 10 and np.array_equal(back.search(queries, 10)[1], refined.search(queries, 10)[1])
+    os.remove(tmp_path / "v.index.exact")
+    with pytest.raises(FileNotFoundError, match="exact"):
+        open_index(tmp_path / "v.index")
+    with pytest.raises(ValueError, match="refine"):
+        FaissIndex("ivf", DIM, refine=4)
+    with pytest.raises(ValueError, match="refine"):
+        create_index("ivfpq", DIM, backend="milvus", uri=str(tmp_path / "m.db"), pq_m=8, refine=4)
+
+
 def test_hnsw_recall_against_exact(make):
     data = clustered(4100, seed=7)
     vectors, queries, ids = data[:4000], data[4000:], np.arange(4000)

@@ -229,12 +229,17 @@ def test_classify_search_confirm_and_find_the_new_item(browser, server, garments
     choosers = []  # file-chooser interception is switched on early: late, it can miss the dialog
     page, errors = open_page(browser, server, viewport={"width": 1280, "height": 800},
                              on_file_chooser=lambda chooser: choosers.append(chooser))
+    uploads = []
+    page.on("request", lambda r: uploads.append(r.url.split("/v1/")[1]) if "/v1/" in r.url and r.method == "POST"
+            else None)
     page.focus("#drop")  # the drop zone is keyboard-reachable and Enter opens the file picker
     page.keyboard.press("Enter")
     wait_until(page, lambda: choosers)
     choosers[0].set_files(photo)
     wait_for_answer(page)
     check_answer(page, truth)
+    wait_until(page, lambda: page.locator("#similar .card").count() == 8)
+    assert uploads == ["search"]  # one upload answers the classification and the similar items
     check_overlay(page, truth)
     assert page.locator("#photo").bounding_box()["width"] > 4 * truth["image"]["width"]  # a 64-pixel photo, enlarged
     ids = check_similar(page, 8)
@@ -360,7 +365,7 @@ def test_drawing_follows_the_answer(browser, server, garments, tmp_path):
               "hedged": {"name": "lower", "path": ["lower"]}}
     page, errors = open_page(browser, server, viewport={"width": 1280, "height": 800})
     page.route("**/v1/classify", lambda route: route.fulfill(json=answer))
-    page.route("**/v1/search", lambda route: route.fulfill(json={"results": [], "query": {}}))
+    page.route("**/v1/search", lambda route: route.fulfill(json={"results": [], "query": {}, "classification": answer}))
     page.set_input_files("#file", str(photo))
     page.wait_for_selector("#result:not([hidden])")
     page.wait_for_selector("#similar-status:has-text('No similar items')")

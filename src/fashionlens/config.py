@@ -69,6 +69,7 @@ class ModelConfig:
     pretrained: bool | str = True  # True: ImageNet weights; False: random init; a path: local weights file
     backbone_kwargs: dict = field(default_factory=dict)  # backbone constructor arguments, e.g. {widths: [32, 64]} (tiny_cnn), {drop_path_rate: 0.1} (timm)
     embedding_dim: int = 128  # size of the L2-normalised retrieval embedding
+    embedding_from: str = "fused"  # embedding input: "fused" (the features the classifier reads) or "pooled" (the backbone's pooled map: more general, for search on unseen kinds)
     hidden_dim: int = 256  # width of the global, local and fusion layers
     use_landmarks: bool | None = None  # landmark branch (None = the preset's choice)
     use_local: bool | None = None  # landmark-pooled local branch, needs landmarks (None = the preset's choice)
@@ -95,19 +96,25 @@ class LossConfig:
     item: float = 0.0  # weight of the item-identity cross-entropy
     bbox: float = 1.0  # weight of the garment box loss (L1 + generalised IoU, images with a box only)
     metric: float = 1.0  # weight of the metric-learning loss on the embedding (item labels)
+    distill: float = 0.0  # weight of feature distillation: cosine distance of the pooled features to those of the frozen pretrained backbone (keeps what ImageNet taught, for garments of unseen kinds)
     class_weights: bool = False  # weight the category cross-entropy by inverse class frequency (imbalance)
     label_smoothing: float = 0.1  # category / level / item cross-entropy label smoothing
     attribute_pos_weight: float = 1.0  # BCE weight of positive attribute labels (> 1 counters rare positives)
     landmark_loss: str = "l1"  # "l1" or "mse" on [0, 1] positions, or "heatmap" (Gaussian target vs heatmap softmax)
     heatmap_sigma: float = 1.0  # std of the Gaussian heatmap target, heatmap cells
-    metric_loss: str = "triplet"  # "triplet", "contrastive", "ntxent", "proxy_anchor" or "none"
-    temperature: float = 0.1  # NT-Xent softmax temperature
+    metric_loss: str = "triplet"  # "triplet", "contrastive", "ntxent", "proxy_anchor", "multi_similarity", "supcon" or "none"
+    metric_labels: str = "item"  # what counts as the same for the metric loss: "item" (same garment) or "category" (same kind)
+    temperature: float = 0.1  # NT-Xent / SupCon softmax temperature
     miner: str = "batch_hard"  # triplet miner: "batch_hard" or "semihard"
     margin: float = 0.2  # triplet margin, Euclidean distance between L2-normalised embeddings
     pos_margin: float = 0.0  # contrastive: positive pairs closer than this cost nothing
     neg_margin: float = 1.0  # contrastive: negative pairs farther than this cost nothing
     proxy_margin: float = 0.1  # ProxyAnchor margin (cosine similarity)
     proxy_alpha: float = 32.0  # ProxyAnchor scale
+    ms_alpha: float = 2.0  # multi-similarity: positive-pair scale
+    ms_beta: float = 50.0  # multi-similarity: negative-pair scale
+    ms_base: float = 0.5  # multi-similarity: similarity offset (cosine)
+    ms_epsilon: float = 0.0  # multi-similarity miner margin (0 = no miner: the miner stops pushing negatives once they are epsilon below the positives, which left unrelated items at cosine 0.74 instead of 0.34 in tests/test_losses.py)
     landmark_epochs: int = 0  # two-stage schedule: first epochs train landmarks first (0 = single stage)
     landmark_stage_boost: float = 10.0  # landmark/visibility weight multiplier during the first stage
     landmark_stage_others: float = 0.0  # multiplier of every other task weight during the first stage
@@ -124,6 +131,7 @@ class IndexConfig:
     nprobe: int = 8  # IVF clusters scanned per query (0 = auto: about nlist / 8)
     pq_m: int = 8  # PQ sub-quantizers per vector (must divide the embedding size)
     pq_bits: int = 8  # bits per PQ code (8 = 256 centroids per sub-quantizer)
+    refine: int = 0  # ivfpq (faiss): re-rank refine x k PQ candidates with the exact vectors (0 = off)
     uri: str = ""  # milvus: local milvus-lite file "path/index.db" or a server "http://host:19530"
     collection: str = "fashionlens"  # milvus collection name
     hnsw_m: int = 32  # HNSW links per node (memory ~ 2 x hnsw_m x 4 bytes per vector on top of the vector)

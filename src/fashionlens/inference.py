@@ -105,8 +105,32 @@ class Predictor:
         ``crop=True`` localises the garment first: the model's predicted box (widened by ``margin`` of its
         size on each side) is cut out of the original image and that crop is embedded (two passes)."""
         if crop:
-            images = self.crop_garments(images, margin=margin)[0]
+            return np.stack([a["embedding"] for a in self.analyse(images, crop=True, margin=margin)])
         return self.forward(images)[0]["embedding"].astype(np.float32)
+
+    def analyse(self, images: Sequence[Image.Image], *, crop: bool | Sequence[bool] = False, margin: float = 0.1,
+                target_accuracy: float | None = None) -> list[dict[str, Any]]:
+        """What the catalog and the server need of an image, in one call: :meth:`predict`'s answer for the
+        whole image, whose ``"embedding"`` is that of the garment crop where ``crop`` asks for it (one bool,
+        or one per image).  The crop is the predicted box widened by ``margin`` (:func:`crop_box`); only
+        images whose crop differs from the whole image take the second forward pass.  Each answer gets
+        ``"crop"``: the [left, top, right, bottom] pixels embedded, or None for the whole image."""
+        flags = [bool(crop)] * len(images) if isinstance(crop, (bool, np.bool_)) else [bool(c) for c in crop]
+        if len(flags) != len(images):
+            raise ValueError(f"got {len(flags)} crop flags for {len(images)} images")
+        answers = self.predict(list(images), target_accuracy) if len(images) else []
+        regions: dict[int, Image.Image] = {}
+        for i, (image, answer, wanted) in enumerate(zip(images, answers, flags)):
+            answer["crop"] = None
+            region = crop_box(image, answer.get("bbox"), margin) if wanted else image
+            if region is not image:
+                regions[i] = region
+                answer["crop"] = [int(v) for v in _crop_rectangle(image, answer["bbox"], margin)]
+        if regions:
+            vectors = self.forward(list(regions.values()))[0]["embedding"].astype(np.float32)
+            for i, vector in zip(regions, vectors):
+                answers[i]["embedding"] = vector
+        return answers
 
     def crop_garments(self, images: Sequence[Image.Image], *,
                       margin: float = 0.1) -> tuple[list[Image.Image], list[dict[str, Any]]]:
@@ -201,21 +225,28 @@ class Predictor:
             yield {"image": path, **answer}
 
 
-def crop_box(image: Image.Image, bbox: Sequence[float] | None, margin: float = 0.1) -> Image.Image:
-    """Crop ``image`` to ``bbox`` (x1, y1, x2, y2 in original-image pixels) grown by ``margin`` of the box's
-    width/height on every side and clipped to the image; the whole image when the box is absent or
-    smaller than 2 pixels."""
+def _crop_rectangle(image: Image.Image, bbox: Sequence[float] | None,
+                    margin: float) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) pixels :func:`crop_box` cuts, or None for the whole image."""
     if bbox is None:
-        return image
+        return None
     x1, y1, x2, y2 = (float(v) for v in bbox)
     w, h = x2 - x1, y2 - y1
     if not (w >= 2 and h >= 2):
-        return image
+        return None
     left, top = max(0, round(x1 - margin * w)), max(0, round(y1 - margin * h))
     right, bottom = min(image.width, round(x2 + margin * w)), min(image.height, round(y2 + margin * h))
     if right - left < 2 or bottom - top < 2:
-        return image
-    return image.crop((left, top, right, bottom))
+        return None
+    return left, top, right, bottom
+
+
+def crop_box(image: Image.Image, bbox: Sequence[float] | None, margin: float = 0.1) -> Image.Image:
+    """Crop ``image`` to ``bbox`` (x1, y1, x2, y2 in original-image pixels) grown by ``margin`` of the box's
+    width/height on every side and clipped to the image; the whole image itself when the box is absent or
+    smaller than 2 pixels."""
+    rect = _crop_rectangle(image, bbox, margin)
+    return image if rect is None else image.crop(rect)
 
 
 def crop_garments(predictor: "Predictor", images: Sequence[Image.Image], *,

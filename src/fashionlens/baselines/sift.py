@@ -57,27 +57,36 @@ def to_gray(image: ImageLike, image_size: int) -> np.ndarray:
     return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
-def extract_descriptors(image: ImageLike, max_features: int = 500, image_size: int = 256,
-                        rootsift: bool = True) -> np.ndarray:
-    """SIFT (or RootSIFT) descriptors of one image: (n, 128) float32, n <= ``max_features``, n = 0 if none.
+def extract_keypoints(image: ImageLike, max_features: int = 500, image_size: int = 256,
+                      rootsift: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """SIFT (or RootSIFT) keypoints of one image: ``(points (n, 2) float32 x, y in pixels of the resized
+    image, descriptors (n, 128) float32)``, n <= ``max_features`` (the strongest responses), n = 0 if none.
 
-    Keypoints are detected on the grayscale image resized to a longer side of ``image_size`` pixels;
-    the ``max_features`` strongest responses are kept.
+    Keypoints are detected on the grayscale image resized to a longer side of ``image_size`` pixels.
     """
     gray = to_gray(image, image_size)
+    empty = np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_DIM), np.float32)
     if gray.size == 0:
-        return np.zeros((0, DESCRIPTOR_DIM), np.float32)
+        return empty
     sift = cv2.SIFT_create(nfeatures=int(max_features))
     keypoints, desc = sift.detectAndCompute(gray, None)
     if desc is None or len(keypoints) == 0:
-        return np.zeros((0, DESCRIPTOR_DIM), np.float32)
+        return empty
+    points = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
     if len(desc) > max_features:  # equal responses at the cut can let a few more through
-        order = np.argsort([-k.response for k in keypoints], kind="stable")[:max_features]
-        desc = desc[np.sort(order)]
+        order = np.sort(np.argsort([-k.response for k in keypoints], kind="stable")[:max_features])
+        desc, points = desc[order], points[order]
     desc = desc.astype(np.float32)
     if rootsift:
         desc = np.sqrt(desc / (np.abs(desc).sum(axis=1, keepdims=True) + 1e-7))
-    return desc
+    return points, desc
+
+
+def extract_descriptors(image: ImageLike, max_features: int = 500, image_size: int = 256,
+                        rootsift: bool = True) -> np.ndarray:
+    """SIFT (or RootSIFT) descriptors of one image: (n, 128) float32, n <= ``max_features``, n = 0 if none
+    (:func:`extract_keypoints` without the positions)."""
+    return extract_keypoints(image, max_features, image_size, rootsift)[1]
 
 
 class SiftBoVW:

@@ -6,6 +6,7 @@ from it, and the stored images; ``build`` embeds a data set or folder into one.
 """
 
 from fashionlens.catalog.catalog import Catalog, build
+from fashionlens.catalog.store import ImageEntry
 from fashionlens.inference import crop_box, crop_garments
 
-__all__ = ["Catalog", "build", "crop_box", "crop_garments"]
+__all__ = ["Catalog", "ImageEntry", "build", "crop_box", "crop_garments"]

@@ -42,7 +42,7 @@ Design:
   first item.  ``reindex()`` retrains from scratch.  **HNSW** needs no training; removed items are
   tombstones until the graph is rebuilt (see ``index.faiss_index``).
 * **Garment localisation** (``crop=True``): the predictor's box (original-image pixels) is used to
-  crop the garment, with a margin, and the crop is embedded (:func:`crop_garments`).
+  crop the garment, with a margin, and the crop is embedded (:meth:`Predictor.analyse`).
 """
 
 from __future__ import annotations
@@ -77,13 +77,15 @@ from fashionlens.files import atomic_write, fsync_dir
 from fashionlens.index import KINDS, auto_index, create_index, open_index
 from fashionlens.index.base import auto_nlist, sidecar_path
 from fashionlens.index.milvus_index import drop_collection
-from fashionlens.inference import Predictor, crop_garments
+from fashionlens.inference import Predictor
+from fashionlens.rerank import GeometricReranker, rerank_hits
 from fashionlens.utils import read_json_file
 
 FORMAT = "fashionlens-catalog"
 FORMAT_VERSION = 1
 CONFIG, DB, INDEX, IMAGES, LOCK = "catalog.json", "items.db", "vectors.index", "images", "writer.lock"
 MILVUS_DB = "vectors.milvus.db"
+AUTO = "auto"  # search(category=AUTO): the query's predicted category, widened when unsure (auto_category)
 ImageLike = Any  # PIL.Image.Image | str | os.PathLike
 
 
@@ -100,6 +102,7 @@ class Catalog:
         self._writer_lock = WriterLock(os.path.join(self.directory, LOCK))  # one writing process at a time
         self._state_lock = threading.RLock()  # this object's threads: index, predictor and generation
         self._predictor: Predictor | None = None
+        self._reranker: GeometricReranker | None = None
         self._index = self._load_index()
         self._stamp = file_stamp(sidecar_path(self._index_path))
         self._generation = -1
@@ -133,6 +136,10 @@ class Catalog:
         params = {"kind": kind, "nlist": int(nlist), "nprobe": int(nprobe), "pq_m": int(pq_m), "min_train": int(min_train)}
         if kind == "hnsw":
             params.update(hnsw_m=int(cfg.hnsw_m), ef_construction=int(cfg.ef_construction), ef_search=int(cfg.ef_search))
+        if cfg.refine and kind != "ivfpq":
+            raise ValueError(f"refine (exact re-ranking of PQ candidates) applies to ivfpq, not {kind}")
+        if kind == "ivfpq":
+            params["refine"] = int(cfg.refine)
         if cfg.uri and backend != "milvus":
             raise ValueError(f"an index uri ({cfg.uri}) needs the milvus backend")
         if cfg.uri:  # a Milvus server holds the vectors; SQLite here stays the source of truth
@@ -189,25 +196,35 @@ class Catalog:
 
     # -- writes --------------------------------------------------------------------------------------
     def add(self, images: Sequence[ImageLike], metadata: Sequence[dict[str, Any]] | None = None,
-            predictor: "Predictor | None" = None, *, crop: bool = False) -> list[int]:
-        """Add items from images (PIL images, file paths or uint8 arrays); returns their new ids, in order.
+            predictor: "Predictor | None" = None, *, crop: bool = False,
+            answers: Sequence[dict[str, Any]] | None = None) -> list[int]:
+        """Add items from images (PIL images, file paths, uint8 arrays or decoded :class:`ImageEntry`
+        uploads); returns their new ids, in order.
 
         The predictor (default: the catalog's model) predicts category and attributes — unless an item's
-        metadata gives them — and embeds the image (its garment crop with ``crop=True``).  Metadata keys
-        ``sku``, ``title``, ``category``, ``category_path``, ``attributes`` (names), ``source`` fill the
-        columns; other JSON values are kept in ``extra``.  Raises FileNotFoundError / ValueError naming
-        the file for missing or unreadable images; nothing is written then."""
-        return self._add_items(images, metadata, predictor, crop, save=True)
+        metadata gives them — and embeds the image (its garment crop with ``crop=True``).  ``answers``
+        (one :meth:`Predictor.analyse` answer per image, e.g. from the server's batched forward) are used
+        instead of running the model again.  Metadata keys ``sku``, ``title``, ``category``,
+        ``category_path``, ``attributes`` (names), ``source`` fill the columns; other JSON values are kept
+        in ``extra``.  Raises FileNotFoundError / ValueError naming the file for missing or unreadable
+        images; nothing is written then."""
+        return self._add_items(images, metadata, predictor, crop, save=True, answers=answers)
 
     def _add_items(self, images: Sequence[ImageLike], metadata: Sequence[dict[str, Any]] | None,
-                   predictor: "Predictor | None", crop: bool, save: bool) -> list[int]:
+                   predictor: "Predictor | None", crop: bool, save: bool,
+                   answers: Sequence[dict[str, Any]] | None = None) -> list[int]:
         records = [normalize_metadata(m, i) for i, m in enumerate(metadata_list(metadata, len(images)))]
         entries = [image_entry(img, i) for i, img in enumerate(images)]  # decodes: bad files fail here
+        if answers is not None and len(answers) != len(entries):
+            raise ValueError(f"got {len(answers)} answers for {len(entries)} images")
         if not entries:
             return []
         for rec, entry in zip(records, entries):
             rec.setdefault("source", entry.source)
-        vectors = self._analyse(predictor or self.predictor, [e.image for e in entries], records, crop)
+        if answers is None:
+            predictor = predictor or self.predictor
+            answers = self._analyse(predictor, [e.image for e in entries], records, crop)
+        vectors = self._apply_answers(predictor, records, answers)
         return self._commit(records, vectors, entries, save)
 
     def add_embeddings(self, vectors: np.ndarray, metadata: Sequence[dict[str, Any]] | None = None,
@@ -272,7 +289,7 @@ class Catalog:
             return self.store.count()
 
     def get(self, item_id: int) -> dict[str, Any]:
-        """One item as a dict (``id``, metadata columns, ``image`` = stored file path); KeyError if unknown."""
+        """One item as a dict (``item_id``, metadata columns, ``image`` = stored file path); KeyError if unknown."""
         with self._state_lock:
             row = self.store.rows([int(item_id)]).get(int(item_id))
         if row is None:
@@ -297,14 +314,41 @@ class Catalog:
 
     def search(self, query: ImageLike | np.ndarray, k: int = 10, *, category: str | None = None,
                attribute: str | None = None, crop: bool = False, predictor: "Predictor | None" = None,
-               nprobe: int | None = None) -> list[dict[str, Any]]:
+               nprobe: int | None = None, rerank: int = 0, image: ImageLike | None = None,
+               group_sku: bool = False) -> list[dict[str, Any]]:
         """The ``k`` items most similar to an image (PIL / path) or an embedding (dim,), best first.
 
         ``category`` keeps items whose category name, taxonomy path or path prefix (``"upper"``) matches;
         ``attribute`` items with that attribute.  Each result: item_id, score (cosine similarity),
-        category, category_path, attributes, image (stored file path), source, sku, title, extra."""
+        category, category_path, attributes, image (stored file path), source, sku, title, extra.
+
+        ``rerank`` > 0: the top ``max(k, rerank)`` by embedding are re-ranked by geometric verification of
+        local features (:mod:`fashionlens.rerank`; near-duplicates first) and each result also gets
+        ``inliers`` and ``verified``; it needs the query image (``query`` itself, or ``image`` when
+        ``query`` is an embedding).
+
+        ``category="auto"``: the query's predicted category, widened when the model is unsure or too few
+        items remain (:meth:`auto_category`).
+
+        ``group_sku``: one result per SKU (its best-ranked item; items without a SKU stand alone), each with
+        ``same_sku``: the ids of that SKU's other items among the candidates (4k searched)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        if isinstance(rerank, bool) or not isinstance(rerank, (int, np.integer)) or rerank < 0:
+            raise ValueError(f"rerank must be an integer >= 0 (candidates to verify), got {rerank!r}")
+        picture = None  # the decoded query image, where one is needed (re-ranking, category "auto")
+        if rerank or category == AUTO:
+            source = query if image is None else image
+            if isinstance(source, np.ndarray):
+                raise ValueError('rerank and category="auto" need the query image: pass image= with an '
+                                 'embedding query')
+            picture = source if isinstance(source, Image.Image) else image_entry(source, 0, keep_bytes=False).image
+            query = query if isinstance(query, np.ndarray) else picture  # decoded once
+        if category == AUTO:
+            predictor = predictor or self.predictor
+            answer = predictor.analyse([picture], crop=crop)[0]
+            category = self.auto_category(answer, int(k), predictor=predictor)["category"]
+            query = query if isinstance(query, np.ndarray) else answer["embedding"]
         vector = self._query_vector(query, crop, predictor)
         with self._state_lock:
             self._refresh()
@@ -313,41 +357,88 @@ class Catalog:
                 allowed = self.store.filter_ids(category, attribute)
                 if not len(allowed):
                     return []
+            wanted = max(int(k) * (4 if group_sku else 1), int(rerank))
             if self._index.is_trained:
-                scores, ids = self._index.search(vector[None], int(k), allowed_ids=allowed, nprobe=nprobe)
+                scores, ids = self._index.search(vector[None], wanted, allowed_ids=allowed, nprobe=nprobe)
                 hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
             else:
-                hits = self._exact_search(vector, int(k), allowed)
+                hits = self._exact_search(vector, wanted, allowed)
             rows = self.store.rows([i for i, _ in hits])
-        return [{"item_id": i, "score": s, **_result_fields(self._public(rows[i]))} for i, s in hits if i in rows]
+        found = [{"item_id": i, "score": s, **_result_fields(self._public(rows[i]))} for i, s in hits if i in rows]
+        if rerank:
+            found = rerank_hits(self.reranker, picture, found)
+        if group_sku:
+            found = group_by_sku(found)
+        return found[: int(k)]
+
+    def auto_category(self, answer: dict[str, Any], k: int = 10, target_accuracy: float = 0.9,
+                      predictor: "Predictor | None" = None) -> dict[str, Any]:
+        """The filter ``search(category="auto")`` uses for a query the model answered (``answer``: one
+        :meth:`Predictor.analyse` answer, with ``"probabilities"``): the query's predicted category when the
+        model is sure of it, widened up its taxonomy path when it is not, and to the whole catalog when
+        fewer than ``k`` items remain.
+
+        "Sure" is the hedged answer at ``target_accuracy`` when the run is calibrated (the DARTS node of
+        ``fashionlens calibrate``), else the most specific node whose categories' summed probability
+        reaches it.  Returns ``{"category": filter or None (everything), "probability", "items",
+        "hedged"}``."""
+        predictor = predictor or self.predictor
+        probs = np.asarray(answer["probabilities"], np.float64)
+        chain = scope_chain(probs, predictor.categories, predictor.paths)
+        start, hedged = next((i for i, (_, p) in enumerate(chain) if p >= target_accuracy), len(chain) - 1), False
+        try:
+            node = predictor.hedge(probs, target_accuracy)
+            names = [f for f, _ in chain]
+            wanted = node["name"] if node["name"] in names else ".".join(node["path"])
+            if wanted in names:
+                start, hedged = names.index(wanted), True
+        except (FileNotFoundError, ValueError):  # not calibrated (for this target): summed probabilities
+            pass
+        with self._state_lock:
+            for where, p in chain[start:]:
+                count = len(self.store.filter_ids(where)) if where is not None else len(self.store.ready_ids())
+                if where is None or count >= k:
+                    return {"category": where, "probability": round(float(p), 5), "items": int(count),
+                            "hedged": hedged}
+        raise AssertionError("unreachable: the chain ends with the whole catalog")
+
+    @property
+    def reranker(self) -> GeometricReranker:
+        """The geometric re-ranker of ``search(rerank=...)`` (its keypoint cache lives with the catalog)."""
+        with self._state_lock:
+            if self._reranker is None:
+                self._reranker = GeometricReranker()
+            return self._reranker
 
     # -- internals: analysis -------------------------------------------------------------------------
     def _analyse(self, predictor: "Predictor", images: list[Image.Image], records: list[dict[str, Any]],
-                 crop: bool) -> np.ndarray:
-        """Fill predicted category/attributes into ``records`` (where absent); return (N, dim) embeddings."""
+                 crop: bool) -> list[dict[str, Any]]:
+        """One answer per image with at least ``"embedding"``: the full :meth:`Predictor.analyse` answer when
+        a record lacks its category or attributes (or ``crop``), else the embedding alone (cheaper)."""
         need = crop or any("category" not in r or "attributes" not in r for r in records)
-        vectors, answers = [], []
+        answers: list[dict[str, Any]] = []
         for start in range(0, len(images), 32):
             part = images[start:start + 32]
-            if crop:
-                part, found = crop_garments(predictor, part)
-                vectors.append(predictor.embed(part))
-            elif need:  # one pass gives the predictions and the embedding
-                found = predictor.predict(part)
-                vectors.append(np.stack([a["embedding"] for a in found]))
+            if need:  # one call gives the predictions and the embedding (of the garment crop with crop=True)
+                answers += predictor.analyse(part, crop=crop)
             else:
-                found = [None] * len(part)
-                vectors.append(predictor.embed(part))
-            answers += found
-        with self._state_lock:
-            self.store.remember_paths(list(getattr(predictor, "categories", [])), list(getattr(predictor, "paths", [])))
+                answers += [{"embedding": v} for v in predictor.embed(part)]
+        return answers
+
+    def _apply_answers(self, predictor: "Predictor | None", records: list[dict[str, Any]],
+                       answers: Sequence[dict[str, Any]]) -> np.ndarray:
+        """Fill predicted category/attributes into ``records`` (where absent); return the (N, dim) embeddings."""
+        if predictor is not None:
+            with self._state_lock:
+                self.store.remember_paths(list(getattr(predictor, "categories", [])),
+                                          list(getattr(predictor, "paths", [])))
         for rec, answer in zip(records, answers):
-            if answer is not None:
+            if answer.keys() - {"embedding"}:  # a prediction, not just an embedding
                 _apply_prediction(rec, answer)
             if rec.get("category") and "category_path" not in rec:
                 with self._state_lock:
                     rec["category_path"] = self.store.category_path_of(rec["category"])
-        out = np.concatenate(vectors).astype(np.float32)
+        out = np.stack([np.asarray(a["embedding"], np.float32).reshape(-1) for a in answers])
         if out.shape[1] != self.dim:
             raise ValueError(f"the model embeds into {out.shape[1]} dimensions but catalog {self.directory} "
                              f"holds {self.dim}-dimensional embeddings (built with another model?)")
@@ -359,10 +450,8 @@ class Catalog:
             if v.size != self.dim or not np.isfinite(v).all() or not np.linalg.norm(v) > 0:
                 raise ValueError(f"query embedding must be {self.dim} finite values, not all zero")
             return v / np.linalg.norm(v)
-        image = image_entry(query, 0, keep_bytes=False).image
-        predictor = predictor or self.predictor
-        images = crop_garments(predictor, [image])[0] if crop else [image]
-        return predictor.embed(images)[0].astype(np.float32)
+        image = query if isinstance(query, Image.Image) else image_entry(query, 0, keep_bytes=False).image
+        return (predictor or self.predictor).embed([image], crop=crop)[0].astype(np.float32)
 
     def _exact_search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
         """Brute force over the stored embeddings (used while an IVF index awaits training)."""
@@ -377,7 +466,10 @@ class Catalog:
         return [(int(best_ids[j]), float(best_scores[j])) for j in order]
 
     def _public(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A stored row as the library returns it: ``item_id`` (the key search results use too), the image's
+        full path."""
         out = dict(row)
+        out["item_id"] = out.pop("id")
         if out.get("image"):
             out["image"] = os.path.join(self.directory, IMAGES, out["image"])
         return out
@@ -434,7 +526,7 @@ class Catalog:
         if p["kind"] in ("ivf", "ivfpq"):
             kw.update(nlist=p["nlist"], nprobe=p["nprobe"])
         if p["kind"] == "ivfpq":
-            kw["pq_m"] = p["pq_m"]
+            kw.update(pq_m=p["pq_m"], refine=p.get("refine", 0))
         if p["kind"] == "hnsw":
             kw.update(hnsw_m=p["hnsw_m"], ef_construction=p["ef_construction"], ef_search=p["ef_search"])
         if p.get("uri"):  # a Milvus server: a stale collection of this catalog is dropped, the database rebuilds it
@@ -618,6 +710,40 @@ def _open_for_build(directory: str, predictor: "Predictor", model_run: str | Non
         return catalog
     dim = int(predictor.cfg.model.embedding_dim)
     return Catalog.create(directory, dim=dim, model_run=model_run, index=index)
+
+
+def scope_chain(probabilities: np.ndarray, categories: Sequence[str],
+                paths: Sequence[str]) -> list[tuple[str | None, float]]:
+    """From the most likely category up to the whole catalog: ``[(filter, probability), ...]`` — the
+    category's name, then every prefix of its dotted taxonomy path (longest first; the probability summed
+    over the categories under it), then ``(None, 1.0)``."""
+    best = int(np.argmax(probabilities))
+    chain: list[tuple[str | None, float]] = [(categories[best], float(probabilities[best]))]
+    if paths and len(paths) == len(categories):
+        parts = paths[best].split(".")
+        for depth in range(len(parts) - 1, 0, -1):
+            prefix = ".".join(parts[:depth])
+            under = [j for j, p in enumerate(paths) if p == prefix or p.startswith(prefix + ".")]
+            chain.append((prefix, float(np.sum(probabilities[under]))))
+    chain.append((None, 1.0))
+    return chain
+
+
+def group_by_sku(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ranked hits -> the best-ranked hit of every SKU, in rank order, each with ``same_sku`` (the other
+    item ids of its SKU, in rank order); hits without a SKU are kept as they are (``same_sku`` empty)."""
+    out: list[dict[str, Any]] = []
+    first: dict[str, dict[str, Any]] = {}
+    for hit in hits:
+        sku = hit.get("sku")
+        if sku and sku in first:
+            first[sku]["same_sku"].append(hit["item_id"])
+            continue
+        hit = {**hit, "same_sku": []}
+        if sku:
+            first[sku] = hit
+        out.append(hit)
+    return out
 
 
 def _apply_prediction(record: dict[str, Any], answer: dict[str, Any]) -> None:

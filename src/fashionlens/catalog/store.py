@@ -306,7 +306,10 @@ class ImageEntry:
 def image_entry(image: Any, position: int, *, keep_bytes: bool = True) -> ImageEntry:
     """Decode a PIL image, a file path or an (H, W[, C]) uint8 array.
 
-    Raises FileNotFoundError (missing file) or ValueError (not an image, corrupt, truncated) naming the file."""
+    Raises FileNotFoundError (missing file) or ValueError (not an image, corrupt, truncated) naming the file.
+    An :class:`ImageEntry` (already decoded, e.g. an upload the server checked) is taken as it is."""
+    if isinstance(image, ImageEntry):
+        return image
     if isinstance(image, Image.Image):
         return ImageEntry(to_rgb(image), None, "png", None)
     if isinstance(image, np.ndarray):

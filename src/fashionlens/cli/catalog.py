@@ -18,7 +18,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from fashionlens.config import IndexConfig
 
     given = {k: v for k, v in (("nlist", args.nlist), ("nprobe", args.nprobe), ("pq_m", args.pq_m),
-                               ("hnsw_m", args.hnsw_m), ("ef_search", args.ef_search)) if v is not None}
+                               ("refine", args.refine), ("hnsw_m", args.hnsw_m), ("ef_search", args.ef_search)) if v is not None}
     if args.milvus_uri:
         given.update(uri=args.milvus_uri)
     index = IndexConfig(backend="milvus" if args.milvus_uri else args.backend, kind=args.index, **given)
@@ -95,7 +95,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'id':>6}  {'category':<16} {'sku':<14} {'title':<24} source")
     for it in items:
-        print(f"{it['id']:>6}  {cut(it['category'], 16):<16} {cut(it['sku'], 14):<14} {cut(it['title'], 24):<24} "
+        print(f"{it['item_id']:>6}  {cut(it['category'], 16):<16} {cut(it['sku'], 14):<14} {cut(it['title'], 24):<24} "
               f"{it['source'] or ''}")
     print(f"{len(items)} of {total} item(s) shown")
     return 0
@@ -131,6 +131,8 @@ def _add_build(sub: Any) -> None:
     p.add_argument("--nlist", type=int, help="IVF clusters (default 64)")
     p.add_argument("--nprobe", type=int, help="IVF clusters scanned per query (default 8)")
     p.add_argument("--pq-m", type=int, help="PQ codes per vector (ivfpq; must divide the embedding size)")
+    p.add_argument("--refine", type=int, help="ivfpq: re-rank refine x k PQ candidates with the exact vectors "
+                   "(kept in memory beside the codes; e.g. 10)")
     p.add_argument("--hnsw-m", type=int, help="HNSW links per node (default 32)")
     p.add_argument("--ef-search", type=int, help="HNSW search breadth (default 64)")
     p.add_argument("--crop", action="store_true", help="embed the garment crop (predicted box) of each image")

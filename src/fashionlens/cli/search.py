@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from fashionlens.cli.catalog import cut
@@ -13,13 +14,28 @@ def cmd_search(args: argparse.Namespace) -> int:
     # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.catalog import Catalog
 
+    from fashionlens.catalog.store import image_entry
+
+    scope = None
     with Catalog.open(args.catalog) as catalog:
-        hits = catalog.search(args.image, args.k, category=args.category, attribute=args.attribute, crop=args.crop)
+        query, category = args.image, args.category
+        if category == "auto":  # the query's predicted category, widened when unsure: said before the results
+            picture = image_entry(args.image, 0, keep_bytes=False).image
+            answer = catalog.predictor.analyse([picture], crop=args.crop)[0]
+            scope = catalog.auto_category(answer, args.k, target_accuracy=args.target_accuracy)
+            query, category = picture, scope["category"]
+        hits = catalog.search(query, args.k, category=category, attribute=args.attribute, crop=args.crop,
+                              rerank=args.rerank_candidates if args.rerank else 0)
+    if scope:  # on stderr, so that --json stays a plain list of results
+        where = scope["category"] or "the whole catalog"
+        print(f"searched {where}: {scope['items']} items (the model is {scope['probability']:.0%} sure"
+              f"{', calibrated' if scope['hedged'] else ''})", file=sys.stderr)
     if args.json:
         print(json.dumps(hits))
         return 0
     for rank, hit in enumerate(hits, 1):
-        print(f"{rank:>3}  {hit['score']:.4f}  id {hit['item_id']:<6} {cut(hit['category'], 16):<16} "
+        mark = f"  {hit['inliers']:>4} inliers{' *' if hit['verified'] else '  '}" if "inliers" in hit else ""
+        print(f"{rank:>3}  {hit['score']:.4f}{mark}  id {hit['item_id']:<6} {cut(hit['category'], 16):<16} "
               f"{hit['sku'] or ''} {hit['title'] or ''}  {hit['source'] or hit['image']}")
     if not hits:
         print("no matching items")
@@ -32,8 +48,17 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--catalog", required=True, help="catalog directory (it knows its model)")
     p.add_argument("image", help="query image file")
     p.add_argument("-k", type=int, default=10, help="number of results")
-    p.add_argument("--category", help="only items of this category name or taxonomy path prefix (e.g. upper)")
+    p.add_argument("--category", help="only items of this category name or taxonomy path prefix (e.g. upper); "
+                   "'auto': the query's predicted category, widened up the taxonomy when the model is unsure "
+                   "and to everything when fewer than k items remain")
+    p.add_argument("--target-accuracy", type=float, default=0.9,
+                   help="--category auto: how sure the model must be of a node to search only within it")
     p.add_argument("--attribute", help="only items with this attribute")
     p.add_argument("--crop", action="store_true", help="embed the garment crop of the query")
+    p.add_argument("--rerank", action="store_true",
+                   help="re-rank the top candidates by geometric verification of local features (RootSIFT "
+                        "matches + RANSAC homography): near-duplicates of the query first, marked *")
+    p.add_argument("--rerank-candidates", type=int, default=50, metavar="N",
+                   help="candidates --rerank verifies (default 50)")
     p.add_argument("--json", action="store_true", help="print a JSON list of results")
     p.set_defaults(func=cmd_search)

@@ -85,6 +85,11 @@ class GarmentDataset(Dataset):
         """(N,) int64 item index of every sample (-1 unknown): the labels for :class:`PKSampler`."""
         return np.array([self._item(s) for s in self.samples], np.int64)
 
+    @property
+    def category_labels(self) -> np.ndarray:
+        """(N,) int64 category of every sample (-1 unknown): P x K by kind (``loss.metric_labels: category``)."""
+        return np.array([-1 if s.category is None else s.category for s in self.samples], np.int64)
+
     def _item(self, s: Sample) -> int:
         return self.item_index.get(s.item_id, -1) if s.item_id is not None else -1
 

@@ -48,6 +48,7 @@ def create_index(
     hnsw_m: int = 32,
     ef_construction: int = 80,
     ef_search: int = 0,
+    refine: int = 0,
 ) -> VectorIndex:
     """A new, empty index of ``kind`` ("flat", "ivf", "ivfpq", "hnsw") for vectors of size ``dim``.
 
@@ -59,11 +60,14 @@ def create_index(
         pq_m, pq_bits: product quantization: ``pq_m`` codes of ``pq_bits`` bits per vector (ivfpq).
         collection: Milvus collection name (must not exist yet).
         hnsw_m, ef_construction: HNSW links per node and build breadth; ef_search: search breadth (0 = 64).
+        refine: ivfpq (faiss): re-rank ``refine * k`` PQ candidates with exact vectors (0 = off).
     """
     graph = dict(hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)
     if backend == "faiss":
-        return FaissIndex(kind, dim, nlist=nlist, nprobe=nprobe, pq_m=pq_m, pq_bits=pq_bits, **graph)
+        return FaissIndex(kind, dim, nlist=nlist, nprobe=nprobe, pq_m=pq_m, pq_bits=pq_bits, refine=refine, **graph)
     if backend == "milvus":
+        if refine:
+            raise ValueError("refine is a faiss ivfpq option (Milvus IVF_PQ has its own server-side settings)")
         # lazy: pymilvus + milvus-lite take ~2.8 s to import (measured); only the milvus backend needs them
         from fashionlens.index.milvus_index import MilvusIndex
 
@@ -76,7 +80,8 @@ def index_from_config(cfg: IndexConfig, dim: int) -> VectorIndex:
     """``create_index`` with the settings of an ``IndexConfig``."""
     return create_index(cfg.kind, dim, backend=cfg.backend, nlist=cfg.nlist, nprobe=cfg.nprobe,
                         pq_m=cfg.pq_m, pq_bits=cfg.pq_bits, uri=cfg.uri or None, collection=cfg.collection,
-                        hnsw_m=cfg.hnsw_m, ef_construction=cfg.ef_construction, ef_search=cfg.ef_search)
+                        hnsw_m=cfg.hnsw_m, ef_construction=cfg.ef_construction, ef_search=cfg.ef_search,
+                        refine=cfg.refine)
 
 
 def open_index(path: str | os.PathLike) -> VectorIndex:

@@ -10,8 +10,10 @@
           dim 128). Scores are approximations, so even with ``nprobe = nlist`` the top-k order
           differs from exact search. On the clustered vectors of benchmarks/bench_index.py (dim 128,
           neighbours nearly tied inside a cluster) recall@10 was 0.26-0.80 at 16 bytes per vector and
-          0.84-0.96 at 64 bytes (pq_m=64). Use it when the catalog does not fit in memory, and re-rank
-          the shortlist with exact vectors where the order matters.
+          0.84-0.96 at 64 bytes (pq_m=64). ``refine = R`` re-ranks the ``R * k`` best PQ candidates
+          with the exact vectors (kept beside the codes in an ``IndexIDMap2(IndexFlatIP)``, as FAISS's
+          ``IndexRefineFlat`` does; that one cannot add under ids or remove, so the pair is kept here):
+          scan speed of the codes, order of exact search, memory of a flat index plus the codes.
 ``hnsw``  ``IndexHNSWFlat`` (inner product, ``hnsw_m`` links per node, ``ef_construction`` breadth while
           building): no training; a query walks the graph keeping ``ef_search`` candidates. FAISS's HNSW
           cannot delete, so removed and replaced vectors become tombstones that every search filters out
@@ -48,8 +50,12 @@ class FaissIndex(VectorIndex):
     backend = "faiss"
 
     def __init__(self, kind: str, dim: int, *, nlist: int = 0, nprobe: int = 0, pq_m: int = 16, pq_bits: int = 8,
-                 hnsw_m: int = DEFAULT_HNSW_M, ef_construction: int = DEFAULT_EF_CONSTRUCTION, ef_search: int = 0):
+                 hnsw_m: int = DEFAULT_HNSW_M, ef_construction: int = DEFAULT_EF_CONSTRUCTION, ef_search: int = 0,
+                 refine: int = 0):
         super().__init__(kind, dim, nlist=nlist, nprobe=nprobe, ef_search=ef_search)
+        if refine < 0 or (refine and kind != "ivfpq"):
+            raise ValueError(f"refine (exact re-ranking of refine x k PQ candidates) applies to ivfpq only and "
+                             f"must be >= 0, got {refine} for {kind}")
         if kind == "hnsw" and (hnsw_m < 2 or ef_construction < 1):
             raise ValueError(f"hnsw needs hnsw_m >= 2 and ef_construction >= 1, got {hnsw_m}, {ef_construction}")
         if kind == "ivfpq" and (pq_m < 1 or dim % pq_m):
@@ -58,6 +64,8 @@ class FaissIndex(VectorIndex):
             raise ValueError(f"pq_bits must be in 1..16, got {pq_bits}")
         self.pq_m, self.pq_bits = int(pq_m), int(pq_bits)
         self.hnsw_m, self.ef_construction = int(hnsw_m), int(ef_construction)
+        self.refine = int(refine)
+        self._exact: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dim)) if self.refine else None
         self._index: Any = None
         if kind == "flat":
             self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
@@ -121,9 +129,12 @@ class FaissIndex(VectorIndex):
             self._compact_if_needed()
             return
         present = ids[np.isin(ids, self._ids, assume_unique=True)]
-        if len(present):
-            self._index.remove_ids(faiss.IDSelectorBatch(present))
-        self._index.add_with_ids(x, ids)
+        for index in (self._index, self._exact):
+            if index is None:
+                continue
+            if len(present):
+                index.remove_ids(faiss.IDSelectorBatch(present))
+            index.add_with_ids(x, ids)
         self._ids = np.union1d(self._ids, ids)
 
     def _remove(self, ids: np.ndarray) -> int:
@@ -136,6 +147,8 @@ class FaissIndex(VectorIndex):
             self._compact_if_needed()
             return len(present)
         removed = int(self._index.remove_ids(faiss.IDSelectorBatch(present)))
+        if self._exact is not None:
+            self._exact.remove_ids(faiss.IDSelectorBatch(present))
         self._ids = np.setdiff1d(self._ids, present, assume_unique=True)
         return removed
 
@@ -193,7 +206,22 @@ class FaissIndex(VectorIndex):
         # faiss.contrib.torch_utils (imported by pytorch-metric-learning) swaps Index.search for a wrapper
         # without ``params``; the original stays reachable as ``search_numpy``.
         search = getattr(self._index, "search_numpy", self._index.search)
-        return search(q, k, params=params)
+        if self._exact is None:
+            return search(q, k, params=params)
+        return self._refined(q, k, *search(q, k * self.refine, params=params))
+
+    def _refined(self, q: np.ndarray, k: int, _scores: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ivfpq + refine: the PQ shortlist ``found`` (Q, R*k) re-scored with the exact vectors; top ``k``."""
+        scores = np.full((len(q), k), -np.inf, np.float32)
+        ids = np.full((len(q), k), -1, np.int64)
+        for row in range(len(q)):
+            cands = found[row][found[row] >= 0]
+            if not len(cands):
+                continue
+            exact = self._exact.reconstruct_batch(cands) @ q[row]
+            best = np.lexsort((cands, -exact))[:k]
+            scores[row, : len(best)], ids[row, : len(best)] = exact[best], cands[best]
+        return scores, ids
 
     def _search_subset(self, q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact search among ``allowed`` ids: gather their vectors, then one BLAS product.
@@ -209,7 +237,7 @@ class FaissIndex(VectorIndex):
 
     # -- persistence -------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
-        extra = {"pq_m": self.pq_m, "pq_bits": self.pq_bits} if self.kind == "ivfpq" else {}
+        extra = {"pq_m": self.pq_m, "pq_bits": self.pq_bits, "refine": self.refine} if self.kind == "ivfpq" else {}
         if self.kind == "hnsw":
             extra = {"hnsw_m": self.hnsw_m, "ef_construction": self.ef_construction}
         return {**super().metadata(), **extra, "ntotal": len(self)}
@@ -222,6 +250,8 @@ class FaissIndex(VectorIndex):
         atomic_write(path, lambda tmp: faiss.write_index(self._index, tmp))
         if self.kind == "hnsw":
             atomic_write(path + ".ids.npy", lambda tmp: _save_array(tmp, self._positions))
+        if self._exact is not None:
+            atomic_write(path + ".exact", lambda tmp: faiss.write_index(self._exact, tmp))
         write_sidecar(path, {**self.metadata(), "index_bytes": os.path.getsize(path)})
 
     @classmethod
@@ -244,8 +274,19 @@ class FaissIndex(VectorIndex):
                    pq_m=int(meta.get("pq_m", 16)), pq_bits=int(meta.get("pq_bits", 8)),
                    hnsw_m=int(meta.get("hnsw_m", DEFAULT_HNSW_M)),
                    ef_construction=int(meta.get("ef_construction", DEFAULT_EF_CONSTRUCTION)),
-                   ef_search=int(meta.get("ef_search", 0)))
+                   ef_search=int(meta.get("ef_search", 0)), refine=int(meta.get("refine", 0)))
         self._index = _check_loaded(raw, meta, path)
+        if self.refine:
+            exact_path = path + ".exact"
+            if not os.path.exists(exact_path):
+                raise FileNotFoundError(f"{exact_path}: the exact vectors of a refined ivfpq index are missing")
+            try:
+                self._exact = faiss.read_index(exact_path)
+            except RuntimeError as e:
+                raise ValueError(f"{exact_path}: not a readable faiss index") from e
+            if int(self._exact.ntotal) != int(raw.ntotal):
+                raise ValueError(f"{exact_path}: {self._exact.ntotal} exact vectors for {raw.ntotal} codes "
+                                 "(files from different saves); rebuild the index")
         if meta["kind"] == "hnsw":
             self._positions = _load_positions(path + ".ids.npy", int(raw.ntotal))
             self._ids = np.sort(self._positions[self._positions >= 0])

@@ -7,6 +7,16 @@
   embedding of the batch is a negative; with ``instance_views`` it learns from unlabelled images.
 * ``"proxy_anchor"``: ``ProxyAnchorLoss``; its proxies are parameters of this module, so an optimizer
   built over ``MultiTaskLoss.parameters()`` (or this module's) trains them.
+* ``"multi_similarity"``: ``MultiSimilarityLoss`` (Wang et al. 2019): soft-weighted positive and negative
+  cosine similarities, scaled by ``ms_alpha`` / ``ms_beta`` around ``ms_base``; every pair counts, so
+  negatives are pushed below ``ms_base`` and unrelated items end far apart on the sphere.  ``ms_epsilon``
+  > 0 adds the paper's ``MultiSimilarityMiner``, which keeps only pairs within epsilon of the hardest
+  opposite pair and so stops once negatives are epsilon below positives (items stay in one cone).
+* ``"supcon"``: ``SupConLoss`` (Khosla et al. 2020): NT-Xent with every same-label sample a positive, at
+  ``temperature``.
+
+The labels are item identities (``metric_labels: item``, same garment) or categories (``category``, same
+kind: image folders without item ids, as in the deep-metric-learning benchmarks).
 
 Distances are Euclidean between L2-normalised embeddings (the library default, ``LpDistance``).
 """
@@ -20,7 +30,8 @@ from pytorch_metric_learning import miners as pml_miners
 
 from fashionlens.config import LossConfig
 
-METRIC_LOSSES = ("triplet", "contrastive", "ntxent", "proxy_anchor", "none")
+METRIC_LOSSES = ("triplet", "contrastive", "ntxent", "proxy_anchor", "multi_similarity", "supcon", "none")
+METRIC_LABELS = ("item", "category")
 MINERS = ("batch_hard", "semihard")
 
 
@@ -47,7 +58,8 @@ class MetricLoss(nn.Module):
 
 
 def build_metric_loss(cfg: LossConfig, num_items: int = 0, embedding_dim: int = 128) -> MetricLoss | None:
-    """The metric loss ``cfg.metric_loss`` names (None for "none"); ``num_items`` sizes the proxies."""
+    """The metric loss ``cfg.metric_loss`` names (None for "none"); ``num_items`` (the number of distinct
+    labels: items, or categories with ``metric_labels: category``) sizes the proxies."""
     kind = cfg.metric_loss
     if kind == "none":
         return None
@@ -72,4 +84,9 @@ def build_metric_loss(cfg: LossConfig, num_items: int = 0, embedding_dim: int = 
         return MetricLoss(pml_losses.ProxyAnchorLoss(
             num_classes=num_items, embedding_size=embedding_dim, margin=cfg.proxy_margin, alpha=cfg.proxy_alpha,
         ))
+    if kind == "multi_similarity":
+        return MetricLoss(pml_losses.MultiSimilarityLoss(alpha=cfg.ms_alpha, beta=cfg.ms_beta, base=cfg.ms_base),
+                          pml_miners.MultiSimilarityMiner(epsilon=cfg.ms_epsilon) if cfg.ms_epsilon > 0 else None)
+    if kind == "supcon":
+        return MetricLoss(pml_losses.SupConLoss(temperature=cfg.temperature))
     raise ValueError(f"unknown metric_loss {kind!r}; choices: {', '.join(METRIC_LOSSES)}")

@@ -16,10 +16,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fashionlens.config import LossConfig
-from fashionlens.losses.metric import build_metric_loss
+from fashionlens.losses.metric import METRIC_LABELS, build_metric_loss
 from fashionlens.utils import import_torchvision
 
-TASKS = ("category", "levels", "attributes", "landmarks", "visibility", "item", "metric", "bbox")
+TASKS = ("category", "levels", "attributes", "landmarks", "visibility", "item", "metric", "bbox", "distill")
 LANDMARK_LOSSES = ("l1", "mse", "heatmap")
 
 
@@ -132,6 +132,8 @@ class MultiTaskLoss(nn.Module):
         super().__init__()
         if cfg.landmark_loss not in LANDMARK_LOSSES:
             raise ValueError(f"unknown landmark_loss {cfg.landmark_loss!r}; choices: {', '.join(LANDMARK_LOSSES)}")
+        if cfg.metric_labels not in METRIC_LABELS:
+            raise ValueError(f"unknown metric_labels {cfg.metric_labels!r}; choices: {', '.join(METRIC_LABELS)}")
         self.cfg = cfg
         self.metric = build_metric_loss(cfg, num_items, embedding_dim) if cfg.metric > 0 else None
         self.register_buffer("class_weights", None if class_weights is None else class_weights.float())
@@ -162,8 +164,12 @@ class MultiTaskLoss(nn.Module):
             out["bbox"] = box_loss(outputs["bbox"], batch["bbox"], batch["has_bbox"].bool())
         if "item" in outputs and "item" in batch:
             out["item"] = cross_entropy(outputs["item"], batch["item"], None, cfg.label_smoothing)
-        if self.metric is not None and "embedding" in outputs and "item" in batch:
-            out["metric"] = self.metric(outputs["embedding"], batch["item"].long())
+        if "pooled" in outputs and "teacher_pooled" in outputs:  # feature distillation: cosine distance
+            out["distill"] = (1 - F.cosine_similarity(outputs["pooled"].float(),
+                                                      outputs["teacher_pooled"].float(), dim=1)).mean()
+        labels = batch.get(cfg.metric_labels)
+        if self.metric is not None and "embedding" in outputs and labels is not None:
+            out["metric"] = self.metric(outputs["embedding"], labels.long())
         return out
 
     def _level_targets(self, batch: Mapping[str, Any]) -> torch.Tensor | None:

@@ -24,6 +24,7 @@ from fashionlens.models.heads import make_landmark_head
 from fashionlens.models.landmarks import LocalBranch
 
 NUM_LANDMARKS = 8
+EMBEDDING_INPUTS = ("fused", "pooled")  # what the embedding head reads
 
 #: Named presets for ``create_model``: keyword arguments of ``FashionNet``.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -65,6 +66,7 @@ class FashionNet(nn.Module):
         spatial_attention: bool = False,
         landmark_head: str = "heatmap",
         fuse_conv: bool = False,
+        embedding_from: str = "fused",
         hidden_dim: int = 256,
         local_channels: int = 32,
         local_grid: int = 3,
@@ -79,6 +81,8 @@ class FashionNet(nn.Module):
         super().__init__()
         if use_local and not use_landmarks:
             raise ValueError("use_local needs the landmark branch (use_landmarks=True): it pools at landmarks")
+        if embedding_from not in EMBEDDING_INPUTS:
+            raise ValueError(f"embedding_from must be one of {', '.join(EMBEDDING_INPUTS)}, got {embedding_from!r}")
         if embedding_dim < 1 or hidden_dim < 1:
             raise ValueError(f"embedding_dim and hidden_dim must be positive, got {embedding_dim}, {hidden_dim}")
         self.backbone = create_backbone(backbone, pretrained, **(backbone_kwargs or {})) if isinstance(backbone, str) else backbone
@@ -101,7 +105,9 @@ class FashionNet(nn.Module):
         self.levels = nn.ModuleList(nn.Linear(hidden_dim, int(n)) for n in level_sizes)
         self.attributes = nn.Linear(hidden_dim, num_attributes) if num_attributes > 0 else None
         conv_channels = _penultimate_channels(self.backbone) if fuse_conv else 0
-        self.embedding = nn.Linear(hidden_dim + conv_channels, embedding_dim)
+        self.embedding_from = embedding_from
+        self.embedding = nn.Linear((hidden_dim if embedding_from == "fused" else channels) + conv_channels,
+                                   embedding_dim)
         self.item = nn.Linear(embedding_dim, num_items) if num_items > 0 else None
         self.bbox = nn.Linear(hidden_dim, 4) if use_bbox else None  # (cx, cy, w, h) logits
 
@@ -130,6 +136,8 @@ class FashionNet(nn.Module):
             pooled, out["attention"] = self.attention(feats)  # (B, C), saliency (B, h, w)
         else:
             pooled = F.adaptive_avg_pool2d(feats, 1).flatten(1)  # (B, C)
+        if self.training:
+            out["pooled"] = pooled  # (B, C) for the feature-distillation loss (not an inference output)
         parts = [self.global_proj(pooled)]  # (B, hidden)
         if self.landmark_head is not None:
             out.update(self.landmark_head(feats))  # landmarks (B, 8, 2), visibility (B, 8, 3)
@@ -149,7 +157,9 @@ class FashionNet(nn.Module):
             out["levels"] = [head(fused) for head in self.levels]
         if self.attributes is not None:
             out["attributes"] = self.attributes(fused)
-        emb_in = fused if mid is None else torch.cat([fused, F.adaptive_avg_pool2d(mid, 1).flatten(1)], 1)
+        emb_in = fused if self.embedding_from == "fused" else pooled
+        if mid is not None:
+            emb_in = torch.cat([emb_in, F.adaptive_avg_pool2d(mid, 1).flatten(1)], 1)
         raw = self.embedding(emb_in)  # (B, D)
         out["embedding"] = F.normalize(raw, dim=1)
         if self.item is not None:
@@ -206,7 +216,7 @@ def build_model(cfg: ModelConfig, num_categories: int = 0, num_attributes: int =
     kw: dict[str, Any] = dict(
         backbone=cfg.backbone, pretrained=cfg.pretrained, embedding_dim=cfg.embedding_dim,
         hidden_dim=cfg.hidden_dim, use_bbox=cfg.use_bbox, spatial_attention=cfg.spatial_attention,
-        landmark_head=cfg.landmark_head, fuse_conv=cfg.fuse_conv,
+        landmark_head=cfg.landmark_head, fuse_conv=cfg.fuse_conv, embedding_from=cfg.embedding_from,
         local_channels=cfg.local_channels, local_grid=cfg.local_grid, local_window=cfg.local_window,
         detach_landmarks=cfg.detach_landmarks, dropout=cfg.dropout,
         frozen_stages=cfg.frozen_stages, tta_flip=cfg.tta_flip, backbone_kwargs=dict(cfg.backbone_kwargs),

@@ -87,6 +87,10 @@ class ClassifyResponse(BaseModel):
 class SearchResult(BaseModel):
     item_id: int
     score: float = Field(description="cosine similarity of the embeddings, -1..1")
+    inliers: int | None = Field(None, description=(
+        "with rerank: local-feature matches consistent with one homography between query and item"))
+    verified: bool | None = Field(None, description="with rerank: enough inliers to call the item the same picture")
+    same_sku: list[int] | None = Field(None, description="with group_sku: the SKU's other items among the candidates")
     category: str | None
     category_path: list[str] | None
     attributes: list[str]
@@ -96,14 +100,26 @@ class SearchResult(BaseModel):
     image_url: str | None
 
 
+class SearchScope(BaseModel):
+    category: str | None = Field(description="the category name or taxonomy path searched (null: everything)")
+    probability: float = Field(description="the model's probability that the query belongs there")
+    items: int = Field(description="catalog items within it")
+    hedged: bool = Field(description="chosen by the calibrated hedged answer (else by summed probabilities)")
+
+
 class SearchQuery(BaseModel):
     category: Category | None = Field(description="the model's category for the query image")
     bbox: list[float] | None = Field(description="the garment box found in the query image, pixels")
+    crop: list[int] | None = Field(None, description=(
+        "with crop: the [left, top, right, bottom] pixels that were embedded (null: the whole image)"))
+    scope: SearchScope | None = Field(None, description="with category=auto: where the search looked")
 
 
 class SearchResponse(BaseModel):
     results: list[SearchResult]
     query: SearchQuery
+    classification: ClassifyResponse = Field(description=(
+        "what /v1/classify answers for the query image (one upload gives both)"))
 
 
 class Item(BaseModel):
@@ -172,13 +188,13 @@ def image_url(item_id: int, stored: str | None) -> str | None:
 def item_body(item: dict[str, Any]) -> dict[str, Any]:
     """A ``Catalog.get`` dict -> :class:`Item` fields."""
     keys = ("sku", "title", "category", "attributes", "source", "created_at", "updated_at", "extra")
-    return {"item_id": item["id"], **{k: item.get(k) for k in keys},
-            "category_path": split_path(item.get("category_path")), "image_url": image_url(item["id"], item.get("image"))}
+    return {"item_id": item["item_id"], **{k: item.get(k) for k in keys},
+            "category_path": split_path(item.get("category_path")), "image_url": image_url(item["item_id"], item.get("image"))}
 
 
 def result_body(hit: dict[str, Any]) -> dict[str, Any]:
     """A ``Catalog.search`` hit -> :class:`SearchResult` fields."""
-    keys = ("item_id", "category", "attributes", "sku", "title", "source")
+    keys = ("item_id", "category", "attributes", "sku", "title", "source", "inliers", "verified", "same_sku")
     return {**{k: hit.get(k) for k in keys}, "score": round(float(hit["score"]), 5),
             "category_path": split_path(hit.get("category_path")), "image_url": image_url(hit["item_id"], hit.get("image"))}
 

@@ -10,18 +10,16 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import numpy as np
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from fashionlens.catalog import Catalog
-from fashionlens.inference import Predictor, crop_box
+from fashionlens.catalog import Catalog, ImageEntry
+from fashionlens.inference import Predictor
 from fashionlens.serving._errors import ApiError
 from fashionlens.serving._metrics import Metrics
 from fashionlens.serving.batcher import MicroBatcher, QueueFull
@@ -53,7 +51,7 @@ class Service:
         except BaseException:
             self.close()
             raise
-        self.batcher = MicroBatcher(self.predictor.predict, max_batch=settings.batch_max,
+        self.batcher = MicroBatcher(self._analyse, max_batch=settings.batch_max,
                                     max_wait_s=settings.batch_wait_ms / 1000.0, workers=settings.inference_threads,
                                     on_batch=self.metrics.observe_batch)
 
@@ -118,10 +116,15 @@ class Service:
             raise ApiError(401, "invalid_api_key", "the API key is not valid", challenge)
 
     # -- model -------------------------------------------------------------------------------------------
-    async def infer(self, image: Image.Image) -> dict[str, Any]:
-        """The Predictor answer for one image (batched with concurrent requests); 503 busy, 504 timeout."""
+    def _analyse(self, requests: list[tuple[Image.Image, bool]]) -> list[dict[str, Any]]:
+        """The batcher's work: one :meth:`Predictor.analyse` call for a batch of (image, crop) requests."""
+        return self.predictor.analyse([image for image, _ in requests], crop=[crop for _, crop in requests])
+
+    async def infer(self, image: Image.Image, crop: bool = False) -> dict[str, Any]:
+        """The :meth:`Predictor.analyse` answer for one image (its embedding of the garment crop with
+        ``crop``), batched with concurrent requests; 503 busy, 504 timeout."""
         try:
-            future = self.batcher.submit(image)
+            future = self.batcher.submit((image, bool(crop)))
         except QueueFull as e:
             raise ApiError(503, "busy", f"the server is busy ({e}); retry shortly", {"Retry-After": "1"}) from e
         timeout = self.settings.request_timeout_s
@@ -141,13 +144,6 @@ class Service:
         except ValueError as e:
             raise ApiError(422, "invalid_target_accuracy", f"target_accuracy: {e}") from e
 
-    async def query(self, image: Image.Image, crop: bool) -> tuple[dict[str, Any], np.ndarray]:
-        """(answer for the whole image, embedding (D,) of the image or, with ``crop``, of its garment box)."""
-        answer = await self.infer(image)
-        if not crop:
-            return answer, answer["embedding"]
-        region = crop_box(image, answer.get("bbox"))
-        return answer, (answer if region is image else await self.infer(region))["embedding"]
 
     # -- catalog -----------------------------------------------------------------------------------------
     async def read(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
@@ -170,23 +166,16 @@ class Service:
         except TimeoutError as e:  # the catalog's inter-process writer lock
             raise ApiError(503, "catalog_busy", f"the catalog is locked by another writer: {e}") from e
 
-    def add_item(self, data: bytes, ext: str, metadata: dict[str, Any]) -> dict[str, Any]:
-        """Store one validated upload (its original bytes) with ``metadata``; returns the new item.
+    def add_item(self, data: bytes, picture: Image.Image, ext: str | None, metadata: dict[str, Any],
+                 answer: dict[str, Any]) -> dict[str, Any]:
+        """Store one validated, decoded upload with ``metadata`` and the model's ``answer`` for it (from
+        :meth:`infer`: nothing is decoded or run again); returns the new item.
 
-        The bytes go through a private temporary file (the catalog keeps JPEG / PNG / WebP bytes as they
-        are, under a name it chooses); the client's file name plays no part."""
-        catalog = self.catalog
-        fd, path = tempfile.mkstemp(prefix="fashionlens-upload-", suffix=f".{ext}")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            try:
-                item_id = catalog.add([path], [metadata], self.predictor)[0]
-            except ValueError as e:
-                raise ValueError(str(e).replace(os.path.abspath(path), "the uploaded image")) from e
-            return catalog.get(item_id)
-        finally:
-            os.unlink(path)
+        JPEG / PNG / WebP bytes are kept as uploaded (``ext``; None: other formats, stored as PNG), under a
+        name the catalog chooses; the client's file name plays no part."""
+        entry = ImageEntry(picture, data if ext else None, ext or "png", None)
+        item_id = self.catalog.add([entry], [metadata], self.predictor, answers=[answer])[0]
+        return self.catalog.get(item_id)
 
     def remove_item(self, item_id: int) -> None:
         """Delete one item; KeyError when unknown."""

@@ -99,8 +99,9 @@ async def read_upload(upload: UploadFile, max_bytes: int, chunk: int = 1 << 20) 
     return b"".join(parts)
 
 
-def decode_upload(data: bytes, *, max_pixels: int, formats: Sequence[str]) -> tuple[Image.Image, str]:
-    """Decode uploaded bytes into (RGB image, stored-file extension ``jpg``/``png``/``webp``).
+def decode_upload(data: bytes, *, max_pixels: int, formats: Sequence[str]) -> tuple[Image.Image, str | None]:
+    """Decode uploaded bytes into (RGB image, stored-file extension ``jpg``/``png``/``webp``; None for other
+    formats, whose bytes are not kept: the catalog stores their pixels as PNG).
 
     Raises ApiError: 422 empty or corrupt / truncated data, 415 a refused format or not an image,
     413 more than ``max_pixels`` pixels (checked from the header, before decoding)."""
@@ -116,7 +117,7 @@ def decode_upload(data: bytes, *, max_pixels: int, formats: Sequence[str]) -> tu
                 img.seek(0)  # multi-frame (animated WebP / PNG): the first frame
                 img.load()  # the full decode: truncated or corrupt data fails here
                 ImageOps.exif_transpose(img, in_place=True)
-                return to_rgb(img), _EXTENSIONS.get(str(img.format), "png")
+                return to_rgb(img), _EXTENSIONS.get(str(img.format))
     except ApiError:
         raise
     except Image.DecompressionBombError as e:

@@ -60,6 +60,7 @@ from fashionlens.serving.settings import ServeSettings
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 MAX_ITEM_ID = 2 ** 63 - 1  # SQLite's largest integer
 CONTENT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}
+RERANK_CANDIDATES = 50  # candidates the rerank field verifies (OpenCV SIFT + RANSAC on each)
 
 ImageField = Annotated[UploadFile, File(description="the picture: JPEG, PNG or WebP (first frame of animations)")]
 ItemId = Annotated[int, Path(ge=1, le=MAX_ITEM_ID, description="item id")]
@@ -108,7 +109,7 @@ def _no_guard() -> None:
     return None
 
 
-async def _decoded(service: Service, image: UploadFile) -> tuple[bytes, Any, str]:
+async def _decoded(service: Service, image: UploadFile) -> tuple[bytes, Any, str | None]:
     """(bytes, RGB image, extension) of a validated upload: size, format and pixel limits, full decode."""
     s = service.settings
     data = await read_upload(image, s.max_upload_bytes)
@@ -133,18 +134,40 @@ def _add_model_routes(app: FastAPI, service: Service, reads: Callable[..., None]
     async def search(image: ImageField,
                      k: Annotated[int, Form(ge=1, le=100, description="number of results")] = 10,
                      category: Annotated[str | None, Form(max_length=200, description=(
-                         "only items of this category name or taxonomy path prefix, e.g. upper"))] = None,
+                         "only items of this category name or taxonomy path prefix, e.g. upper; 'auto': the "
+                         "query's predicted category, widened when the model is unsure (query.scope says where)"))
+                     ] = None,
                      attribute: Annotated[str | None, Form(max_length=200, description="only items with it")] = None,
                      crop: Annotated[bool, Form(description="embed the garment box of the query")] = False,
+                     same_category: Annotated[bool, Form(description=(
+                         "only items of the category the model predicts for the query"))] = False,
+                     target_accuracy: Annotated[float | None, Form(gt=0, le=1, description=(
+                         "classification.hedged at this target accuracy (as /v1/classify)"))] = None,
+                     group_sku: Annotated[bool, Form(description=(
+                         "one result per SKU (its best item; same_sku lists the others found)"))] = False,
+                     rerank: Annotated[bool, Form(description=(
+                         "re-rank the top candidates by geometric verification of local features (RootSIFT + "
+                         "RANSAC): near-duplicates of the query first; results get inliers and verified"))] = False,
                      ) -> dict[str, Any]:
-        """The ``k`` catalog items most similar to the image, best first (cosine similarity)."""
+        """The ``k`` catalog items most similar to the image, best first (cosine similarity), and the
+        classification of the query image (the page uploads a photo once)."""
         catalog = service.catalog  # 503 before any work when no catalog is configured
         _, picture, _ = await _decoded(service, image)
-        answer, vector = await service.query(picture, crop)
-        hits = await service.read(catalog.search, vector, k, category=form_text("category", category),
-                                  attribute=form_text("attribute", attribute))
-        return {"results": [result_body(h) for h in hits],
-                "query": {"category": category_of(answer), "bbox": answer.get("bbox")}}
+        answer = await service.infer(picture, crop)
+        if target_accuracy is not None:
+            answer = service.hedge(answer, target_accuracy)
+        wanted, scope = form_text("category", category), None
+        if same_category and answer.get("category"):
+            wanted = answer["category"]
+        if wanted == "auto":  # the predicted category, widened when the model is unsure (Catalog.auto_category)
+            scope = await service.read(catalog.auto_category, answer, k, predictor=service.predictor)
+            wanted = scope["category"]
+        hits = await service.read(catalog.search, answer["embedding"], k, category=wanted,
+                                  attribute=form_text("attribute", attribute),
+                                  rerank=RERANK_CANDIDATES if rerank else 0, image=picture, group_sku=group_sku)
+        return {"results": [result_body(h) for h in hits], "classification": classify_body(answer),
+                "query": {"category": category_of(answer), "bbox": answer.get("bbox"), "crop": answer.get("crop"),
+                          "scope": scope}}
 
 
 def _add_item_routes(app: FastAPI, service: Service, reads: Callable[..., None],
@@ -164,9 +187,11 @@ def _add_item_routes(app: FastAPI, service: Service, reads: Callable[..., None],
         meta = {"sku": form_text("sku", sku), "title": form_text("title", title),
                 "category": form_text("category", category), "attributes": parse_attributes(attributes),
                 "source": form_text("source", source) or upload_source(image.filename)}
-        data, _, ext = await _decoded(service, image)
-        item = await service.write(service.add_item, data, ext, {k: v for k, v in meta.items() if v is not None})
-        response.headers["Location"] = f"/v1/items/{item['id']}"
+        data, picture, ext = await _decoded(service, image)
+        answer = await service.infer(picture)  # batched with other requests; the writer thread only stores
+        item = await service.write(service.add_item, data, picture, ext, {k: v for k, v in meta.items() if v is not None},
+                                   answer)
+        response.headers["Location"] = f"/v1/items/{item['item_id']}"
         return item_body(item)
 
     @app.get("/v1/items", response_model=ItemList, dependencies=[Depends(reads)], tags=["items"],

@@ -244,14 +244,29 @@ def _concat(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 class ModelWithLoss(nn.Module):
     """The model and its loss as one module: ``forward(images (B, 3, S, S), batch, weights)`` returns
     ``(model outputs, loss dict)``.  One forward computes both, so DDP sees (and all-reduces the
-    gradients of) the loss's own parameters, e.g. ProxyAnchor proxies, with the model's."""
+    gradients of) the loss's own parameters, e.g. ProxyAnchor proxies, with the model's.
 
-    def __init__(self, model: nn.Module, loss_fn: nn.Module):
+    ``teacher`` (optional, frozen): a backbone whose pooled features of the same images join the outputs
+    as ``"teacher_pooled"`` (the feature-distillation term of the loss keeps the model's near them)."""
+
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, teacher: nn.Module | None = None):
         super().__init__()
         self.model, self.loss_fn = model, loss_fn
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "ModelWithLoss":
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # its BatchNorm statistics stay the pretrained ones
+        return self
 
     def forward(self, images: torch.Tensor, batch: dict, weights: dict[str, float]) -> tuple[dict, dict]:
         outputs = self.model(images)
+        if self.teacher is not None:
+            with torch.no_grad():
+                outputs = {**outputs, "teacher_pooled": self.teacher.forward_features(images).mean(dim=(2, 3))}
         return outputs, self.loss_fn(outputs, batch, weights)
 
 

@@ -97,9 +97,11 @@ def build_optimizer(model: nn.Module, loss_fn: nn.Module, cfg: RunConfig) -> tor
 
 
 def epoch_batches(ds: GarmentDataset, cfg: RunConfig, epoch: int) -> Any:
-    """The epoch's global batch sampler: P x K by item when configured, else shuffled batches; seeded by epoch."""
+    """The epoch's global batch sampler: P x K by item (by category with ``loss.metric_labels: category``) when
+    configured, else shuffled batches; seeded by epoch."""
     if cfg.train.pk_items > 0:
-        sampler = PKSampler(ds.item_labels, cfg.train.pk_items, cfg.train.pk_images, seed=cfg.seed,
+        labels = ds.item_labels if cfg.loss.metric_labels == "item" else ds.category_labels
+        sampler = PKSampler(labels, cfg.train.pk_items, cfg.train.pk_images, seed=cfg.seed,
                             length=max(1, len(ds) // (cfg.train.pk_items * cfg.train.pk_images)))
         sampler.set_epoch(epoch)
         return sampler
@@ -167,16 +169,24 @@ class Trainer:
         # updated after every step; validation, best.pt and everything downstream use the averaged weights.
         decay = self.cfg.train.ema_decay
         self.ema = ema_model(self.model, decay) if decay > 0 else None
-        self.loss_fn = MultiTaskLoss(self.cfg.loss, num_items=len(self.train_ds.items),
+        labels = self.train_ds.items if self.cfg.loss.metric_labels == "item" else self.info.categories
+        self.loss_fn = MultiTaskLoss(self.cfg.loss, num_items=len(labels),
                                      embedding_dim=self.cfg.model.embedding_dim,
                                      class_weights=self._class_weights(),
                                      level_maps=[torch.tensor(m) for m in self.hierarchy.maps])
-        self.model_with_loss = ddp.ModelWithLoss(self.model, self.loss_fn)
+        self.model_with_loss = ddp.ModelWithLoss(self.model, self.loss_fn, self._teacher())
         self.optimizer = build_optimizer(self.model, self.loss_fn, self.cfg)
         self.steps_per_epoch = len(epoch_batches(self.train_ds, self.cfg, 0))
         self.train_module = self._data_parallel()  # what the optimiser steps: model_with_loss, in DDP under torchrun
         if self.world > 1:  # same initial weights everywhere (seeded above); own augmentations per rank
             torch.manual_seed(self.cfg.seed * 1000 + self.rank)
+
+    def _teacher(self) -> nn.Module | None:
+        """``loss.distill``: a frozen copy of the model's initial backbone (pretrained, or ``init_from``'s),
+        taken before any step (a resumed run loads its weights later), the distillation target."""
+        if self.cfg.loss.distill <= 0:
+            return None
+        return copy.deepcopy(self.model.backbone).eval()
 
     def _load_data(self) -> None:
         cfg, tc = self.cfg, self.cfg.train

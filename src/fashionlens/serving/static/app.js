@@ -140,13 +140,20 @@ async function handleFile(file) {
   $("add-panel").hidden = true;
   $("add-message").textContent = "";
   showPreview(state.file);
-  const result = await busy("Looking at your photo…", () => api("/v1/classify", { body: imageForm(state.file) }));
+  // One upload: /v1/search answers the classification and the similar items together; without a catalog
+  // (503 no_catalog) the page falls back to /v1/classify.
+  const answer = await busy("Looking at your photo…", () => searchRequest().catch((err) => {
+    if (err.code !== "no_catalog") throw err;
+    state.noCatalog = true;
+    return api("/v1/classify", { body: imageForm(state.file) }).then((classification) => ({ classification }));
+  }));
   if (seq !== state.seq) return;
-  if (!result) { $("preview").hidden = true; $("drop").classList.remove("compact"); return; }
-  state.result = result;
-  renderResult(result);
-  setStatus(`It looks like ${describe(result)}.`);
-  await searchSimilar();
+  if (!answer) { $("preview").hidden = true; $("drop").classList.remove("compact"); return; }
+  state.result = answer.classification;
+  renderResult(state.result);
+  if (answer.results) showSimilar(answer);
+  else $("similar-status").textContent = "No catalog is configured on this server, so there is nothing to search.";
+  setStatus(`It looks like ${describe(state.result)}.` + (answer.results ? ` ${answer.results.length} similar items found.` : ""));
 }
 
 /** A photo over the upload limit re-encoded as JPEG of at most MAX_SIDE pixels (EXIF orientation applied). */
@@ -287,18 +294,40 @@ function renderOverlay(result) {
 }
 
 // ---------------------------------------------------------------- similar items
-async function searchSimilar() {
-  if (!state.file) return;
+/** POST /v1/search for the current photo with the page's options (same category, copies first). */
+function searchRequest() {
   const form = imageForm(state.file);
   form.append("k", String(SEARCH_K));
-  if ($("same-category").checked && state.result?.category?.name) form.append("category", state.result.category.name);
+  if ($("same-category").checked) form.append("same_category", "true");
+  if ($("rerank").checked) form.append("rerank", "true");
+  if ($("group-sku").checked) form.append("group_sku", "true");
+  if ($("crop").checked) form.append("crop", "true");  // the model's garment box; the whole photo without one
+  return api("/v1/search", { body: form });
+}
+
+/** Search again (an option changed, or an item was added): the photo is uploaded for the search only. */
+async function searchSimilar() {
+  if (!state.file || state.noCatalog) return;
   $("similar-status").textContent = "Searching the catalog…";
   const seq = state.seq;
-  const answer = await busy("Searching the catalog…", () => api("/v1/search", { body: form }));
+  const answer = await busy("Searching the catalog…", searchRequest);
   if (seq !== state.seq) return;
   if (!answer) { $("similar-status").textContent = "The search failed."; return; }
-  renderSimilar(answer.results || []);
+  showSimilar(answer);
   setStatus(`It looks like ${describe(state.result)}. ${answer.results?.length || 0} similar items found.`);
+}
+
+function showSimilar(answer) {
+  // "garment only" is offered when the model finds a garment box (a model without a box head has none)
+  $("crop-option").hidden = !answer.classification?.bbox;
+  renderSimilar(answer.results || []);
+}
+
+/** Cosine similarity as words a person can read: a percentage and a plain judgement. */
+function similarityText(score) {
+  const s = Number(score);
+  const word = s >= 0.9 ? "very similar" : s >= 0.7 ? "similar" : s >= 0.4 ? "somewhat similar" : "not alike";
+  return `${Math.round(Math.max(0, s) * 100)}% · ${word}`;
 }
 
 function renderSimilar(results) {
@@ -311,7 +340,11 @@ function renderSimilar(results) {
       el("div", {},
         el("strong", { text: name }),
         el("span", { text: humanise(item.category) || "No category" }),
-        el("span", { class: "muted", text: `Similarity ${Number(item.score).toFixed(3)} · #${item.item_id}` })));
+        item.verified ? el("span", { class: "badge", text: "Same picture",
+          title: `${item.inliers} matching points agree on one geometric transform` }) : "",
+        item.same_sku?.length ? el("span", { class: "muted", text: `+${item.same_sku.length} more photo${item.same_sku.length > 1 ? "s" : ""} of this product` }) : "",
+        el("span", { class: "muted", title: `cosine similarity ${Number(item.score).toFixed(3)}`,
+          text: `${similarityText(item.score)} · #${item.item_id}` })));
   }));
 }
 
@@ -388,7 +421,7 @@ async function storeItem({ category, attributes }) {
   const headers = key ? { "X-API-Key": key } : {};
   const item = await busy("Adding it to your catalog…", () => api("/v1/items", { body: form, headers }));
   if (!item) return;
-  state.lastItemId = item.item_id ?? item.id;
+  state.lastItemId = item.item_id;
   $("correct-form").hidden = true;
   $("add-message").textContent = `Added to your catalog as item #${state.lastItemId} (${humanise(item.category || category)}).`;
   setStatus(`Added item #${state.lastItemId}.`);
@@ -418,6 +451,7 @@ function setupCatalogForm() {
   $("fix-cancel").addEventListener("click", () => { $("correct-form").hidden = true; $("no-button").focus(); });
   $("correct-form").addEventListener("submit", (e) => { e.preventDefault(); storeItem(correctedLabels()); });
   $("same-category").addEventListener("change", searchSimilar);
+  for (const id of ["rerank", "group-sku", "crop"]) $(id).addEventListener("change", searchSimilar);
 }
 
 setupInputs();

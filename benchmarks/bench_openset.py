@@ -1,0 +1,221 @@
+"""Open-set retrieval on real photos: search quality on garment classes the model never trained on.
+
+    python benchmarks/bench_openset.py [--splits 3] [--variants NAME ...] [--epochs 4] [--image-size 192]
+    python benchmarks/bench_openset.py table
+
+The deep-metric-learning protocol (Musgrave et al., "A Metric Learning Reality Check", 2020) on
+clothing-small: its ten classes are split into five training classes and five test classes, disjoint
+(``--splits`` seeded random splits).  Every variant of the ``photos`` recipe trains (through the product's
+own trainer, ``fashionlens.training.fit``) on the training classes' train photos only; then every photo of
+the five test classes (train and validation folders; at most ``--per-class`` of each class, evenly spaced,
+so that t-shirts do not make up a third of the queries) is embedded and each one queries all the others: Recall@1/2/4/8 (a same-class photo among the K nearest) and MAP@R from pytorch-metric-learning's
+``AccuracyCalculator`` (``fashionlens.evaluation.recall_at_k_and_map_at_r``).
+
+The reference is the frozen ImageNet backbone of the same recipe (EfficientNet-Lite1, global-average-pooled
+last feature map, same input size, mirror averaged): what search gives before any training.  Seen-class
+search (validation photos of the training classes) is reported next to it, so an open-set gain that costs
+the training classes shows.
+
+Runs go to FASHIONLENS_RUNS (default /tmp/fashionlens-openset-runs); results are merged into
+benchmarks/results/openset.json (per split and the mean over splits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import PHOTOS, RESULTS, write  # noqa: E402
+
+RESULT = "openset"
+KS = (1, 2, 4, 8)
+BACKBONE = "tf_efficientnet_lite1"
+# name -> --set overrides of the photos recipe (the recipe itself trains classification only)
+VARIANTS: dict[str, list[str]] = {
+    "recipe (classification only)": [],
+    "recipe + multi-similarity, embedding from pooled": [
+        "loss.metric=1.0", "loss.metric_loss=multi_similarity", "loss.metric_labels=category",
+        "model.embedding_from=pooled", "loss.ms_epsilon=0.1"],
+    "recipe + supcon, embedding from pooled, distillation": [
+        "loss.metric=1.0", "loss.metric_loss=supcon", "loss.metric_labels=category", "loss.temperature=0.1",
+        "model.embedding_from=pooled", "loss.distill=2.0"],
+    "recipe + supcon, embedding from pooled": [
+        "loss.metric=1.0", "loss.metric_loss=supcon", "loss.metric_labels=category", "loss.temperature=0.1",
+        "model.embedding_from=pooled"],
+}
+
+
+def class_splits(classes: list[str], n: int) -> list[tuple[list[str], list[str]]]:
+    """``n`` seeded splits of ``classes`` into disjoint (train, test) halves; no split repeats."""
+    out, seen = [], set()
+    rng = random.Random(0)
+    while len(out) < n:
+        order = sorted(classes)
+        rng.shuffle(order)
+        train = tuple(sorted(order[: len(order) // 2]))
+        if train in seen:
+            continue
+        seen.add(train)
+        out.append((list(train), sorted(set(classes) - set(train))))
+    return out
+
+
+def link_folders(root: str, classes: list[str], dest: str) -> str:
+    """An image folder at ``dest`` holding only ``classes`` (symlinks to root/<split>/<class>)."""
+    for split in ("train", "validation"):
+        os.makedirs(os.path.join(dest, split), exist_ok=True)
+        for cls in classes:
+            link = os.path.join(dest, split, cls)
+            if not os.path.islink(link):
+                os.symlink(os.path.abspath(os.path.join(root, split, cls)), link)
+    return dest
+
+
+def scores(vectors: np.ndarray, labels: np.ndarray) -> dict:
+    from fashionlens.evaluation.retrieval import recall_at_k_and_map_at_r
+
+    m = recall_at_k_and_map_at_r(vectors, labels, ks=KS)
+    return {**{f"R@{k}": float(v) for k, v in m["recall_at_k"].items()}, "MAP@R": float(m["map_at_r"])}
+
+
+def embed(samples, model: str, image_size: int, kind: str, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    from fashionlens.audit.features import compute_features
+
+    vectors, rows = compute_features(samples, model, image_size=image_size, kind=kind, flip=flip, batch_size=32)
+    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors, np.array([samples[i].category_name for i in rows])
+
+
+def per_class(samples: list, limit: int) -> list:
+    """At most ``limit`` samples of each class, evenly spaced over its sorted list (0 = all)."""
+    out = []
+    for cls in sorted({s.category_name for s in samples}):
+        group = [s for s in samples if s.category_name == cls]
+        if 0 < limit < len(group):
+            group = [group[i] for i in np.linspace(0, len(group) - 1, limit).round().astype(int)]
+        out += group
+    return out
+
+
+def run(n_splits: int, variants: list[str], epochs: int, image_size: int, work: str, per_class_limit: int) -> dict:
+    from fashionlens.config import apply_overrides
+    from fashionlens.data.readers import read
+    from fashionlens.recipes import load_recipe
+    from fashionlens.training.fit import fit
+
+    if not os.path.isdir(PHOTOS):
+        sys.exit(f"skipped: {PHOTOS} not found (set FASHIONLENS_PHOTOS to the clothing-small folder)")
+    classes = read(f"folder:{PHOTOS}").info.categories
+    results = _load()
+    eval_size = round(image_size * load_recipe("photos").data.eval_scale)
+    for s, (train_classes, test_classes) in enumerate(class_splits(classes, n_splits)):
+        key = f"split {s}"
+        split_rows = results["splits"].setdefault(key, {"train_classes": train_classes,
+                                                        "test_classes": test_classes, "rows": {}})["rows"]
+        train_root = link_folders(PHOTOS, train_classes, os.path.join(work, f"split{s}", "train-classes"))
+        test_root = link_folders(PHOTOS, test_classes, os.path.join(work, f"split{s}", "test-classes"))
+        test = per_class(list(read(f"folder:{test_root}")), per_class_limit)
+        seen = list(read(f"folder:{train_root}").split("val"))
+        print(f"{key}: train on {', '.join(train_classes)}; test on {', '.join(test_classes)} "
+              f"({len(test)} photos)", flush=True)
+        name = f"frozen ImageNet {BACKBONE.replace('tf_efficientnet_', '')} (no training)"
+        if name not in split_rows:
+            start = time.perf_counter()
+            row = {"unseen": scores(*embed(test, f"imagenet:{BACKBONE}", eval_size, "features", True)),
+                   "seen": scores(*embed(seen, f"imagenet:{BACKBONE}", eval_size, "features", True)),
+                   "embed_seconds": time.perf_counter() - start}
+            split_rows[name] = row
+            _report(name, row)
+            _save(results)
+        for variant in variants:
+            if variant in split_rows:
+                continue
+            cfg = load_recipe("photos")
+            cfg.data.spec = f"folder:{train_root}"
+            apply_overrides(cfg, [*VARIANTS[variant], f"train.epochs={epochs}", f"data.image_size={image_size}",
+                                  "train.max_minutes=0"])
+            run_dir = os.path.join(work, f"split{s}", variant.replace(" ", "_").replace(",", "").replace("+", "p"))
+            start = time.perf_counter()
+            fit(cfg, run_dir, resume=False, progress=False, log=lambda m: None)
+            train_min = (time.perf_counter() - start) / 60
+            row = {"overrides": VARIANTS[variant], "epochs": epochs, "image_size": image_size,
+                   "train_minutes": train_min, "unseen": scores(*embed(test, run_dir, 0, "embedding", False)),
+                   "seen": scores(*embed(seen, run_dir, 0, "embedding", False))}
+            split_rows[variant] = row
+            _report(variant, row)
+            _save(results)
+    results["mean"] = _means(results["splits"])
+    _save(results)
+    return results
+
+
+def _report(name: str, row: dict) -> None:
+    u, s = row["unseen"], row["seen"]
+    print(f"   {name}: unseen R@1 {u['R@1']:.3f} MAP@R {u['MAP@R']:.3f} | seen R@1 {s['R@1']:.3f} "
+          f"MAP@R {s['MAP@R']:.3f}" + (f" ({row['train_minutes']:.1f} min)" if "train_minutes" in row else ""),
+          flush=True)
+
+
+def _means(splits: dict) -> dict:
+    """Per variant: the mean (and spread) of every score over the splits that have it."""
+    out: dict = {}
+    names = {n for sp in splits.values() for n in sp["rows"]}
+    for name in sorted(names):
+        rows = [sp["rows"][name] for sp in splits.values() if name in sp["rows"]]
+        entry: dict = {"splits": len(rows)}
+        for part in ("unseen", "seen"):
+            if all(part in r for r in rows):
+                entry[part] = {m: float(np.mean([r[part][m] for r in rows])) for m in rows[0][part]}
+                entry[part + "_std"] = {m: float(np.std([r[part][m] for r in rows])) for m in rows[0][part]}
+        out[name] = entry
+    return out
+
+
+def table(results: dict) -> str:
+    lines = ["| variant | splits | unseen R@1 | R@2 | R@4 | R@8 | unseen MAP@R | seen R@1 | seen MAP@R |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, e in results.get("mean", {}).items():
+        u, s, sd = e["unseen"], e["seen"], e["unseen_std"]
+        lines.append(f"| {name} | {e['splits']} | {u['R@1']:.3f} ± {sd['R@1']:.3f} | {u['R@2']:.3f} | {u['R@4']:.3f}"
+                     f" | {u['R@8']:.3f} | {u['MAP@R']:.3f} ± {sd['MAP@R']:.3f} | {s['R@1']:.3f} | {s['MAP@R']:.3f} |")
+    return "\n".join(lines)
+
+
+def _load() -> dict:
+    path = os.path.join(RESULTS, f"{RESULT}.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    return {"splits": {}}
+
+
+def _save(results: dict) -> str:
+    return write(RESULT, {k: v for k, v in results.items() if k not in ("machine", "cpus")})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", nargs="?", default="run", choices=("run", "table"))
+    ap.add_argument("--splits", type=int, default=3)
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--image-size", type=int, default=192)
+    ap.add_argument("--per-class", type=int, default=200, help="test photos per class (0 = all)")
+    ap.add_argument("--work", default=os.environ.get("FASHIONLENS_RUNS", "/tmp/fashionlens-openset-runs"))
+    args = ap.parse_args()
+    results = _load() if args.what == "table" else run(args.splits, args.variants, args.epochs, args.image_size,
+                                                       args.work, args.per_class)
+    if args.what == "table":
+        results["mean"] = _means(results["splits"])
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
