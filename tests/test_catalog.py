@@ -376,7 +376,7 @@ def test_ivf_is_exact_until_trained_then_approximate(tmp_path):
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     cat = Catalog.create(tmp_path / "cat", dim=DIM, index=IndexConfig(kind="ivf", nlist=2, nprobe=2, min_train=78))
     ids = cat.add_embeddings(vectors[:50], [{"category": "Tee" if i % 2 else "Dress"} for i in range(50)])
-    assert not cat._index.is_trained and not os.path.exists(tmp_path / "cat" / "vectors.index")
+    assert not cat.index.is_trained and not os.path.exists(tmp_path / "cat" / "vectors.index")
 
     for q in vectors[:5]:
         assert [h["item_id"] for h in cat.search(q, k=5)] == [ids[j] for j in np.argsort(-(vectors[:50] @ q))[:5]]
@@ -384,12 +384,12 @@ def test_ivf_is_exact_until_trained_then_approximate(tmp_path):
         assert [h["item_id"] for h in cat.search(q, k=3, category="Tee")] == \
             [ids[tees[j]] for j in np.argsort(-(vectors[tees] @ q))[:3]]
     ids += cat.add_embeddings(vectors[50:])
-    assert cat._index.is_trained and len(cat._index) == 120
+    assert cat.index.is_trained and len(cat.index) == 120
     for q in vectors[:5]:  # nprobe = nlist: every cluster scanned, so the IVF answer is exact
         assert [h["item_id"] for h in cat.search(q, k=5)] == [ids[j] for j in np.argsort(-(vectors @ q))[:5]]
     cat.close()
     with Catalog.open(tmp_path / "cat") as again:
-        assert again._index.kind == "ivf" and again._index.is_trained
+        assert again.index.kind == "ivf" and again.index.is_trained
         assert_consistent(again)
 
 
@@ -399,14 +399,14 @@ def test_hnsw_catalog_searches_removes_and_reopens(tmp_path):
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     cat = Catalog.create(tmp_path / "cat", dim=DIM, index=IndexConfig(kind="hnsw", hnsw_m=8, ef_search=300))
     ids = cat.add_embeddings(vectors, [{"category": "Tee" if i % 2 else "Dress"} for i in range(300)])
-    assert cat._index.kind == "hnsw" and cat.config["index"]["hnsw_m"] == 8
+    assert cat.index.kind == "hnsw" and cat.config["index"]["hnsw_m"] == 8
     for q in vectors[:5]:  # ef_search >= the catalog: the graph walk reaches every item
         assert [h["item_id"] for h in cat.search(q, k=5)] == [ids[j] for j in np.argsort(-(vectors @ q))[:5]]
     cat.remove(ids[:10])
     assert not {h["item_id"] for q in vectors[:10] for h in cat.search(q, k=5)} & set(ids[:10])
     cat.close()
     with Catalog.open(tmp_path / "cat") as again:
-        assert again._index.kind == "hnsw" and len(again._index) == 290 and again._index.ef_search == 300
+        assert again.index.kind == "hnsw" and len(again.index) == 290 and again.index.ef_search == 300
         assert_consistent(again)
 
 
@@ -425,7 +425,7 @@ def test_auto_index_follows_the_catalog_size(render, predictor, run, tmp_path, m
         n = large["items"]
         assert cat.config["index"] == {**cat.config["index"], "kind": "ivf", "nlist": auto_nlist(n), "nprobe": 0,
                                        "min_train": min(n, 256 * auto_nlist(n))}
-        assert cat._index.is_trained and len(cat._index) == n  # every image stored: trained on all of them
+        assert cat.index.is_trained and len(cat.index) == n  # every image stored: trained on all of them
 
 
 def test_lost_or_torn_index_is_rebuilt_from_the_database(tmp_path):
@@ -458,7 +458,7 @@ def test_milvus_backend(tmp_path):
     assert cat.remove(ids[:2]) == 2
     cat.close()
     with Catalog.open(tmp_path / "cat") as again:
-        assert again._index.backend == "milvus" and again.index_ids().tolist() == ids[2:]
+        assert again.index.backend == "milvus" and again.index_ids().tolist() == ids[2:]
         assert again.search(vectors[7], k=1)[0]["item_id"] == ids[7]
 
 
@@ -557,7 +557,7 @@ def test_catalog_on_a_milvus_server(milvus_server, tmp_path):
         assert cat.remove(ids[:3]) == 3
     assert not os.path.exists(tmp_path / "cat" / "vectors.milvus.db")  # the vectors live on the server
     with Catalog.open(tmp_path / "cat") as again:
-        assert again._index.uri == milvus_server and again.index_ids().tolist() == ids[3:]
+        assert again.index.uri == milvus_server and again.index_ids().tolist() == ids[3:]
         assert again.search(vectors[30], k=1)[0]["item_id"] == ids[30]
     for name in ("vectors.index", "vectors.index.json"):  # the derived cache lost: rebuilt from SQLite
         if os.path.exists(tmp_path / "cat" / name):
@@ -575,5 +575,5 @@ def test_cli_build_with_milvus_uri(milvus_server, render, run, tmp_path, capsys)
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["index"] == "hnsw" and summary["items"] > 0
     with Catalog.open(out) as cat:
-        assert cat.config["backend"] == "milvus" and cat._index.uri == milvus_server
-        assert len(cat._index) == summary["items"]
+        assert cat.config["backend"] == "milvus" and cat.index.uri == milvus_server
+        assert len(cat.index) == summary["items"]

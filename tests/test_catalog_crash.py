@@ -46,7 +46,8 @@ if phase == "pending":  # rows inserted as pending, image files written, not yet
     from fashionlens.catalog.store import ItemStore
     park_fn = park(phase); park_fn.real = ItemStore.mark_ready; ItemStore.mark_ready = park_fn
 elif phase == "unsaved":  # rows ready (committed), index not yet saved
-    park_fn = park(phase); park_fn.real = Catalog._save_index; Catalog._save_index = park_fn
+    from fashionlens.catalog.index_cache import IndexCache
+    park_fn = park(phase); park_fn.real = IndexCache.save; IndexCache.save = park_fn
 elif phase == "torn":  # index file replaced, its description (sidecar) not yet: a torn pair on disk
     import fashionlens.index.faiss_index as fi
     park_fn = park(phase); park_fn.real = fi.write_sidecar; fi.write_sidecar = park_fn

@@ -60,31 +60,19 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fashionlens.catalog.store import (
-    ItemStore,
-    WriterLock,
-    build_jobs,
-    file_stamp,
-    image_entry,
-    metadata_list,
-    normalize_metadata,
-    sweep_images,
-    unlink,
-    write_images,
-)
+from fashionlens.catalog.files import WriterLock, image_entry, sweep_images, unlink, write_images
+from fashionlens.catalog.index_cache import IndexCache
+from fashionlens.catalog.store import ItemStore, build_jobs, metadata_list, normalize_metadata
 from fashionlens.config import IndexConfig
 from fashionlens.files import atomic_write, fsync_dir
-from fashionlens.index import KINDS, auto_index, create_index, open_index
-from fashionlens.index.base import auto_nlist, sidecar_path
-from fashionlens.index.milvus_index import drop_collection
+from fashionlens.index import KINDS, VectorIndex, auto_index
 from fashionlens.inference import Predictor
 from fashionlens.rerank import GeometricReranker, rerank_hits
 from fashionlens.utils import read_json_file
 
 FORMAT = "fashionlens-catalog"
 FORMAT_VERSION = 1
-CONFIG, DB, INDEX, IMAGES, LOCK = "catalog.json", "items.db", "vectors.index", "images", "writer.lock"
-MILVUS_DB = "vectors.milvus.db"
+CONFIG, DB, IMAGES, LOCK = "catalog.json", "items.db", "images", "writer.lock"
 AUTO = "auto"  # search(category=AUTO): the query's predicted category, widened when unsure (auto_category)
 ImageLike = Any  # PIL.Image.Image | str | os.PathLike
 
@@ -103,9 +91,7 @@ class Catalog:
         self._state_lock = threading.RLock()  # this object's threads: index, predictor and generation
         self._predictor: Predictor | None = None
         self._reranker: GeometricReranker | None = None
-        self._index = self._load_index()
-        self._stamp = file_stamp(sidecar_path(self._index_path))
-        self._generation = -1
+        self._cache = IndexCache(self.directory, config, self.store)  # the vector index, derived from the store
 
     # -- opening -------------------------------------------------------------------------------------
     @classmethod
@@ -171,11 +157,11 @@ class Catalog:
             finally:
                 catalog._writer_lock.release()
         else:  # a writer is at work: its pending rows are in progress, not abandoned
-            catalog._refresh()
+            catalog._cache.refresh()
         return catalog
 
     def close(self) -> None:
-        self._index.close()
+        self._cache.close()
         self.store.close()
 
     def __enter__(self) -> "Catalog":
@@ -255,8 +241,8 @@ class Catalog:
                 if name:
                     unlink(os.path.join(self.directory, IMAGES, name))
             if gone:
-                self._index_remove(np.array([i for i, _ in gone], np.int64))
-                self._save_index()
+                self._cache.remove(np.array([i for i, _ in gone], np.int64))
+                self._cache.save()
             return len(gone)
 
     def update(self, item_id: int, **fields: Any) -> dict[str, Any]:
@@ -276,12 +262,7 @@ class Catalog:
     def reindex(self) -> None:
         """Rebuild the vector index from the stored embeddings (retrains IVF on the current items)."""
         with self._write():
-            drop = getattr(self._index, "drop", None)  # Milvus: the collection must go before it is re-made
-            drop() if drop is not None else self._index.close()
-            self._index = self._new_index()
-            for stale in (self._index_path, sidecar_path(self._index_path)):
-                unlink(stale)
-            self._sync(persist=True)
+            self._cache.rebuild()
 
     # -- reads ---------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -309,8 +290,8 @@ class Catalog:
     def index_ids(self) -> np.ndarray:
         """Ids held by the vector index (after bringing it up to date), (N,) int64 ascending."""
         with self._state_lock:
-            self._refresh()
-            return np.sort(np.asarray(self._index.ids(), np.int64))
+            self._cache.refresh()
+            return np.sort(np.asarray(self._cache.index.ids(), np.int64))
 
     def search(self, query: ImageLike | np.ndarray, k: int = 10, *, category: str | None = None,
                attribute: str | None = None, crop: bool = False, predictor: "Predictor | None" = None,
@@ -351,15 +332,15 @@ class Catalog:
             query = query if isinstance(query, np.ndarray) else answer["embedding"]
         vector = self._query_vector(query, crop, predictor)
         with self._state_lock:
-            self._refresh()
+            self._cache.refresh()
             allowed = None
             if category is not None or attribute is not None:
                 allowed = self.store.filter_ids(category, attribute)
                 if not len(allowed):
                     return []
             wanted = max(int(k) * (4 if group_sku else 1), int(rerank))
-            if self._index.is_trained:
-                scores, ids = self._index.search(vector[None], wanted, allowed_ids=allowed, nprobe=nprobe)
+            if self._cache.index.is_trained:
+                scores, ids = self._cache.index.search(vector[None], wanted, allowed_ids=allowed, nprobe=nprobe)
                 hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
             else:
                 hits = self._exact_search(vector, wanted, allowed)
@@ -401,6 +382,11 @@ class Catalog:
                     return {"category": where, "probability": round(float(p), 5), "items": int(count),
                             "hedged": hedged}
         raise AssertionError("unreachable: the chain ends with the whole catalog")
+
+    @property
+    def index(self) -> VectorIndex:
+        """The live vector index (derived from the database; see :mod:`fashionlens.catalog.index_cache`)."""
+        return self._cache.index
 
     @property
     def reranker(self) -> GeometricReranker:
@@ -481,9 +467,9 @@ class Catalog:
         with self._state_lock:
             self._writer_lock.acquire()
             try:
-                self._refresh()
+                self._cache.refresh()
                 yield
-                self._generation = self.store.generation()
+                self._cache.generation = self.store.generation()
             finally:
                 self._writer_lock.release()
 
@@ -500,125 +486,10 @@ class Catalog:
                 self.store.delete(ids)
                 sweep_images(os.path.join(self.directory, IMAGES), self.store.image_names())
                 raise
-            self._index_add(np.asarray(ids, np.int64), vectors)
+            self._cache.add(np.asarray(ids, np.int64), vectors)
             if save:
-                self._save_index()
+                self._cache.save()
             return ids
-
-    def _index_add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        if self._index.is_trained:
-            self._index.add(ids, vectors)
-        else:
-            self._sync(persist=False)  # trains once enough vectors are stored
-
-    def _index_remove(self, ids: np.ndarray) -> None:
-        if self._index.is_trained:
-            self._index.remove(ids)
-
-    # -- internals: the index as a cache of the database ---------------------------------------------
-    @property
-    def _index_path(self) -> str:
-        return os.path.join(self.directory, INDEX)
-
-    def _new_index(self):
-        p = self.config["index"]
-        kw: dict[str, Any] = {"backend": self.config["backend"]}
-        if p["kind"] in ("ivf", "ivfpq"):
-            kw.update(nlist=p["nlist"], nprobe=p["nprobe"])
-        if p["kind"] == "ivfpq":
-            kw.update(pq_m=p["pq_m"], refine=p.get("refine", 0))
-        if p["kind"] == "hnsw":
-            kw.update(hnsw_m=p["hnsw_m"], ef_construction=p["ef_construction"], ef_search=p["ef_search"])
-        if p.get("uri"):  # a Milvus server: a stale collection of this catalog is dropped, the database rebuilds it
-            kw.update(uri=p["uri"], collection=p["collection"])
-            try:
-                return create_index(p["kind"], self.dim, **kw)
-            except ValueError as exc:
-                if "already exists" not in str(exc):
-                    raise
-            drop_collection(p["uri"], p["collection"])
-        elif self.config["backend"] == "milvus":
-            kw["uri"] = os.path.join(self.directory, MILVUS_DB)
-        return create_index(p["kind"], self.dim, **kw)
-
-    def _load_index(self):
-        """The saved index, or a new empty one when none is saved or it can not be read (rebuilt by sync)."""
-        if os.path.exists(sidecar_path(self._index_path)):
-            try:
-                index = open_index(self._index_path)
-                if index.dim == self.dim and index.kind == self.config["index"]["kind"]:
-                    return index
-                index.close()
-            except (OSError, ValueError, RuntimeError):
-                pass  # a torn or foreign file: the database rebuilds it
-        return self._new_index()
-
-    def _save_index(self) -> None:
-        """Persist the index (an IVF index awaiting training has nothing to save: searches are exact)."""
-        if self._index.is_trained:
-            self._index.save(self._index_path)
-            self._stamp = file_stamp(sidecar_path(self._index_path))
-
-    def _sync(self, persist: bool) -> bool:
-        """Make the index hold exactly the ready ids of the database; returns whether it changed."""
-        db_ids = self.store.ready_ids()
-        changed = trained = False
-        if self._index.is_trained:
-            extra = np.setdiff1d(np.asarray(self._index.ids(), np.int64), db_ids)
-            if extra.size:
-                changed = self._index.remove(extra) > 0 or changed
-        elif len(db_ids) >= max(1, int(self.config["index"]["min_train"])):
-            self._index.train(self._training_sample(db_ids))
-            changed = trained = True
-        if self._index.is_trained:
-            missing = np.setdiff1d(db_ids, np.asarray(self._index.ids(), np.int64))
-            for ids, vecs in self.store.embeddings(missing if missing.size < len(db_ids) else None):
-                self._index.add(ids, vecs)
-                changed = True
-        if trained and not self.config["index"].get("nprobe"):
-            self._tune_nprobe(db_ids)  # nprobe 0 = auto: measured on the catalog's own vectors
-        if persist and (changed or not os.path.exists(sidecar_path(self._index_path))):
-            self._save_index()
-        return changed
-
-    def _training_sample(self, db_ids: np.ndarray) -> np.ndarray:
-        """Up to 256 stored vectors per cluster (FAISS's own k-means sample cap), drawn at random."""
-        p = self.config["index"]
-        limit = 256 * max(int(p["nlist"]) or auto_nlist(len(db_ids)), 256 if p["kind"] == "ivfpq" else 1)
-        chosen = db_ids if len(db_ids) <= limit else np.random.default_rng(0).choice(db_ids, limit, replace=False)
-        return np.concatenate([v for _, v in self.store.embeddings(chosen)])
-
-    def _tune_nprobe(self, db_ids: np.ndarray, queries: int = 256, k: int = 10) -> None:
-        """IVF nprobe 0 (auto): the smallest nprobe reaching recall@10 0.95 for stored vectors as queries,
-        against their exact neighbours among the other stored vectors (``VectorIndex.tune_nprobe``)."""
-        chosen = np.sort(np.random.default_rng(1).choice(db_ids, min(queries, len(db_ids)), replace=False))
-        q = np.concatenate([v for _, v in self.store.embeddings(chosen)])
-        k = min(k, len(db_ids) - 1)
-        if k < 1:
-            return
-        best_s = np.full((len(q), k + 1), -np.inf, np.float32)  # + the query itself
-        best_i = np.full((len(q), k + 1), -1, np.int64)
-        for ids, vecs in self.store.embeddings(None):  # exact top-k, chunk by chunk
-            sims = np.concatenate([best_s, q @ vecs.T], axis=1)
-            cand = np.concatenate([best_i, np.broadcast_to(ids, (len(q), len(ids)))], axis=1)
-            top = np.argsort(-sims, axis=1, kind="stable")[:, :k + 1]
-            best_s, best_i = np.take_along_axis(sims, top, 1), np.take_along_axis(cand, top, 1)
-        others = np.array([[i for i in row if i != own][:k] for row, own in zip(best_i.tolist(), chosen.tolist())])
-        self._index.tune_nprobe(q, others, query_ids=chosen)
-
-    def _refresh(self) -> None:
-        """Catch up with other processes' writes: reload the saved index if it changed, then apply the
-        difference from the database in memory."""
-        generation = self.store.generation()
-        if generation == self._generation:
-            return
-        stamp = file_stamp(sidecar_path(self._index_path))  # the description is written after the index
-        if stamp != self._stamp:
-            self._index.close()
-            self._index = self._load_index()
-            self._stamp = stamp
-        self._sync(persist=False)
-        self._generation = generation
 
     def _recover(self) -> None:
         """After a crash (called holding the writer lock): roll back pending rows, delete orphan image
@@ -628,8 +499,8 @@ class Catalog:
             if pending:
                 self.store.delete([i for i, _ in pending])
             sweep_images(os.path.join(self.directory, IMAGES), self.store.image_names())
-            self._sync(persist=True)
-            self._generation = self.store.generation()
+            self._cache.sync(persist=True)
+            self._cache.generation = self.store.generation()
 
 
 # -- garment localisation --------------------------------------------------------------------------------
@@ -672,7 +543,7 @@ def build(directory: str, predictor: "Predictor | str", source: Any, *, split: s
                 last_save = time.monotonic() if save else last_save
                 bar.update(len(todo[start:start + batch_size]))
         with catalog._write():
-            catalog._save_index()
+            catalog._cache.save()
         return {"catalog": catalog.directory, "added": added, "already_present": len(done), "bad": bad,
                 "items": len(catalog), "index": catalog.config["index"]["kind"]}
     finally:

@@ -14,7 +14,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.catalog import Catalog
 
-    from fashionlens.catalog.store import image_entry
+    from fashionlens.catalog.files import image_entry
 
     scope = None
     with Catalog.open(args.catalog) as catalog:
