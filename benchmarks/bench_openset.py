@@ -39,16 +39,11 @@ KS = (1, 2, 4, 8)
 BACKBONE = "tf_efficientnet_lite1"
 # name -> --set overrides of the photos recipe (the recipe itself trains classification only)
 VARIANTS: dict[str, list[str]] = {
-    "recipe (classification only)": [],
-    "recipe + multi-similarity, embedding from pooled": [
-        "loss.metric=1.0", "loss.metric_loss=multi_similarity", "loss.metric_labels=category",
-        "model.embedding_from=pooled", "loss.ms_epsilon=0.1"],
-    "recipe + supcon, embedding from pooled, distillation": [
-        "loss.metric=1.0", "loss.metric_loss=supcon", "loss.metric_labels=category", "loss.temperature=0.1",
-        "model.embedding_from=pooled", "loss.distill=2.0"],
-    "recipe + supcon, embedding from pooled": [
-        "loss.metric=1.0", "loss.metric_loss=supcon", "loss.metric_labels=category", "loss.temperature=0.1",
-        "model.embedding_from=pooled"],
+    "photos recipe (multi-similarity on categories, embedding from pooled features)": [],
+    "classification only (the recipe before)": ["loss.metric=0", "model.embedding_from=fused"],
+    "recipe + mined multi-similarity (epsilon 0.1)": ["loss.ms_epsilon=0.1"],
+    "recipe with supcon + feature distillation": ["loss.metric_loss=supcon", "loss.temperature=0.1",
+                                                   "loss.distill=2.0"],
 }
 
 

@@ -5,6 +5,7 @@ variants for linear probes, and the shipped ``photos`` recipe."""
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -249,6 +250,9 @@ def test_photos_recipe_builds_a_partly_frozen_pretrained_model():
     cfg = load_recipe("photos")
     assert cfg.model.pretrained is True and cfg.model.frozen_stages > 0 and cfg.train.ema_decay > 0
     assert cfg.train.max_minutes == 30 and cfg.model.tta_flip
+    # catalog search works out of the box: the embedding is trained (on kinds, from the pooled features)
+    assert cfg.loss.metric > 0 and cfg.loss.metric_loss == "multi_similarity" and cfg.loss.ms_epsilon == 0
+    assert cfg.loss.metric_labels == "category" and cfg.model.embedding_from == "pooled"
     model = build_model(copy.deepcopy(cfg.model), num_categories=10)
     trainable = sum(p.numel() for p in model.backbone.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.backbone.parameters())
@@ -280,6 +284,8 @@ def test_photos_recipe_trains_end_to_end_from_the_cli_on_a_folder(tmp_path):
     assert code == 0
     ckpt = load_checkpoint(str(out / "best.pt"))
     assert ckpt["labels"]["categories"] == ["hat", "shoes"] and "train_model" in ckpt
+    with open(out / "metrics.jsonl", encoding="utf-8") as f:
+        assert json.loads(f.readline())["train_metric"] > 0  # the embedding learned from the category labels
     model, cfg, _ = load_model(str(out))
     assert cfg.model.frozen_stages == 3 and model.tta_flip
     from fashionlens.inference import Predictor

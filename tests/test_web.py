@@ -378,3 +378,42 @@ def test_drawing_follows_the_answer(browser, server, garments, tmp_path):
     check_overlay(page, answer)
     screenshot(page, "web-drawing")
     assert not errors
+
+
+def test_search_options_and_readable_results(browser, server, tmp_path):
+    """The page's search options reach the API as form fields, and the answer is shown in words: a percentage
+    and a judgement for the similarity, a badge on verified copies, the other photos of a grouped product;
+    "garment only" is offered only when the model found a box."""
+    from PIL import Image
+
+    photo = tmp_path / "shirt.png"
+    Image.new("RGB", (120, 160), (90, 120, 200)).save(photo)
+    classification = {"category": {"name": "Tee", "path": ["upper", "tee"], "score": 0.9},
+                      "category_scores": [{"name": "Tee", "score": 0.9}], "attributes": [], "landmarks": [],
+                      "bbox": None, "image": {"width": 120, "height": 160}, "hedged": None}
+    results = [{"item_id": 7, "score": 0.934, "category": "Tee", "category_path": ["upper", "tee"], "attributes": [],
+                "sku": "A-1", "title": "Blue tee", "source": None, "image_url": None, "inliers": 80, "verified": True,
+                "same_sku": [8, 9]},
+               {"item_id": 3, "score": 0.31, "category": "Tee", "category_path": ["upper", "tee"], "attributes": [],
+                "sku": None, "title": None, "source": None, "image_url": None, "inliers": 2, "verified": False,
+                "same_sku": []}]
+    forms = []
+
+    def fulfil(route):
+        forms.append(route.request.post_data or "")
+        route.fulfill(json={"results": results, "query": {}, "classification": classification})
+
+    page, errors = open_page(browser, server, viewport={"width": 1280, "height": 800})
+    page.route("**/v1/search", fulfil)
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector("#similar .card")
+    assert len(forms) == 1 and 'name="group_sku"' in forms[0] and 'name="crop"' in forms[0]
+    assert 'name="rerank"' not in forms[0]
+    assert page.is_hidden("#crop-option")  # no box: nothing to crop to
+    first, second = page.locator("#similar .card").all_inner_texts()
+    assert "93% · very similar" in first and "Same picture" in first and "+2 more photos of this product" in first
+    assert "31% · not alike" in second and "Same picture" not in second
+    page.check("#rerank")
+    wait_until(page, lambda: len(forms) == 2)
+    assert 'name="rerank"' in forms[1]
+    assert not errors
