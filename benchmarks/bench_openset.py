@@ -1,6 +1,7 @@
 """Open-set retrieval on real photos: search quality on garment classes the model never trained on.
 
     python benchmarks/bench_openset.py [--splits 3] [--variants NAME ...] [--epochs 4] [--image-size 192]
+    python benchmarks/bench_openset.py wise [--alpha 0.5]   # weight-space ensembles of the trained runs
     python benchmarks/bench_openset.py table
 
 The deep-metric-learning protocol (Musgrave et al., "A Metric Learning Reality Check", 2020) on
@@ -15,6 +16,10 @@ The reference is the frozen ImageNet backbone of the same recipe (EfficientNet-L
 last feature map, same input size, mirror averaged): what search gives before any training.  Seen-class
 search (validation photos of the training classes) is reported next to it, so an open-set gain that costs
 the training classes shows.
+
+``wise``: WiSE-FT (Wortsman et al., "Robust fine-tuning of zero-shot models", 2022) without any training: each
+trained run of the shipped variant with its backbone weights interpolated towards the ImageNet ones,
+``(1 - alpha) * pretrained + alpha * fine-tuned``, scored the same way.
 
 Runs go to FASHIONLENS_RUNS (default /tmp/fashionlens-openset-runs); results are merged into
 benchmarks/results/openset.json (per split and the mean over splits).
@@ -45,6 +50,7 @@ VARIANTS: dict[str, list[str]] = {
     "recipe with supcon + feature distillation": ["loss.metric_loss=supcon", "loss.temperature=0.1",
                                                    "loss.distill=2.0"],
 }
+SHIPPED = next(iter(VARIANTS))
 
 
 def class_splits(classes: list[str], n: int) -> list[tuple[list[str], list[str]]]:
@@ -136,7 +142,7 @@ def run(n_splits: int, variants: list[str], epochs: int, image_size: int, work: 
             cfg.data.spec = f"folder:{train_root}"
             apply_overrides(cfg, [*VARIANTS[variant], f"train.epochs={epochs}", f"data.image_size={image_size}",
                                   "train.max_minutes=0"])
-            run_dir = os.path.join(work, f"split{s}", variant.replace(" ", "_").replace(",", "").replace("+", "p"))
+            run_dir = os.path.join(work, f"split{s}", _run_name(variant))
             start = time.perf_counter()
             fit(cfg, run_dir, resume=False, progress=False, log=lambda m: None)
             train_min = (time.perf_counter() - start) / 60
@@ -149,6 +155,43 @@ def run(n_splits: int, variants: list[str], epochs: int, image_size: int, work: 
     results["mean"] = _means(results["splits"])
     _save(results)
     return results
+
+
+def wise(alpha: float, work: str, per_class_limit: int, variant: str = SHIPPED) -> dict:
+    """Score the weight-space ensemble of every split's trained ``variant`` run with the pretrained backbone."""
+    from fashionlens.data.readers import read
+    from fashionlens.models.backbones import create_backbone
+    from fashionlens.training.checkpoint import load_checkpoint, save_checkpoint
+
+    results = _load()
+    for s, (key, split) in enumerate(sorted(results["splits"].items())):
+        run_dir = os.path.join(work, f"split{s}", _run_name(variant))
+        name = f"{variant}, WiSE-FT alpha {alpha:g}"
+        if variant not in split["rows"] or name in split["rows"] or not os.path.isfile(os.path.join(run_dir, "best.pt")):
+            continue
+        ckpt = load_checkpoint(os.path.join(run_dir, "best.pt"))
+        pretrained = create_backbone(ckpt["config"]["model"]["backbone"], pretrained=True).state_dict()
+        model = dict(ckpt["model"])
+        for k, v in pretrained.items():
+            if f"backbone.{k}" in model and v.dtype.is_floating_point:
+                model[f"backbone.{k}"] = (1 - alpha) * v + alpha * model[f"backbone.{k}"]
+        out = run_dir + f"-wise{alpha:g}"
+        os.makedirs(out, exist_ok=True)
+        save_checkpoint(os.path.join(out, "best.pt"), {k: v for k, v in ckpt.items() if k != "train_model"} | {"model": model})
+        test = per_class(list(read(f"folder:{os.path.join(work, f'split{s}', 'test-classes')}")), per_class_limit)
+        seen = list(read(f"folder:{os.path.join(work, f'split{s}', 'train-classes')}").split("val"))
+        row = {"alpha": alpha, "unseen": scores(*embed(test, out, 0, "embedding", False)),
+               "seen": scores(*embed(seen, out, 0, "embedding", False))}
+        split["rows"][name] = row
+        _report(name, row)
+        _save(results)
+    results["mean"] = _means(results["splits"])
+    _save(results)
+    return results
+
+
+def _run_name(variant: str) -> str:
+    return variant.replace(" ", "_").replace(",", "").replace("+", "p")
 
 
 def _report(name: str, row: dict) -> None:
@@ -197,7 +240,8 @@ def _save(results: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="?", default="run", choices=("run", "table"))
+    ap.add_argument("what", nargs="?", default="run", choices=("run", "wise", "table"))
+    ap.add_argument("--alpha", type=float, default=0.5, help="wise: weight of the fine-tuned backbone")
     ap.add_argument("--splits", type=int, default=3)
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--epochs", type=int, default=4)
@@ -205,8 +249,12 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=200, help="test photos per class (0 = all)")
     ap.add_argument("--work", default=os.environ.get("FASHIONLENS_RUNS", "/tmp/fashionlens-openset-runs"))
     args = ap.parse_args()
-    results = _load() if args.what == "table" else run(args.splits, args.variants, args.epochs, args.image_size,
-                                                       args.work, args.per_class)
+    if args.what == "wise":
+        results = wise(args.alpha, args.work, args.per_class)
+    elif args.what == "table":
+        results = _load()
+    else:
+        results = run(args.splits, args.variants, args.epochs, args.image_size, args.work, args.per_class)
     if args.what == "table":
         results["mean"] = _means(results["splits"])
     print(table(results))
