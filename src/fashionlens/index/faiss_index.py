@@ -212,16 +212,21 @@ class FaissIndex(VectorIndex):
 
     def _refined(self, q: np.ndarray, k: int, _scores: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """ivfpq + refine: the PQ shortlist ``found`` (Q, R*k) re-scored with the exact vectors; top ``k``."""
-        scores = np.full((len(q), k), -np.inf, np.float32)
-        ids = np.full((len(q), k), -1, np.int64)
-        for row in range(len(q)):
-            cands = found[row][found[row] >= 0]
-            if not len(cands):
-                continue
-            exact = self._exact.reconstruct_batch(cands) @ q[row]
-            best = np.lexsort((cands, -exact))[:k]
-            scores[row, : len(best)], ids[row, : len(best)] = exact[best], cands[best]
-        return scores, ids
+        flat = found.reshape(-1)
+        valid = flat >= 0
+        vectors = np.zeros((len(flat), self.dim), np.float32)
+        if valid.any():
+            vectors[valid] = self._exact.reconstruct_batch(flat[valid])  # one call: ids -> exact vectors
+        exact = np.einsum("qcd,qd->qc", vectors.reshape(*found.shape, self.dim), q)
+        exact[found < 0] = -np.inf
+        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]  # ties keep the PQ order
+        scores, ids = np.take_along_axis(exact, order, 1), np.take_along_axis(found, order, 1)
+        ids[~np.isfinite(scores)] = -1
+        if ids.shape[1] < k:  # fewer candidates than k: pad
+            pad = k - ids.shape[1]
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        return scores.astype(np.float32), ids
 
     def _search_subset(self, q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact search among ``allowed`` ids: gather their vectors, then one BLAS product.
