@@ -37,6 +37,15 @@ def table(rows: dict[str, dict], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def load(name: str, empty: dict) -> dict:
+    """benchmarks/results/NAME.json as written by :func:`write` (results merged run after run), else ``empty``."""
+    path = os.path.join(RESULTS, f"{name}.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    return empty
+
+
 def write(name: str, payload: dict) -> str:
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"{name}.json")

@@ -301,6 +301,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="faiss OpenMP threads")
     ap.add_argument("--real", default=None, help="(N, D) .npy of real embeddings")
     ap.add_argument("--real-labels", default=None, help="(N,) .npy of int categories for --real")
+    ap.add_argument("--out", default="index", help="results name: benchmarks/results/NAME.json (and the figure)")
     args = ap.parse_args()
     faiss.omp_set_num_threads(args.threads)
     sizes = sorted(set(args.sizes + ([1_000_000] if args.full else [])))
@@ -322,10 +323,10 @@ def main() -> None:
     minutes = (time.perf_counter() - started) / 60
     print(table(rows))
     os.makedirs(RESULTS, exist_ok=True)
-    plot(rows, os.path.join(RESULTS, "index_recall_speed.png"))
-    out = write("index", {"faiss_threads": args.threads, "k": K, "categories": N_CATEGORIES,
+    plot(rows, os.path.join(RESULTS, f"{args.out}_recall_speed.png"))
+    out = write(args.out, {"faiss_threads": args.threads, "k": K, "categories": N_CATEGORIES,
                           "faiss_version": faiss.__version__, "minutes": minutes, "args": vars(args), "results": rows})
-    print(f"wrote {out} and index_recall_speed.png in {minutes:.1f} min")
+    print(f"wrote {out} and {args.out}_recall_speed.png in {minutes:.1f} min")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ benchmarks/results/openset.json (per split and the mean over splits).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -37,7 +36,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import PHOTOS, RESULTS, write  # noqa: E402
+from _common import PHOTOS, load, write  # noqa: E402
 
 RESULT = "openset"
 KS = (1, 2, 4, 8)
@@ -227,11 +226,7 @@ def table(results: dict) -> str:
 
 
 def _load() -> dict:
-    path = os.path.join(RESULTS, f"{RESULT}.json")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    return {"splits": {}}
+    return load(RESULT, {"splits": {}})
 
 
 def _save(results: dict) -> str:

@@ -31,7 +31,6 @@ accuracy is about 0.016, so differences below ~0.02 are not a ranking.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -39,7 +38,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import PHOTOS, RESULTS, write  # noqa: E402
+from _common import PHOTOS, RESULTS, load, write  # noqa: E402
 
 DATA = PHOTOS
 RESULT = "photos"
@@ -50,11 +49,7 @@ PROBES = [  # (backbone, input size, mirror TTA)
 
 
 def _load() -> dict:
-    path = os.path.join(RESULTS, f"{RESULT}.json")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    return {"rows": {}}
+    return load(RESULT, {"rows": {}})
 
 
 def _save(rows: dict) -> str:

@@ -301,7 +301,7 @@ function searchRequest() {
   if ($("same-category").checked) form.append("same_category", "true");
   if ($("rerank").checked) form.append("rerank", "true");
   if ($("group-sku").checked) form.append("group_sku", "true");
-  if ($("crop").checked) form.append("crop", "true");  // the model's garment box; the whole photo without one
+  if ($("crop").checked) form.append("crop", "true");  // the model's garment box (offered only when it has one)
   return api("/v1/search", { body: form });
 }
 
