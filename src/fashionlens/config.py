@@ -28,7 +28,7 @@ class DataConfig:
     random_erasing: float = 0.0  # probability of random erasing (train only)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # normalisation mean (follows the backbone)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)  # normalisation std (follows the backbone)
-    num_workers: int = 0  # DataLoader worker processes
+    num_workers: int = 0  # DataLoader worker processes (-1 = sized to the machine: the cores this process may use, less one, up to 8; 0 on a 2-core CPU)
     skip_missing: bool = False  # drop samples whose image file is missing instead of failing
 
 
@@ -47,7 +47,10 @@ class TrainConfig:
     ema_decay: float = 0.0  # weight averaging: exponential moving average of the weights (e.g. 0.998; 0 = off)
     balance: float = 0.0  # class-balanced sampling: draw images with weight 1/count(class)^balance (0 = off, 1 = full)
     grad_clip: float = 5.0  # max gradient norm (0 disables)
-    amp: bool = False  # mixed precision (bfloat16 autocast) where the device supports it
+    amp: bool = False  # mixed precision: bfloat16 autocast on CPUs and on GPUs that have it, else float16 with a gradient scaler
+    device: str = "auto"  # "auto" (a CUDA GPU when present, else MPS, else the CPU), "cpu", "cuda", "cuda:N" or "mps"
+    compile: bool = False  # torch.compile the model for training (first steps are slow while it compiles)
+    sync_bn: bool = False  # data-parallel: BatchNorm statistics over the global batch (SyncBatchNorm; needs CUDA)
     channels_last: bool = True  # NHWC memory format (faster convolutions on CPU)
     pk_items: int = 0  # P items per batch for metric learning (0 = plain shuffled batches)
     pk_images: int = 4  # K images per item in a P x K batch
@@ -80,6 +83,7 @@ class ModelConfig:
     local_channels: int = 32  # channels sampled per landmark by the local branch
     local_grid: int = 3  # sampling grid side per landmark (local_grid x local_grid points)
     local_window: float = 0.125  # side of the sampling window around a landmark, fraction of the image side
+    local_stride: int = 32  # stride of the backbone map the local branch samples: 32 = the final map; 16 or 8 = a mid-level stage (FashionNet pools conv4), found from the backbone's feature_info
     detach_landmarks: bool = True  # pool at predicted positions without back-propagating into them
     dropout: float = 0.1  # dropout before the heads
     frozen_stages: int = 0  # freeze the backbone's stem and first N stages (train the head plus the last blocks)

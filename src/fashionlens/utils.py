@@ -57,6 +57,52 @@ def set_threads(num_threads: int | None) -> None:
         torch.set_num_threads(int(num_threads))
 
 
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
+
+
+def resolve_device(spec: str | None = "auto") -> "Any":
+    """The ``torch.device`` a ``--device`` / ``train.device`` value names.
+
+    ``auto`` (or empty/None) picks CUDA when a GPU is visible (``cuda:LOCAL_RANK`` under torchrun), else
+    Apple's MPS, else the CPU.  A device that is asked for but absent is a ValueError that says what is
+    available, never a silent fall-back to the CPU."""
+    import torch  # lazy: see import_torchvision
+
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % max(torch.cuda.device_count(), 1))
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {spec!r}; choices: {DEVICE_CHOICES}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r} asked for, but this PyTorch sees no CUDA GPU "
+                             f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {spec!r} asked for, but MPS is not available here; use --device cpu or auto")
+    elif device.type not in ("cpu", "meta"):
+        raise ValueError(f"unsupported device {spec!r}; choices: {DEVICE_CHOICES}")
+    return device
+
+
+def add_device_argument(parser: Any, help_what: str = "run the model") -> None:
+    """The shared ``--device`` option of the commands that run a model."""
+    parser.add_argument("--device", default="auto",
+                        help=f"where to {help_what}: {DEVICE_CHOICES} (auto: a CUDA GPU when present, else the CPU)")
+
+
 def cache_dir() -> str:
     """Where fashionlens keeps downloads and derived files (``FASHIONLENS_CACHE`` or ~/.cache/fashionlens)."""
     path = os.environ.get("FASHIONLENS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fashionlens")

@@ -15,7 +15,7 @@ from fashionlens.training.schedule import set_lr
 
 # Batch keys kept by collect_outputs (targets) and model output keys kept (predictions).
 TARGET_KEYS = ("category", "clothes_type", "attributes", "attribute_mask", "landmarks", "visibility",
-               "landmark_mask", "bbox", "has_bbox", "item", "domain", "index")
+               "landmark_mask", "bbox", "has_bbox", "item", "domain", "index", "landmark_affine")
 OUTPUT_KEYS = ("category", "attributes", "landmarks", "visibility", "embedding", "item", "bbox", "attention")
 
 
