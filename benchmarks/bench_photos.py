@@ -154,11 +154,11 @@ def measure_rate(cfg, steps: int = 6) -> float:
         from fashionlens.training.loop import train_one_epoch
 
         batches = list(epoch_batches(probe.train_ds, probe.cfg, 0))[: steps + 1]
-        loss = lambda out, batch: probe.loss_fn(out, batch)  # noqa: E731
         rates = []
         for part in (batches[:1], batches[1:]):  # warm-up batch (worker start, first allocations), then timed
-            metrics, _ = train_one_epoch(probe.model, make_loader(probe.train_ds, probe.cfg, part), loss, probe.optimizer,
-                                         step=0, lr_fn=lambda _s: 1e-5, channels_last=probe.cfg.train.channels_last,
+            metrics, _ = train_one_epoch(probe.train_module, make_loader(probe.train_ds, probe.cfg, part, device=probe.device),
+                                         probe.optimizer, step=0, lr_fn=lambda _s: 1e-5, device=probe.device,
+                                         precision=probe.precision, channels_last=probe.cfg.train.channels_last,
                                          progress=False)
             rates.append(metrics["train_images_per_s"])
         return rates[-1]

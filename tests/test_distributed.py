@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fashionlens.training.checkpoint import load_checkpoint
-from fashionlens.training.distributed import (ModelWithLoss, ShardedBatches, merge_train_metrics, shard_batch,
+from fashionlens.training.distributed import (ModelWithLoss, RankBatches, merge_train_metrics, shard_batch,
                                               shard_range, unused_parameters)
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -156,7 +156,7 @@ def test_shards_cover_each_batch_once_and_keep_whole_pk_items():
     assert all(len({i // 10 for i in s}) * 2 == len(s) for s in shards)  # whole items only
     assert sum((shard_batch(batch[:7], r, 2, group=2) for r in range(2)), []) == batch[:7]  # uneven: by image
     assert [list(shard_range(10, r, 3)) for r in range(3)] == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
-    sampler = ShardedBatches([[0, 1], [2, 3], [4]], rank=0, world=2)
+    sampler = RankBatches([[0, 1], [2, 3], [4]], rank=0, world=2)
     with pytest.raises(ValueError, match="cannot be shared by 2 processes"):
         list(sampler)
 

@@ -37,7 +37,7 @@ TRAIN_FLAGS = {  # argparse dest -> (config section, field)
     "backbone": ("model", "backbone"), "model": ("model", "name"), "epochs": ("train", "epochs"),
     "image_size": ("data", "image_size"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
     "max_minutes": ("train", "max_minutes"), "init_from": ("train", "init_from"), "seed": ("seed", None),
-    "workers": ("data", "num_workers"), "threads": ("threads", None),
+    "workers": ("data", "num_workers"), "threads": ("threads", None), "device": ("train", "device"),
 }
 
 
@@ -72,7 +72,9 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--max-minutes", type=float, help="stop after this many minutes")
     p.add_argument("--init-from", help="run directory whose backbone initialises this one (identity pre-training)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--workers", type=int, help="data loader processes")
+    p.add_argument("--workers", type=int, help="data loader processes (-1: sized to the machine)")
+    p.add_argument("--device", help="auto (a CUDA GPU when present, else the CPU), cpu, cuda, cuda:N or mps; "
+                                    "under torchrun each process takes cuda:LOCAL_RANK (default: train.device, auto)")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override any config field")
     p.add_argument("--no-resume", action="store_true", help="start over even if RUN_DIR/last.pt exists")

@@ -19,11 +19,21 @@ The labels are item identities (``metric_labels: item``, same garment) or catego
 kind: image folders without item ids, as in the deep-metric-learning benchmarks).
 
 Distances are Euclidean between L2-normalised embeddings (the library default, ``LpDistance``).
+
+Data-parallel training: while gradients are computed, every rank's embeddings and labels are gathered
+(:func:`gather_across_ranks`, in rank order, this rank's rows keeping their gradient), so miners and
+negatives see the global batch; the gradient is multiplied by the world size, as pytorch-metric-learning's
+``DistributedLossWrapper`` does, so that DDP's gradient average gives the gradient of one process on the
+joint batch (the value stays the global batch's loss, comparable with a single-process run).  The wrapper
+itself is not used: it needs equal shard sizes and leaves its miner on the local batch.  Losses with
+parameters (ProxyAnchor) stay local: every rank would give their proxies the whole batch's gradient and
+DDP's average would not undo the scale; the proxies already carry what the other ranks' images taught.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
@@ -35,26 +45,53 @@ METRIC_LABELS = ("item", "category")
 MINERS = ("batch_hard", "semihard")
 
 
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_across_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``x`` concatenated along dim 0 in rank order (shards may differ in length); this rank's
+    rows are ``x`` itself, so gradients flow into them (the other ranks' rows are constants here).  A
+    collective: every rank must call it.  ``x`` itself when no process group runs."""
+    world = _world()
+    if world == 1:
+        return x
+    size = torch.tensor([x.shape[0]], dtype=torch.int64, device=x.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    longest = max(int(s) for s in sizes)
+    padded = x.new_zeros((longest, *x.shape[1:]))
+    padded[: len(x)] = x.detach()
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    parts[dist.get_rank()] = x
+    return torch.cat([part[: int(n)] for part, n in zip(parts, sizes)])
+
+
 class MetricLoss(nn.Module):
     """forward(embeddings (B, D), labels (B,) int64, -1 unknown) -> scalar loss.
 
     Samples with unknown labels are left out; fewer than two labelled samples give a zero loss
-    (connected to the graph, so ``backward`` still works).
+    (connected to the graph, so ``backward`` still works).  Data-parallel and with gradients enabled, the
+    loss is that of the global batch (module docstring).
     """
 
     def __init__(self, loss: nn.Module, miner: nn.Module | None = None):
         super().__init__()
         self.loss = loss
         self.miner = miner
+        self.cross_rank = not any(True for _ in loss.parameters())  # proxy losses stay local (module docstring)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        world = _world() if torch.is_grad_enabled() and self.cross_rank else 1  # validation: shards run unevenly
+        if world > 1:
+            embeddings, labels = gather_across_ranks(embeddings), gather_across_ranks(labels)
         keep = labels >= 0
         if int(keep.sum()) < 2:
             return embeddings.sum() * 0.0
         emb, lab = embeddings[keep], labels[keep]
-        if self.miner is None:
-            return self.loss(emb, lab)
-        return self.loss(emb, lab, self.miner(emb, lab))
+        loss = self.loss(emb, lab) if self.miner is None else self.loss(emb, lab, self.miner(emb, lab))
+        return loss if world == 1 else loss * world - loss.detach() * (world - 1)  # value L, gradient W x dL
 
 
 def build_metric_loss(cfg: LossConfig, num_items: int = 0, embedding_dim: int = 128) -> MetricLoss | None:

@@ -3,10 +3,12 @@
 ``torchrun --nproc-per-node N -m fashionlens train ...`` starts N processes whose environment holds
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``;
 :func:`init_distributed` joins them into one process group (nothing happens without those variables,
-so the same code runs single-process).  Every rank draws the same seeded *global* batches and trains on
-its own shard of each (:class:`ShardedBatches`; resuming skips the same batches everywhere); the model
-and its loss run as one DDP module (:class:`ModelWithLoss`), so the gradients of both are averaged and
-the weights stay identical on every rank.  Only rank 0 writes files and logs.
+so the same code runs single-process): NCCL when the run trains on GPUs (one per process, ``cuda:LOCAL_RANK``),
+gloo on the CPU.  Every rank draws the same seeded *global* batches and trains on its own shard of each
+(:class:`RankBatches`; resuming skips the same batches everywhere); the model and its loss run as one
+DDP module (:class:`ModelWithLoss`), so the gradients of both are averaged and the weights stay identical
+on every rank.  The metric loss gathers the embeddings of every rank (``losses.metric``), so its
+negatives come from the global batch.  Only rank 0 writes files and logs.
 
 A process should create the default group once: PyTorch reuses the group's store keys, so destroying
 and re-creating it inside one torchrun worker can hang.  To run several trainings in one worker, call
@@ -132,9 +134,16 @@ def any_rank(flag: bool) -> bool:
     """True on every rank when ``flag`` is true on at least one (a collective: call it on all ranks)."""
     if not is_distributed():
         return bool(flag)
-    value = torch.tensor([1 if flag else 0], dtype=torch.int64)
+    value = torch.tensor([1 if flag else 0], dtype=torch.int64, device=_collective_device())
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
+
+
+def _collective_device() -> torch.device:
+    """Where tensors for a collective must live: this rank's GPU under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def sync_buffers(module: nn.Module, src: int = 0) -> None:
@@ -166,60 +175,29 @@ def shard_batch(batch: Sequence[int], rank: int, world: int, group: int = 1) -> 
     return [int(i) for i in batch[part.start * size: part.stop * size]]
 
 
-class ShardedBatches(Sampler[list[int]]):
-    """Wrap a batch sampler: yield this rank's shard (:func:`shard_batch`) of each of its batches.
+class RankBatches(Sampler[list[int]]):
+    """This rank's shard (:func:`shard_batch`) of every batch of ``batch_sampler`` after the first ``skip``.
 
-    Every rank wraps the same seeded batch sampler, so the global batches (and resuming by skipping
-    batches) are identical everywhere; with ``world`` 1 the batches pass through unchanged.
+    Every rank wraps the same seeded batch sampler, so the global batches (and resuming mid-epoch by
+    skipping ``skip`` batches) are identical everywhere; single-process (``world`` 1) the batches pass
+    through whole.
     """
 
-    def __init__(self, batch_sampler: Any, rank: int, world: int, group: int = 1):
-        self.batch_sampler, self.rank, self.world, self.group = batch_sampler, rank, world, group
-
-    def __len__(self) -> int:
-        return len(self.batch_sampler)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.batch_sampler:
-            shard = shard_batch(list(batch), self.rank, self.world, self.group)
-            if not shard:
-                raise ValueError(f"a batch of {len(batch)} images cannot be shared by {self.world} processes: "
-                                 "use a larger batch (or more P x K items) or fewer processes")
-            yield shard
-
-
-class SkipBatches(Sampler[list[int]]):
-    """Yield the batches of ``batch_sampler`` after the first ``skip`` (resuming mid-epoch)."""
-
-    def __init__(self, batch_sampler: Any, skip: int):
-        self.batch_sampler, self.skip = batch_sampler, skip
+    def __init__(self, batch_sampler: Any, rank: int = 0, world: int = 1, group: int = 1, skip: int = 0):
+        self.batch_sampler, self.rank, self.world, self.group, self.skip = batch_sampler, rank, world, group, skip
 
     def __len__(self) -> int:
         return max(0, len(self.batch_sampler) - self.skip)
 
     def __iter__(self) -> Iterator[list[int]]:
         for i, batch in enumerate(self.batch_sampler):
-            if i >= self.skip:
-                yield batch
-
-
-class StopWhen:
-    """Iterate ``loader`` while ``stop()`` is false, asked before every batch (a time limit: make ``stop``
-    agree on every rank, e.g. with :func:`any_rank`, and every rank stops after the same batch)."""
-
-    def __init__(self, loader: Any, stop: Callable[[], bool]):
-        self.loader, self.stop = loader, stop
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[Any]:
-        batches = iter(self.loader)
-        while not self.stop():
-            try:
-                yield next(batches)
-            except StopIteration:
-                return
+            if i < self.skip:
+                continue
+            shard = shard_batch(list(batch), self.rank, self.world, self.group)
+            if not shard:
+                raise ValueError(f"a batch of {len(batch)} images cannot be shared by {self.world} processes: "
+                                 "use a larger batch (or more P x K items) or fewer processes")
+            yield shard
 
 
 def gather_outputs(preds: dict[str, np.ndarray], targets: dict[str, np.ndarray], losses: dict[str, float],
@@ -270,21 +248,6 @@ class ModelWithLoss(nn.Module):
         return outputs, self.loss_fn(outputs, batch, weights)
 
 
-class LossInForward(nn.Module):
-    """Adapter for ``train_one_epoch`` (which calls ``model(images)`` then ``loss_fn(outputs, batch)``):
-    the "outputs" carry the images and the loss function runs the real (possibly DDP) forward."""
-
-    def __init__(self, model_with_loss: nn.Module):
-        super().__init__()
-        self.model_with_loss = model_with_loss  # a ModelWithLoss, wrapped in DDP under torchrun
-
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"images": images}
-
-    def loss(self, weights: dict[str, float]) -> Callable[[dict, dict], dict]:
-        return lambda pending, batch: self.model_with_loss(pending["images"], batch, weights)[1]
-
-
 def unused_parameters(module: nn.Module, *inputs: Any) -> list[str]:
     """Names of trainable parameters of ``module`` left without a gradient by one forward (in eval mode)
     on ``inputs`` and a backward of its ``[1]["loss"]`` (a :class:`ModelWithLoss` call); grads are cleared."""
@@ -296,12 +259,28 @@ def unused_parameters(module: nn.Module, *inputs: Any) -> list[str]:
 
 
 def wrap_data_parallel(joint: nn.Module, batch: dict, weights: dict[str, float], log: Any = print) -> nn.Module:
-    """``DistributedDataParallel(joint)`` for a CPU :class:`ModelWithLoss`; the (slower) search for unused
-    parameters is switched on only when a probe on ``batch`` finds parameters without gradient on some rank."""
+    """``DistributedDataParallel(joint)`` for a :class:`ModelWithLoss` on the CPU (gloo) or on this rank's GPU
+    (NCCL, ``device_ids``); ``batch`` is a probe batch on that device.  The (slower) search for unused
+    parameters is switched on only when the probe finds parameters without gradient on some rank."""
     unused = unused_parameters(joint, batch["image"], batch, weights)
     if unused:
         log(f"parameters without gradient ({', '.join(unused[:5])}): DDP searches for unused parameters")
-    return DistributedDataParallel(joint, find_unused_parameters=any_rank(bool(unused)))
+    device = next(joint.parameters()).device
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(joint, device_ids=ids, find_unused_parameters=any_rank(bool(unused)))
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device, world: int, log: Any = print) -> nn.Module:
+    """``train.sync_bn``: the model with every BatchNorm as ``SyncBatchNorm`` (statistics over the global
+    batch) when training data-parallel on GPUs; single-process there is nothing to sync (returned as is),
+    and on the CPU it is a ValueError (PyTorch's SyncBatchNorm has CUDA kernels only)."""
+    if world <= 1:
+        log("sync_bn: one process, BatchNorm already sees the whole batch")
+        return model
+    if torch.device(device).type != "cuda":
+        raise ValueError(f"train.sync_bn needs CUDA GPUs (SyncBatchNorm has no CPU kernels); this run trains on "
+                         f"{device}: switch sync_bn off")
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def merge_train_metrics(parts: list[dict]) -> dict:
@@ -320,9 +299,9 @@ def merge_train_metrics(parts: list[dict]) -> dict:
 
 
 __all__ = [
-    "LossInForward", "ModelWithLoss", "ShardedBatches", "SkipBatches", "StopWhen", "all_gather_objects",
+    "ModelWithLoss", "RankBatches", "all_gather_objects",
     "any_rank", "barrier", "broadcast_object", "cleanup", "default_backend", "env_rank", "env_world_size",
     "gather_outputs", "get_rank", "get_world_size", "init_distributed", "is_distributed", "is_main",
-    "local_threads", "merge_train_metrics", "shard_batch", "shard_range", "sync_buffers", "unused_parameters",
-    "wrap_data_parallel",
+    "local_threads", "merge_train_metrics", "shard_batch", "shard_range", "sync_batchnorm", "sync_buffers",
+    "unused_parameters", "wrap_data_parallel",
 ]

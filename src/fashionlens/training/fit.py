@@ -3,9 +3,14 @@
 A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one line per epoch),
 ``curves.png``, ``last.pt`` (resumable, also written every ``checkpoint_every`` steps) and ``best.pt``.
 
+The run trains where ``train.device`` says (``auto``: a CUDA GPU when present, else the CPU): the model, its
+loss and the batches live there, batches come from pinned memory with ``non_blocking`` copies, and
+``train.amp`` picks the mixed precision the device supports (``loop.precision_for``).
+
 Launched by ``torchrun --nproc-per-node N`` the same code trains data-parallel (see
-``fashionlens.training.distributed``): each process takes its shard of every global batch, DDP averages
-the gradients, validation is sharded and gathered on rank 0, and only rank 0 writes files and logs.
+``fashionlens.training.distributed``): one process per GPU with NCCL (gloo on the CPU), each process takes
+its shard of every global batch, DDP averages the gradients, the metric loss sees the global batch,
+validation is sharded and gathered on rank 0, and only rank 0 writes files and logs.
 """
 
 from __future__ import annotations
@@ -46,10 +51,10 @@ from fashionlens.models.backbones import stage_depths
 from fashionlens.training import distributed as ddp
 from fashionlens.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from fashionlens.training.ema import ema_model
-from fashionlens.training.loop import collect_outputs, train_one_epoch
+from fashionlens.training.loop import collect_outputs, precision_for, to_device, train_one_epoch
 from fashionlens.training.sampling import class_balance_weights, instance_views
 from fashionlens.training.schedule import lr_at
-from fashionlens.utils import seed_everything, set_threads
+from fashionlens.utils import resolve_device, seed_everything, set_threads
 
 
 @dataclass
@@ -115,10 +120,29 @@ def epoch_batches(ds: GarmentDataset, cfg: RunConfig, epoch: int) -> Any:
     return BatchSampler(sampler, batch, drop_last=len(ds) > batch)
 
 
-def make_loader(ds: Dataset, cfg: RunConfig, batch_sampler: Any = None, seed: int = 0) -> DataLoader:
+def loader_workers(requested: int, device: torch.device | str = "cpu") -> int:
+    """DataLoader worker processes: ``requested`` when >= 0; -1 sizes them to the machine: the cores this
+    process may use (shared between the processes of a torchrun node) less one for the training process,
+    at most 8; on a CPU of 2 or fewer cores per process none (workers would take cores from the compute)."""
+    if requested >= 0:
+        return int(requested)
+    cores = ddp.local_threads(0)
+    if torch.device(device).type == "cpu" and cores <= 2:
+        return 0
+    return max(0, min(8, cores - 1))
+
+
+def make_loader(ds: Dataset, cfg: RunConfig, batch_sampler: Any = None, seed: int = 0,
+                device: torch.device | str = "cpu") -> DataLoader:
     """A DataLoader with its own generator: creating it leaves torch's global generator (which draws the
-    augmentations) untouched, so a resumed run sees the same random stream as an uninterrupted one."""
-    kw = dict(num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(seed))
+    augmentations) untouched, so a resumed run sees the same random stream as an uninterrupted one.
+    For a GPU the batches are collated into pinned memory (``non_blocking`` copies) and workers prefetch
+    four batches each."""
+    workers = loader_workers(cfg.data.num_workers, device)
+    gpu = torch.device(device).type == "cuda"
+    kw: dict[str, Any] = dict(num_workers=workers, generator=torch.Generator().manual_seed(seed), pin_memory=gpu)
+    if workers > 0:
+        kw["prefetch_factor"] = 4 if gpu else 2
     if batch_sampler is not None:
         return DataLoader(ds, batch_sampler=batch_sampler, persistent_workers=False, **kw)
     return DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=False, **kw)
@@ -141,14 +165,15 @@ def _silent(*_args: Any, **_kw: Any) -> None:
 class Trainer:
     """Builds everything a run needs from a :class:`RunConfig` and trains it into ``out_dir``.
 
-    Under torchrun (``WORLD_SIZE`` > 1 in the environment) it joins the process group (gloo: training
-    runs on the CPU) and trains data-parallel; call :meth:`close` (``fit`` does) to leave it.
+    Under torchrun (``WORLD_SIZE`` > 1 in the environment) it joins the process group (NCCL when training
+    on GPUs, gloo on the CPU) and trains data-parallel; call :meth:`close` (``fit`` does) to leave it.
     """
 
     def __init__(self, cfg: RunConfig, out_dir: str, *, progress: bool = True, log: Callable[..., Any] = print):
+        self.device = resolve_device(cfg.train.device)  # cuda:LOCAL_RANK under torchrun
         self._owns_group = ddp.env_world_size() > 1 and not (torch.distributed.is_available()
                                                               and torch.distributed.is_initialized())
-        self.rank, self.world = ddp.init_distributed(backend="gloo")
+        self.rank, self.world = ddp.init_distributed(backend="nccl" if self.device.type == "cuda" else "gloo")
         self.main = self.rank == 0
         self.cfg, self.out_dir = resolve_config(cfg), out_dir
         self.progress, self.log = progress and self.main, log if self.main else _silent
@@ -164,7 +189,10 @@ class Trainer:
         seed_everything(self.cfg.seed)
         set_threads(ddp.local_threads(self.cfg.threads) if self.world > 1 else self.cfg.threads)
         self._load_data()
+        self.precision = precision_for(self.device, self.cfg.train.amp)
         self.model = self._build_model()
+        self.log(f"training on {self._device_name()} ({self.precision.describe()}), "
+                 f"{self.world} process{'es' if self.world > 1 else ''}")
         # Weight averaging: an exponential moving average of the weights (BatchNorm statistics included),
         # updated after every step; validation, best.pt and everything downstream use the averaged weights.
         decay = self.cfg.train.ema_decay
@@ -173,13 +201,20 @@ class Trainer:
         self.loss_fn = MultiTaskLoss(self.cfg.loss, num_items=len(labels),
                                      embedding_dim=self.cfg.model.embedding_dim,
                                      class_weights=self._class_weights(),
-                                     level_maps=[torch.tensor(m) for m in self.hierarchy.maps])
+                                     level_maps=[torch.tensor(m) for m in self.hierarchy.maps]).to(self.device)
         self.model_with_loss = ddp.ModelWithLoss(self.model, self.loss_fn, self._teacher())
+        if self.cfg.train.compile:  # in place, after the EMA and teacher copies (they stay eager): parameter
+            self.model.compile()   # names, and so checkpoints, stay those of the plain model
         self.optimizer = build_optimizer(self.model, self.loss_fn, self.cfg)
         self.steps_per_epoch = len(epoch_batches(self.train_ds, self.cfg, 0))
         self.train_module = self._data_parallel()  # what the optimiser steps: model_with_loss, in DDP under torchrun
         if self.world > 1:  # same initial weights everywhere (seeded above); own augmentations per rank
             torch.manual_seed(self.cfg.seed * 1000 + self.rank)
+
+    def _device_name(self) -> str:
+        if self.device.type == "cuda":
+            return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
+        return str(self.device)
 
     def _teacher(self) -> nn.Module | None:
         """``loss.distill``: a frozen copy of the model's initial backbone (pretrained, or ``init_from``'s),
@@ -216,6 +251,9 @@ class Trainer:
         if cfg.train.init_from:
             n = init_backbone_from(model, cfg.train.init_from)
             self.log(f"initialised {n} backbone tensors from {cfg.train.init_from}")
+        if cfg.train.sync_bn:
+            model = ddp.sync_batchnorm(model, self.device, self.world, log=self.log)
+        model = model.to(self.device)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return model
@@ -239,7 +277,7 @@ class Trainer:
             raise ValueError(f"{self.world} processes need at least {self.world} {unit} per batch, got {per_batch}")
         probe = GarmentDataset(self.train_set, build_transforms(self.cfg.data, train=False),
                                num_attributes=self.info.num_attributes)  # un-augmented: draws no random numbers
-        batch = default_collate([probe[i] for i in range(min(len(probe), 4))])
+        batch = to_device(default_collate([probe[i] for i in range(min(len(probe), 4))]), self.device)
         return ddp.wrap_data_parallel(self.model_with_loss, batch, stage_weights(0, self.cfg.loss), log=self.log)
 
     def labels(self) -> dict[str, Any]:
@@ -269,6 +307,8 @@ class Trainer:
                  "bad_epochs": run.bad_epochs, "history": list(run.history), "rng": rng or []}
         if self.ema is not None:
             state.update(train_model=self.model.state_dict(), ema_steps=int(self.ema.n_averaged))
+        if self.precision.scaler is not None:
+            state["grad_scaler"] = self.precision.scaler.state_dict()
         return state
 
     def validate(self) -> dict[str, Any]:
@@ -278,7 +318,8 @@ class Trainer:
             return {}
         part = ddp.shard_range(len(self.val_ds), self.rank, self.world)
         ds = self.val_ds if self.world == 1 else Subset(self.val_ds, list(part))
-        preds, targets, losses = collect_outputs(self.eval_model, make_loader(ds, self.cfg), self.loss_fn,
+        preds, targets, losses = collect_outputs(self.eval_model, make_loader(ds, self.cfg, device=self.device),
+                                                 self.loss_fn, device=self.device, precision=self.precision,
                                                  channels_last=self.cfg.train.channels_last, progress=self.progress,
                                                  desc="val")
         preds, targets, losses = ddp.gather_outputs(preds, targets, losses, len(part))
@@ -336,6 +377,8 @@ class Trainer:
             self.ema = ema_model(self.model, self.cfg.train.ema_decay)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.loss_fn.load_state_dict(ckpt["loss_state"])
+        if self.precision.scaler is not None and "grad_scaler" in ckpt:
+            self.precision.scaler.load_state_dict(ckpt["grad_scaler"])
         rng = ckpt.get("rng") or []
         if len(rng) == self.world:
             torch.set_rng_state(rng[self.rank])
@@ -349,9 +392,9 @@ class Trainer:
         """Train the rest of epoch ``run.epoch`` (from batch ``run.batch``) or until ``past()``; updates ``run``."""
         cfg, tc = self.cfg, self.cfg.train
         group = tc.pk_images if tc.pk_items > 0 else 1
-        batches = ddp.ShardedBatches(ddp.SkipBatches(epoch_batches(self.train_ds, cfg, run.epoch), run.batch),
-                                     self.rank, self.world, group)
-        loader = ddp.StopWhen(make_loader(self.train_ds, cfg, batches, seed=cfg.seed * 1000 + run.epoch), past)
+        batches = ddp.RankBatches(epoch_batches(self.train_ds, cfg, run.epoch), self.rank, self.world, group,
+                                  skip=run.batch)
+        loader = make_loader(self.train_ds, cfg, batches, seed=cfg.seed * 1000 + run.epoch, device=self.device)
         start = run.batch
 
         def on_step(step: int, index: int) -> None:
@@ -361,11 +404,11 @@ class Trainer:
             if tc.checkpoint_every and step % tc.checkpoint_every == 0:
                 self._save(run, improved=False)
 
-        forward_and_loss = ddp.LossInForward(self.train_module)
         metrics, run.step = train_one_epoch(
-            forward_and_loss, loader, forward_and_loss.loss(stage_weights(run.epoch, cfg.loss)), self.optimizer,
-            step=run.step, lr_fn=lr_fn, grad_clip=tc.grad_clip, amp=tc.amp, channels_last=tc.channels_last,
-            on_step=on_step, progress=self.progress, desc=f"epoch {run.epoch + 1}/{tc.epochs}")
+            self.train_module, loader, self.optimizer, weights=stage_weights(run.epoch, cfg.loss), step=run.step,
+            lr_fn=lr_fn, device=self.device, precision=self.precision, grad_clip=tc.grad_clip,
+            channels_last=tc.channels_last, stop=past, on_step=on_step, progress=self.progress,
+            desc=f"epoch {run.epoch + 1}/{tc.epochs}")
         return ddp.merge_train_metrics(ddp.all_gather_objects(metrics))
 
     def _end_epoch(self, run: RunState, train_metrics: dict, lr: float, past: Callable[[], bool]) -> str:
