@@ -164,6 +164,7 @@ CONTRACT = {
     "item": (torch.int64, ()),
     "domain": (torch.int64, ()),
     "index": (torch.int64, ()),
+    "landmark_affine": (torch.float32, (2, 2)),  # the eval transform is deterministic
 }
 
 
@@ -212,6 +213,36 @@ def test_crop_to_box_marks_landmarks_outside_as_truncated(sample_set):
     assert up["visibility"][2] == TRUNCATED and up["visibility"][3] == TRUNCATED
     assert up["visibility"][0] == 0
     torch.testing.assert_close(up["bbox"], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize("mode", ["pad", "stretch"])
+def test_landmark_affine_maps_the_targets_back_to_the_original_image(sample_set, mode):
+    # a non-square 60 x 40 photo, cropped to its box (with margin), resized (and padded) to 32 x 32
+    cfg = DataConfig(image_size=32, resize_mode=mode, crop_to_bbox=True, bbox_margin=0.1)
+    up = GarmentDataset(sample_set, build_transforms(cfg, train=False))[0]
+    sample = sample_set.samples[0]
+    xy, _, present = sample.unified_landmarks()
+    visible = (up["visibility"] == 0).numpy() & present
+    assert visible.sum() >= 4
+    back = up["landmarks"] * up["landmark_affine"][0] + up["landmark_affine"][1]
+    expected = (xy + 0.5) / np.array([60, 40], np.float32)  # DeepFashion's frame: pixel centre / original size
+    np.testing.assert_allclose(back.numpy()[visible], expected[visible], atol=1e-6)
+
+
+def test_train_items_have_no_affine_and_batches_stay_uniform(sample_set):
+    train = GarmentDataset(sample_set, build_transforms(DataConfig(image_size=32), train=True))
+    assert all("landmark_affine" not in train[i] for i in range(len(train)))
+    batch = next(iter(DataLoader(GarmentDataset(sample_set, eval_tf()), batch_size=4)))
+    assert batch["landmark_affine"].shape == (4, 2, 2)
+    # plain resize 60 x 40 -> 32 x 32: the unit frame is the original frame
+    torch.testing.assert_close(batch["landmark_affine"][0], torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+
+
+def test_categories_can_be_dropped(sample_set):
+    ds = GarmentDataset(sample_set, eval_tf(), use_categories=False)
+    assert all(ds[i]["category"] == -1 for i in range(len(ds)))
+    assert ds.category_labels.tolist() == [-1, -1, -1, -1]
+    assert GarmentDataset(sample_set, eval_tf()).category_labels.tolist() == [4, 1, -1, 9]
 
 
 @pytest.mark.parametrize("workers", [0, 2])

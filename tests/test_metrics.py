@@ -9,8 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+from fashionlens.data.samples import DatasetInfo, Sample
 from fashionlens.evaluation import (
+    apply_affine,
     attribute_topk_recall,
+    box_iou,
+    box_metrics,
     calibration_bins,
     confusion_matrix,
     detection_rate,
@@ -362,6 +366,126 @@ def test_normalized_error_slot_names_and_errors():
 def test_detection_rate_hand_case():
     assert detection_rate(LM_PRED, LM_TRUE, LM_VISIBLE, LM_SIZE, thresholds=(0.06, 0.15, 0.3)) == \
         pytest.approx({0.06: 0.5, 0.15: 0.75, 0.3: 1.0})
+
+
+# ---------------------------------------------------------------- landmarks in the original image's frame
+
+PAD_AFFINE = np.array([[1.0, 4 / 3], [0.0, -1 / 6]])  # 160 x 120 photo padded to a square (test_transforms)
+
+
+def test_apply_affine_matches_loop_and_refuses_bad_shapes():
+    rng = np.random.default_rng(1)
+    pts, aff = rng.uniform(size=(3, 8, 2)), rng.uniform(-1, 2, size=(3, 2, 2))
+    got = apply_affine(pts, aff)
+    for i in range(3):
+        for k in range(8):
+            np.testing.assert_allclose(got[i, k], [pts[i, k, a] * aff[i, 0, a] + aff[i, 1, a] for a in (0, 1)])
+    with pytest.raises(ValueError, match=r"affine \(N, 2, 2\)"):
+        apply_affine(pts, aff[:2])
+
+
+@pytest.mark.parametrize("d", [1.0, 4.0])
+def test_landmark_ne_is_normalized_by_the_original_image(d):
+    from fashionlens.evaluation.report import landmark_metrics
+
+    w, h = 160, 120
+    true_px = np.array([[[40.0, 30.0], [100.0, 70.0]]])  # pixel indices in the original photo
+    to_unit = lambda px: ((px + 0.5) / [w, h] - PAD_AFFINE[1]) / PAD_AFFINE[0]  # noqa: E731 original -> network input
+    affine = PAD_AFFINE[None]
+    vis, present = np.zeros((1, 2), np.int64), np.ones((1, 2), bool)
+    down = landmark_metrics(to_unit(true_px + [0, d]), to_unit(true_px), vis, present, affine)
+    assert down["landmark_ne"] == pytest.approx(d / h) and down["landmark_ne_frame"] == "original"
+    assert down["landmark_ne_input"] == pytest.approx(d / h * 3 / 4)  # the padded square squeezes y by 72 / 96
+    right = landmark_metrics(to_unit(true_px + [d, 0]), to_unit(true_px), vis, present, affine)
+    assert right["landmark_ne"] == pytest.approx(d / w) and right["landmark_ne_input"] == pytest.approx(d / w)
+    plain = landmark_metrics(to_unit(true_px + [0, d]), to_unit(true_px), vis, present)  # no affine: input frame
+    assert plain["landmark_ne"] == pytest.approx(d / h * 3 / 4) and plain["landmark_ne_frame"] == "input"
+    assert landmark_metrics(to_unit(true_px), to_unit(true_px), vis + 1, present, affine) == {}  # none visible
+
+
+# ---------------------------------------------------------------- boxes
+
+
+def iou_loop(p, t) -> float:
+    """Plain reference: IoU of two x1 y1 x2 y2 boxes, 0 when the union is empty."""
+    area = lambda b: max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])  # noqa: E731
+    iw = max(0.0, min(p[2], t[2]) - max(p[0], t[0]))
+    ih = max(0.0, min(p[3], t[3]) - max(p[1], t[1]))
+    union = area(p) + area(t) - iw * ih
+    return iw * ih / union if union > 0 else 0.0
+
+
+def test_box_iou_hand_cases():
+    pred = [[0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 1, 1], [0, 0, 2, 2], [1, 1, 1, 3], [3, 3, 1, 1], [0, 0, 0, 0]]
+    true = [[0, 0, 2, 2], [1, 0, 3, 2], [2, 2, 3, 3], [0, 0, 1, 1], [0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 0, 0]]
+    # same, half-shifted (2 / 6), disjoint, contained (1 / 4), zero-width, inverted, two empty boxes
+    np.testing.assert_allclose(box_iou(pred, true), [1.0, 1 / 3, 0.0, 0.25, 0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match=r"\(N, 4\)"):
+        box_iou(np.zeros((2, 3)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="2 boxes"):
+        box_iou(np.zeros((2, 4)), np.zeros((1, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        box_iou([[0, 0, np.nan, 1]], [[0, 0, 1, 1]])
+
+
+def test_box_iou_matches_loop_on_random_boxes_with_degenerate_ones():
+    rng = np.random.default_rng(3)
+    pred, true = rng.uniform(0, 1, (300, 4)), rng.uniform(0, 1, (300, 4))  # about 3/4 inverted on some axis
+    true[:40] = pred[:40]  # identical
+    pred[40:60, 2] = pred[40:60, 0]  # zero width
+    true[60:80] = 0.0  # empty truths
+    got = box_iou(pred, true)
+    np.testing.assert_allclose(got, [iou_loop(p, t) for p, t in zip(pred, true)], atol=1e-12)
+    assert ((got >= 0) & (got <= 1)).all() and np.isfinite(got).all()
+    ok = (pred[:40, 2] > pred[:40, 0]) & (pred[:40, 3] > pred[:40, 1])
+    np.testing.assert_allclose(got[:40][ok], 1.0)
+
+
+def test_box_metrics_counts_only_images_with_a_box():
+    pred = torch.tensor([[0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 2, 2], [5, 5, 6, 6.0]])
+    true = torch.tensor([[0, 0, 2, 2], [0, 0, 2, 1], [0, 0, 1, 1], [0, 0, 0, 0.0]])
+    res = box_metrics(pred, true, [True, True, True, False])  # IoU 1, 1/2 (counts at 0.5), 1/4; the last has no box
+    assert res == pytest.approx({"iou_mean": (1 + 0.5 + 0.25) / 3, "accuracy": 2 / 3, "num_boxes": 3})
+    assert box_metrics(pred, true, [False] * 4) == {}
+    with pytest.raises(ValueError, match="has_box"):
+        box_metrics(pred, true, [True])
+
+
+# ---------------------------------------------------------------- compute_metrics
+
+
+def protocol_fixture():
+    """Two consumer and two shop rows of two items, with category, attribute, landmark and box targets."""
+    samples = [Sample(image=f"{i}.jpg", item_id=f"id_{i % 2}", domain=("consumer", "shop")[i // 2], split="test")
+               for i in range(4)]
+    emb = unit(0, 90, 5, 95)  # each consumer photo is nearest to its own item's shop photo
+    preds = {"embedding": emb, "category": np.eye(3)[[0, 1, 2, 2]] * 5, "attributes": np.eye(4)[[0, 1, 2, 3]],
+             "landmarks": np.full((4, 8, 2), 0.5), "bbox": np.tile([0.0, 0.0, 0.5, 0.5], (4, 1))}
+    targets = {"category": np.array([0, 1, 2, 0]), "attributes": np.eye(4)[[0, 1, 2, 2]], "attribute_mask": np.ones((4, 4)),
+               "landmarks": np.full((4, 8, 2), 0.6), "visibility": np.zeros((4, 8), np.int64),
+               "landmark_mask": np.ones((4, 8), bool), "bbox": np.tile([0.0, 0.0, 0.5, 0.25], (4, 1)),
+               "has_bbox": np.array([True, True, False, True]), "landmark_affine": np.tile([[2.0, 1.0], [0.0, 0.0]], (4, 1, 1))}
+    info = DatasetInfo("tiny", categories=["a", "b", "c"], attributes=["p", "q", "r", "s"], attribute_groups=[1] * 4)
+    return preds, targets, samples, info
+
+
+def test_compute_metrics_keys_and_skips():
+    from fashionlens.evaluation.report import RETRIEVAL_KS, compute_metrics
+
+    assert 40 in RETRIEVAL_KS
+    preds, targets, samples, info = protocol_fixture()
+    m = compute_metrics(preds, targets, samples, info)
+    assert m["category_top1"] == 0.75 and m["attribute_recall_top3"] == 1.0
+    assert m["c2s_top1"] == 1.0 and m["c2s_top40"] == 1.0 and m["retrieval_top40"] == 1.0
+    assert m["retrieval_protocol"] == "c2s"
+    assert m["bbox_iou_mean"] == pytest.approx(0.5) and m["bbox_acc_iou50"] == 1.0 and m["bbox_images"] == 3
+    assert m["landmark_ne"] == pytest.approx(math.hypot(0.2, 0.1))  # x scaled by 2: the original frame
+    assert m["landmark_ne_input"] == pytest.approx(math.hypot(0.1, 0.1))
+    skipped = compute_metrics(preds, targets, samples, info, categories=False, attributes=False)
+    assert skipped["category_top1"] is None and skipped["attribute_recall_top3"] is None
+    assert "category_confusion" not in skipped and skipped["c2s_top40"] == 1.0
+    del targets["landmark_affine"]
+    assert compute_metrics(preds, targets, samples, info)["landmark_ne_frame"] == "input"
 
 
 # ---------------------------------------------------------------- plots

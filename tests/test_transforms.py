@@ -23,7 +23,9 @@ from fashionlens.data.transforms import (
     check_config,
     eval_size,
     landmarks_to_unit,
+    original_to_unit,
     unit_to_landmarks,
+    unit_to_original,
 )
 from fashionlens.utils import import_torchvision
 
@@ -317,6 +319,65 @@ def test_unit_conversion_round_trip():
     torch.testing.assert_close(unit[1], torch.tensor([63.5 / 64, 31.5 / 32]))
     assert landmarks_to_unit(torch.tensor([[-5.0, 40.0]]), 32, 64).tolist() == [[0.0, 1.0]]  # clamped
     torch.testing.assert_close(unit_to_landmarks(unit, 32, 64), xy)
+
+
+# ---------------------------------------------------------------- back to the original image
+
+
+def test_eval_affine_hand_case_pad_without_crop():
+    # 160 x 120 -> resize 0.6 -> 96 x 72 -> pad 12 rows above and below -> 96 x 96
+    cfg = quiet_cfg(resize_mode="pad", crop_to_bbox=False)
+    _, t = build_transforms(cfg, train=False)(dots_image(POINTS), make_target(POINTS))
+    # x: unit * 96 / 0.6 / 160 = unit; y: (unit * 96 - 12) / 0.6 / 120 = unit * 4/3 - 1/6
+    torch.testing.assert_close(t["affine"], torch.tensor([[1.0, 4 / 3], [0.0, -1 / 6]]))
+    assert t["affine"].dtype == torch.float32 and t["affine"].shape == (2, 2)
+
+
+@pytest.mark.parametrize("mode", ["pad", "stretch"])
+@pytest.mark.parametrize("crop", [False, True])
+@pytest.mark.parametrize("size", [(160, 120), (90, 170)])
+def test_eval_affine_maps_output_landmarks_back_to_original(mode, crop, size):
+    w, h = size
+    points = POINTS * np.array([w / 160, h / 120], np.float32)
+    box = (int(0.2 * w), int(0.15 * h), int(0.8 * w), int(0.9 * h))
+    cfg = quiet_cfg(resize_mode=mode, crop_to_bbox=crop, bbox_margin=0.05)
+    out, t = build_transforms(cfg, train=False)(dots_image(points, size), make_target(points, bbox=box))
+    side = out.shape[-1]
+    unit = landmarks_to_unit(t["landmarks"], side, side)
+    back = unit_to_original(unit, t["affine"])
+    kept = (t["visibility"] != TRUNCATED).numpy()
+    assert kept.sum() >= 4  # the check below has something to check
+    expected = (points + 0.5) / np.array([w, h], np.float32)  # pixel index x -> (x + 0.5) / W
+    np.testing.assert_allclose(back.numpy()[kept], expected[kept], atol=2e-6)
+    torch.testing.assert_close(original_to_unit(back, t["affine"]), unit)
+    # the box maps the same way (edges, no half-pixel shift)
+    box_unit = t["bbox"].reshape(2, 2) / side
+    np.testing.assert_allclose(unit_to_original(box_unit, t["affine"]).numpy(),
+                               np.clip(np.array(box, np.float32).reshape(2, 2) / [w, h], 0, 1), atol=2e-6)
+
+
+def test_only_deterministic_pipelines_carry_an_affine():
+    cfg = quiet_cfg(rotation_degrees=10.0, hflip_p=0.5)
+    train, evaluation = build_transforms(cfg, train=True), build_transforms(cfg, train=False)
+    assert not train.deterministic and evaluation.deterministic
+    torch.manual_seed(0)
+    assert "affine" not in train(dots_image(POINTS), make_target(POINTS))[1]
+    assert "affine" in evaluation(dots_image(POINTS), make_target(POINTS))[1]
+    assert GarmentTransform([]).deterministic and GarmentTransform([CropToBox(0.1), PadToSquare()]).deterministic
+    assert not GarmentTransform([SlotHorizontalFlip(1.0)]).deterministic
+
+
+def test_unit_to_original_batched_matches_a_loop():
+    rng = np.random.default_rng(0)
+    unit = torch.tensor(rng.uniform(0, 1, (5, 8, 2)), dtype=torch.float32)
+    affine = torch.tensor(np.stack([rng.uniform(0.5, 2, (5, 2)), rng.uniform(-0.3, 0.3, (5, 2))], 1), dtype=torch.float32)
+    got = unit_to_original(unit, affine)
+    for i in range(5):
+        for k in range(8):
+            for axis in range(2):
+                assert got[i, k, axis].item() == pytest.approx(
+                    unit[i, k, axis].item() * affine[i, 0, axis].item() + affine[i, 1, axis].item(), abs=1e-6)
+    torch.testing.assert_close(original_to_unit(got, affine), unit)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,9 @@
 """The torch Dataset (decode + transform, nothing else) and the P x K batch sampler for metric learning.
 
-Batch contract: every item is a dict of fixed-shape tensors, so the default collate works.
+Batch contract: every item is a dict of fixed-shape tensors, so the default collate works.  The keys are the
+same for every item of one dataset: all of the table below, plus ``landmark_affine`` exactly when the
+transform is deterministic (``GarmentTransform.deterministic``: the eval pipeline; a random training
+pipeline emits none), so a batch never mixes items with and without it.
 
 =================  =================  ===========================================================
 key                dtype, shape       meaning
@@ -18,6 +21,10 @@ has_bbox           bool ()            a box was annotated and some of it is stil
 item               int64 ()           index into ``GarmentDataset.items`` (-1 unknown)
 domain             int64 ()           0 shop, 1 consumer, -1 unknown
 index              int64 ()           position of the sample in the dataset
+landmark_affine    float32 (2, 2)     deterministic transforms only: rows (scale, offset) per axis with
+                                      original-normalized = landmarks * scale + offset, where
+                                      original-normalized = continuous pixel / (W, H) of the ORIGINAL
+                                      image (pixel index x -> (x + 0.5) / W): the DeepFashion frame
 =================  =================  ===========================================================
 """
 
@@ -51,6 +58,8 @@ class GarmentDataset(Dataset):
             else the longest ``Sample.attributes``, else 0).
         item_index: item id -> index table to use (e.g. the training set's, for a query set); built from
             the samples when None.  Ids missing from a given table map to -1.
+        use_categories: False sets every ``category`` target to -1 (unknown): for data whose category
+            indices mean other classes than the model's (e.g. a retrieval benchmark's folders).
     """
 
     def __init__(
@@ -60,7 +69,9 @@ class GarmentDataset(Dataset):
         *,
         num_attributes: int | None = None,
         item_index: Mapping[str, int] | None = None,
+        use_categories: bool = True,
     ) -> None:
+        self.use_categories = bool(use_categories)
         self.samples: list[Sample] = list(samples.samples if isinstance(samples, SampleSet) else samples)
         self.transform = transform
         self.num_attributes = self._attribute_count(samples, num_attributes)
@@ -88,7 +99,7 @@ class GarmentDataset(Dataset):
     @property
     def category_labels(self) -> np.ndarray:
         """(N,) int64 category of every sample (-1 unknown): P x K by kind (``loss.metric_labels: category``)."""
-        return np.array([-1 if s.category is None else s.category for s in self.samples], np.int64)
+        return np.array([self._category(s) for s in self.samples], np.int64)
 
     def _item(self, s: Sample) -> int:
         return self.item_index.get(s.item_id, -1) if s.item_id is not None else -1
@@ -119,7 +130,13 @@ class GarmentDataset(Dataset):
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
         out["bbox"] = torch.zeros(4) if box is None else (torch.as_tensor(box).float() / scale).clamp_(0, 1)
         out["has_bbox"] = torch.tensor(box is not None)
+        if "affine" in target:
+            out["landmark_affine"] = torch.as_tensor(target["affine"], dtype=torch.float32).reshape(2, 2)
         return out
+
+    def _category(self, s: Sample) -> int:
+        """The sample's category target: its 0-based category, -1 when unknown or ``use_categories`` is off."""
+        return int(s.category) if self.use_categories and s.category is not None else -1
 
     def _labels(self, s: Sample) -> dict[str, torch.Tensor]:
         """Category, clothes type, attributes, item and domain tensors of one sample."""
@@ -129,7 +146,7 @@ class GarmentDataset(Dataset):
             a = np.asarray(s.attributes)
             attrs, mask = (a > 0).astype(np.float32), (a != 0).astype(np.float32)
         return {
-            "category": torch.tensor(-1 if s.category is None else int(s.category), dtype=torch.int64),
+            "category": torch.tensor(self._category(s), dtype=torch.int64),
             "clothes_type": torch.tensor(s.clothes_type or 0, dtype=torch.int64),
             "attributes": torch.from_numpy(attrs),
             "attribute_mask": torch.from_numpy(mask),

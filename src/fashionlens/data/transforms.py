@@ -24,6 +24,14 @@ crop to a square like FashionNet.  Train: crop to the box with a margin, pad, Ra
 RandomRotation, flip with slot swap, ColorJitter (no hue: colour identifies items), RandomErasing
 (image only: erased landmarks keep their visibility).
 Eval: crop to the box with a margin, resize (longer side), pad -- deterministic.
+
+Back to the original image: a deterministic pipeline (crop, pad, resize only) is a per-axis affine map, so
+:class:`GarmentTransform` carries two probe points (the original image's corners, continuous coordinates
+(0, 0) and (W, H)) through the same geometry call and returns ``target["affine"]``, float32 (2, 2), rows
+``(scale, offset)`` such that ``original-normalized = unit * scale + offset`` per axis, where ``unit`` is
+a [0, 1] coordinate of the output image (:func:`landmarks_to_unit`) and original-normalized is the
+continuous pixel coordinate divided by the original (W, H) (so a landmark index x maps to (x + 0.5) / W).
+Random pipelines (training) return no ``"affine"``.
 """
 
 from __future__ import annotations
@@ -127,9 +135,17 @@ class SlotHorizontalFlip(v2.RandomHorizontalFlip):
         return super().transform(inpt, params)
 
 
+#: Geometry steps that are deterministic per-axis affine maps (scale and translation per axis).
+AFFINE_STEPS = (CropToBox, PadToSquare, v2.Resize, v2.Identity)
+
+
 class GarmentTransform:
     """``(PIL image, target) -> (float32 (3, S, S) tensor, target)``: geometry on image + landmarks + box,
-    then photometric changes and normalisation on the image only (see the module docstring)."""
+    then photometric changes and normalisation on the image only (see the module docstring).
+
+    When every geometry step is one of :data:`AFFINE_STEPS` (the eval pipeline), ``deterministic`` is True
+    and the returned target also holds ``"affine"`` (2, 2): the map from output [0, 1] coordinates to
+    coordinates normalized by the original image (module docstring)."""
 
     def __init__(
         self,
@@ -140,13 +156,14 @@ class GarmentTransform:
         erasing_p: float = 0.0,
     ) -> None:
         self.geometry = v2.Compose(list(geometry) or [v2.Identity()])
+        self.deterministic = all(isinstance(step, AFFINE_STEPS) for step in self.geometry.transforms)
         self.photometric = v2.Compose(list(photometric) or [v2.Identity()])
         self.mean = np.asarray(mean, np.float32)
         self.std = np.asarray(std, np.float32)
         self.erasing = v2.RandomErasing(p=erasing_p, value=0) if erasing_p > 0 else None  # 0 = mean colour
 
     def __call__(self, image: Image.Image, target: Target) -> tuple[torch.Tensor, Target]:
-        data = _pack(image, target)
+        data = _pack(image, target, probes=self.deterministic)
         data = self.geometry(data)
         pixels = self.normalize(self.photometric(data["image"]))
         if self.erasing is not None:
@@ -172,8 +189,9 @@ class GarmentTransform:
         )
 
 
-def _pack(image: Image.Image, target: Target) -> dict[str, Any]:
-    """Target (index-convention pixels) -> tv_tensors for v2 (continuous coordinates)."""
+def _pack(image: Image.Image, target: Target, probes: bool = False) -> dict[str, Any]:
+    """Target (index-convention pixels) -> tv_tensors for v2 (continuous coordinates); with ``probes`` also
+    the image corners (0, 0) and (W, H) as ``"probes"`` KeyPoints (2, 2), for :func:`_unit_affine`."""
     height, width = F.get_size(image)
     xy = torch.as_tensor(np.asarray(target["landmarks"], np.float32)).reshape(NUM_SLOTS, 2)
     vis = torch.as_tensor(np.asarray(target["visibility"]), dtype=torch.int64).reshape(NUM_SLOTS)
@@ -183,6 +201,9 @@ def _pack(image: Image.Image, target: Target) -> dict[str, Any]:
         "keypoints": tv_tensors.KeyPoints(xy + 0.5, canvas_size=(height, width)),
         "flags": SlotFlags(torch.stack([vis, present], dim=1)),
     }
+    if probes:
+        corners = torch.tensor([[0.0, 0.0], [float(width), float(height)]], dtype=torch.float64)
+        data["probes"] = tv_tensors.KeyPoints(corners, canvas_size=(height, width))
     if target.get("bbox") is not None:
         box = torch.as_tensor(np.asarray(target["bbox"], np.float32)).reshape(1, 4)
         data["boxes"] = tv_tensors.BoundingBoxes(box, format="XYXY", canvas_size=(height, width))
@@ -203,7 +224,24 @@ def _unpack(data: dict[str, Any]) -> Target:
         box = F.clamp_bounding_boxes(data["boxes"]).as_subclass(torch.Tensor).reshape(4).float()
         if box[2] > box[0] and box[3] > box[1]:
             bbox = box
-    return {"landmarks": landmarks.float(), "visibility": visibility, "present": present, "bbox": bbox}
+    out = {"landmarks": landmarks.float(), "visibility": visibility, "present": present, "bbox": bbox}
+    if "probes" in data:
+        out["affine"] = _unit_affine(data["probes"].as_subclass(torch.Tensor), height, width)
+    return out
+
+
+def _unit_affine(corners: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """float32 (2, 2) rows (scale, offset): output [0, 1] coordinate -> original-normalized coordinate.
+
+    ``corners`` (2, 2) are where the original image's corners (0, 0) and (W, H) landed, in continuous
+    output pixels: per axis ``out = a * in + b`` with ``b = corners[0]``, ``a * (W, H) = corners[1] - b``, so
+    ``in / (W, H) = (unit * (width, height) - corners[0]) / (corners[1] - corners[0])``."""
+    c = corners.double().reshape(2, 2)
+    extent = c[1] - c[0]
+    if (extent <= 0).any():
+        raise ValueError(f"the geometry is not an orientation-preserving per-axis affine map (corners -> {c.tolist()})")
+    size = torch.tensor([float(width), float(height)], dtype=torch.float64)
+    return torch.stack([size / extent, -c[0] / extent + 0.0]).float()  # + 0.0: no -0.0
 
 
 def eval_size(cfg: DataConfig) -> int:
@@ -280,7 +318,25 @@ def unit_to_landmarks(unit: torch.Tensor, height: int, width: int) -> torch.Tens
     return unit.float() * torch.tensor([width, height], dtype=torch.float32) - 0.5
 
 
+def unit_to_original(unit: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
+    """Output [0, 1] coordinates (..., 2) -> coordinates normalized by the original image (``target["affine"]``
+    or a batch's ``landmark_affine``: (2, 2), or (B, 2, 2) with ``unit`` (B, ..., 2))."""
+    a = affine.float()
+    if a.ndim == 3:  # batched: broadcast over the middle dimensions of unit
+        a = a.reshape(a.shape[0], *([1] * (unit.ndim - 2)), 2, 2)
+    return unit.float() * a[..., 0, :] + a[..., 1, :]
+
+
+def original_to_unit(normalized: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`unit_to_original`: original-normalized (..., 2) -> output [0, 1] coordinates."""
+    a = affine.float()
+    if a.ndim == 3:
+        a = a.reshape(a.shape[0], *([1] * (normalized.ndim - 2)), 2, 2)
+    return (normalized.float() - a[..., 1, :]) / a[..., 0, :]
+
+
 __all__ = [
+    "AFFINE_STEPS",
     "CropToBox",
     "GarmentTransform",
     "JointTransform",
@@ -291,5 +347,7 @@ __all__ = [
     "build_transforms",
     "check_config",
     "landmarks_to_unit",
+    "original_to_unit",
     "unit_to_landmarks",
+    "unit_to_original",
 ]

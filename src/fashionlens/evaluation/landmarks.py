@@ -6,6 +6,10 @@ the diagonal, nor by one common side), so coordinates lie in [0, 1] and the erro
 Only visible landmarks count.  Note that DeepFashion's visibility flag is 0 for visible: pass
 ``visibility == 0`` as the mask (occluded and truncated landmarks are left out, as in the paper).
 Slots follow ``fashionlens.data.samples.LANDMARK_SLOTS`` when K = 8.
+
+The image is the ORIGINAL photo: model outputs are in [0, 1] of the (cropped, padded, resized) network
+input, and :func:`apply_affine` with the dataset's ``landmark_affine`` (see ``data.dataset``) maps them to
+coordinates normalized by the original width and height first.
 """
 
 from __future__ import annotations
@@ -34,6 +38,18 @@ def _normalized_distances(pred: Any, true: Any, visible_mask: Any, image_size: A
     if np.isnan(diff[m]).any():
         raise ValueError("pred/true have NaN coordinates at visible landmarks")
     return np.sqrt((diff ** 2).sum(axis=-1)), m
+
+
+def apply_affine(points: Any, affine: Any) -> np.ndarray:
+    """(N, K, 2) points mapped per image and axis: ``points * affine[:, 0] + affine[:, 1]`` (float64).
+
+    ``affine`` (N, 2, 2) holds rows (scale, offset) for x and y, e.g. the batch key ``landmark_affine``
+    (network-input [0, 1] -> original-image normalized coordinates)."""
+    p = _as_numpy(points, "points", ndim=3).astype(np.float64)
+    a = _as_numpy(affine, "affine", ndim=3).astype(np.float64)
+    if a.shape != (len(p), 2, 2) or p.shape[-1] != 2:
+        raise ValueError(f"need points (N, K, 2) and affine (N, 2, 2), got {p.shape} and {a.shape}")
+    return p * a[:, None, 0, :] + a[:, None, 1, :]
 
 
 def _slot_names(k: int, names: Sequence[str] | None) -> list[str]:

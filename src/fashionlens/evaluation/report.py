@@ -3,7 +3,15 @@
 ``compute_metrics(preds, targets, samples, info)`` gives the flat JSON-ready dict the CLI prints
 (``category_top1`` ... ``retrieval_top20``, null where the data lacks what a key needs) plus details.
 Retrieval protocols follow the data: in-shop (split query -> split gallery), consumer-to-shop
-(consumer photos -> shop photos) and, failing both, leave-one-out over items.
+(consumer photos -> shop photos) and, failing both, leave-one-out over items; top-k at k = 1, 5, 10, 20,
+30, 40, 50 (``retrieval.RETRIEVAL_KS``).
+
+Landmarks: ``landmark_ne`` is the paper's normalized error, in coordinates normalized by the ORIGINAL
+image's width and height (the targets' ``landmark_affine`` maps the network-input [0, 1] coordinates
+there); ``landmark_ne_input`` is the same error in [0, 1] of the padded square network input, and
+``landmark_ne_frame`` says which frame ``landmark_ne`` used ("original" or, without an affine, "input").
+Boxes: ``bbox_iou_mean`` and ``bbox_acc_iou50`` (share of images with a true box whose predicted box has
+IoU >= 0.5), in the network input's frame (IoU does not change under the per-axis affine).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fashionlens.data.samples import DatasetInfo, Sample
+from fashionlens.evaluation.boxes import box_metrics
 from fashionlens.evaluation.classification import (
     attribute_topk_recall,
     confusion_matrix,
@@ -21,11 +30,15 @@ from fashionlens.evaluation.classification import (
     per_class_accuracy,
     topk_accuracy,
 )
-from fashionlens.evaluation.landmarks import detection_rate, normalized_error
-from fashionlens.evaluation.retrieval import retrieval_topk
+from fashionlens.evaluation.landmarks import apply_affine, detection_rate, normalized_error
+from fashionlens.evaluation.retrieval import RETRIEVAL_KS, retrieval_topk
 from fashionlens.utils import softmax
 
-RETRIEVAL_KS = (1, 5, 10, 20, 30, 50)
+#: Keys every ``compute_metrics`` result holds (None when the data or the model lacks what they need).
+HEADLINE_KEYS = ("category_top1", "category_top3", "category_top5", "attribute_recall_top3", "attribute_recall_top5",
+                 "landmark_ne", "bbox_iou_mean", "bbox_acc_iou50", "retrieval_top1", "retrieval_top20")
+#: The keys that say something was measured (``evaluate`` refuses data where all of them are None).
+MEASURED_KEYS = ("category_top1", "attribute_recall_top3", "landmark_ne", "bbox_iou_mean", "retrieval_top1")
 
 
 def category_metrics(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, Any]:
@@ -59,15 +72,35 @@ def attribute_metrics(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, 
             "attribute_recall_per_group": per_group}
 
 
-def landmark_metrics(pred: np.ndarray, true: np.ndarray, visibility: np.ndarray, present: np.ndarray) -> dict:
-    """Normalised error (coordinates in [0, 1] of the network input) and detection rates, visible landmarks only."""
+def landmark_metrics(pred: np.ndarray, true: np.ndarray, visibility: np.ndarray, present: np.ndarray,
+                     affine: np.ndarray | None = None) -> dict[str, Any]:
+    """DeepFashion normalized error and detection rates over the visible landmarks.
+
+    ``pred``/``true`` (N, K, 2) are in [0, 1] of the network input; with ``affine`` (N, 2, 2) (the targets'
+    ``landmark_affine``) both are first mapped to coordinates normalized by the original image, the paper's
+    frame.  Returns {} without a visible landmark, else ``landmark_ne`` (+ per slot, ``landmark_within_0.05``
+    / ``0.1``) in that frame, ``landmark_ne_frame`` ("original" or "input") and ``landmark_ne_input`` (the
+    error in the network input's [0, 1], for comparison)."""
     visible = present.astype(bool) & (visibility == 0)
     if not visible.any():
         return {}
+    on_input = normalized_error(pred, true, visible)["normalized_error"]
+    frame = "input"
+    if affine is not None:
+        pred, true, frame = apply_affine(pred, affine), apply_affine(true, affine), "original"
     ne = normalized_error(pred, true, visible)
     rates = detection_rate(pred, true, visible, thresholds=(0.05, 0.1))
     return {"landmark_ne": ne["normalized_error"], "landmark_ne_per_slot": ne["per_landmark"],
-            "landmark_within_0.05": rates[0.05], "landmark_within_0.1": rates[0.1]}
+            "landmark_within_0.05": rates[0.05], "landmark_within_0.1": rates[0.1],
+            "landmark_ne_frame": frame, "landmark_ne_input": on_input}
+
+
+def bbox_metrics(pred: np.ndarray, true: np.ndarray, has_bbox: np.ndarray) -> dict[str, Any]:
+    """``bbox_iou_mean``, ``bbox_acc_iou50`` and ``bbox_images`` over the images with a true box ({} if none)."""
+    res = box_metrics(pred, true, has_bbox, threshold=0.5)
+    if not res:
+        return {}
+    return {"bbox_iou_mean": res["iou_mean"], "bbox_acc_iou50": res["accuracy"], "bbox_images": res["num_boxes"]}
 
 
 def retrieval_protocols(samples: Sequence[Sample]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -111,21 +144,26 @@ def retrieval_metrics(embeddings: np.ndarray, samples: Sequence[Sample], ks: Seq
 
 
 def compute_metrics(preds: dict[str, np.ndarray], targets: dict[str, np.ndarray], samples: Sequence[Sample],
-                    info: DatasetInfo) -> dict[str, Any]:
-    """Every metric the outputs and the data allow. ``samples[i]`` is the sample of row ``i``."""
+                    info: DatasetInfo, *, categories: bool = True, attributes: bool = True) -> dict[str, Any]:
+    """Every metric the outputs and the data allow, JSON-ready, with every :data:`HEADLINE_KEYS` present.
+
+    ``samples[i]`` is the sample of row ``i``.  ``categories`` / ``attributes`` False skip those metrics
+    (the data's labels mean other classes than the model's); landmarks, box and retrieval need no shared
+    label space."""
     out: dict[str, Any] = {}
-    if "category" in preds and "category" in targets:
+    if categories and "category" in preds and "category" in targets:
         out.update(category_metrics(preds["category"], targets["category"], max(info.num_categories, 1)))
-    if "attributes" in preds and "attributes" in targets:
+    if attributes and "attributes" in preds and "attributes" in targets:
         out.update(attribute_metrics(preds["attributes"], targets["attributes"], targets["attribute_mask"],
                                      info.attribute_groups, info.group_names))
     if "landmarks" in preds and "landmarks" in targets:
         out.update(landmark_metrics(preds["landmarks"], targets["landmarks"], targets["visibility"],
-                                    targets["landmark_mask"]))
+                                    targets["landmark_mask"], targets.get("landmark_affine")))
+    if "bbox" in preds and "bbox" in targets and "has_bbox" in targets:
+        out.update(bbox_metrics(preds["bbox"], targets["bbox"], targets["has_bbox"]))
     if "embedding" in preds:
         out.update(retrieval_metrics(preds["embedding"], samples))
-    for key in ("category_top1", "category_top3", "category_top5", "attribute_recall_top3",
-                "attribute_recall_top5", "landmark_ne", "retrieval_top1", "retrieval_top20"):
+    for key in HEADLINE_KEYS:
         out.setdefault(key, None)
     return json_ready(out)
 
