@@ -11,8 +11,8 @@ returns ``(ids, vectors)``:
 
 The predictor is a :class:`~fashionlens.inference.Predictor` (PyTorch), an
 :class:`~fashionlens.export.OnnxEmbedder` (ONNX Runtime) or a path to either (run directory,
-checkpoint or ``.onnx``).  With ``crop_to_bbox`` in the model's data config, samples with an
-annotated box are cropped to it, as in evaluation.
+checkpoint or ``.onnx``); batches run on its ``device``.  With ``crop_to_bbox`` in the model's data
+config, samples with an annotated box are cropped to it, as in evaluation.
 """
 
 from __future__ import annotations
@@ -28,27 +28,28 @@ from fashionlens.data.dataset import encode_tolerant
 from fashionlens.data.readers import read_source
 from fashionlens.data.samples import Sample
 from fashionlens.export import load_predictor
-from fashionlens.inference import Predictor
+from fashionlens.inference import DeviceLike, Predictor, to_numpy
 
 ID_FIELDS = ("paths", "item_ids", "categories", "domains", "splits")
 
 
 def embed_batch(predictor: Predictor, images: torch.Tensor) -> np.ndarray:
-    """(B, 3, S, S) normalised network inputs -> (B, D) float32 embeddings (PyTorch or ONNX Runtime)."""
-    if predictor.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
+    """(B, 3, S, S) normalised network inputs -> (B, D) float32 embeddings (PyTorch or ONNX Runtime), run on
+    the predictor's device (:meth:`Predictor.to_device`)."""
     with torch.no_grad():
-        out = predictor.model(images)
-    return out["embedding"].float().numpy().astype(np.float32, copy=False)
+        out = predictor.model(predictor.to_device(images))
+    return to_numpy(out["embedding"]).astype(np.float32, copy=False)
 
 
 def embed_spec(predictor: Predictor | str, source: str, *, split: str | None = None, batch_size: int = 32,
-               num_workers: int = 0, progress: bool = True) -> tuple[dict[str, Any], np.ndarray]:
+               num_workers: int = 0, progress: bool = True,
+               device: DeviceLike = None) -> tuple[dict[str, Any], np.ndarray]:
     """Embed every image of a data spec or image folder: ``(ids, vectors (N, D) float32)`` (module docstring).
 
-    Unreadable images are skipped, listed in ``ids["skipped"]`` and announced by one warning."""
+    ``device`` is where a ``predictor`` given as a path is loaded (default: the CPU; a Predictor keeps its
+    own).  Unreadable images are skipped, listed in ``ids["skipped"]`` and announced by one warning."""
     if isinstance(predictor, str):
-        predictor = load_predictor(predictor)
+        predictor = load_predictor(predictor) if device is None else load_predictor(predictor, device=device)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     samples = list(read_source(source, split).samples)

@@ -4,6 +4,12 @@
 the deterministic eval transform, and answers in the ORIGINAL image's pixels.  When the run holds a
 ``calibration.json`` (``fashionlens calibrate``), ``predict(images, target_accuracy=0.95)`` also gives each
 answer a ``"hedged"`` node: the most specific taxonomy node meeting that accuracy (hierarchy.hedging).
+
+``device`` (``Predictor.load(run, device="cuda")``; any ``--device`` value, see
+:func:`fashionlens.utils.resolve_device`) is where the model runs: the CPU unless asked.  Each input batch
+is moved there and the outputs come back as float32 NumPy arrays.  ``crop=True`` needs the model's box head
+(``model.use_bbox``): without it :meth:`Predictor.analyse` / :meth:`Predictor.embed` raise ValueError
+instead of quietly embedding the whole image.
 """
 
 from __future__ import annotations
@@ -20,17 +26,27 @@ from fashionlens.data.samples import LANDMARK_SLOTS, NUM_SLOTS, SLOTS_BY_TYPE
 from fashionlens.data.transforms import build_transforms, eval_size
 from fashionlens.runs.calibrate import load_hedger
 from fashionlens.training.checkpoint import load_model
-from fashionlens.utils import softmax
+from fashionlens.utils import resolve_device, softmax
 
 VISIBILITY_NAMES = ("visible", "occluded", "truncated")
+#: What a crop asked of a model without a box head is told (after the model's name).
+NO_BOX_HEAD = "this model has no box head (model.use_bbox is off): {option} cannot localise the garment"
+DeviceLike = str | torch.device | None
+
+
+def as_device(device: DeviceLike) -> torch.device:
+    """The ``torch.device`` a ``--device`` string or a ``torch.device`` names (checked by ``resolve_device``:
+    an absent device is a ValueError that says so); None is the CPU."""
+    return torch.device("cpu") if device is None else resolve_device(str(device))
 
 
 class Predictor:
-    """Classify / locate / embed images with a trained model (CPU by default)."""
+    """Classify / locate / embed images with a trained model (on the CPU unless ``device`` says otherwise)."""
 
     def __init__(self, model: torch.nn.Module, cfg: RunConfig, labels: dict[str, Any], *,
-                 attribute_threshold: float = 0.5, batch_size: int = 16):
-        self.model, self.cfg, self.labels = model.eval(), cfg, labels
+                 attribute_threshold: float = 0.5, batch_size: int = 16, device: DeviceLike = None):
+        self.device = as_device(device)
+        self.model, self.cfg, self.labels = model.eval().to(self.device), cfg, labels
         self.transform = build_transforms(cfg.data, train=False)
         self.size = eval_size(cfg.data)
         self.attribute_threshold, self.batch_size = attribute_threshold, batch_size
@@ -44,11 +60,22 @@ class Predictor:
         self.hedger: Any = None  # hierarchy.hedging.HedgedClassifier, read from the run's calibration.json on first use
 
     @classmethod
-    def load(cls, run: str, **kw: Any) -> "Predictor":
+    def load(cls, run: str, *, device: DeviceLike = None, **kw: Any) -> "Predictor":
+        """The model of a run directory or checkpoint, on ``device`` (default: the CPU); ``kw`` as the constructor."""
         model, cfg, labels = load_model(run)
-        predictor = cls(model, cfg, labels, **kw)
+        predictor = cls(model, cfg, labels, device=device, **kw)
         predictor.run = run
         return predictor
+
+    @property
+    def has_box(self) -> bool:
+        """Whether the model predicts a garment box (``model.use_bbox``): what ``crop`` needs."""
+        return bool(self.cfg.model.use_bbox)
+
+    def require_box(self, option: str = "crop=True") -> None:
+        """Raise ValueError naming the model when it has no box head, so ``option`` (a crop) cannot be done."""
+        if not self.has_box:
+            raise ValueError(f"model {self.run or type(self.model).__name__}: " + NO_BOX_HEAD.format(option=option))
 
     def check_target(self, target_accuracy: float) -> None:
         """Raise (FileNotFoundError: not calibrated; ValueError: a target without a fitted lambda) before any work."""
@@ -87,23 +114,29 @@ class Predictor:
         out_pixels = unit_xy * self.size - 0.5
         return (out_pixels - affine[1]) / affine[0]
 
+    def to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        """A (B, 3, S, S) input batch on the predictor's device, in its memory format."""
+        batch = batch.to(self.device, non_blocking=True)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+
     @torch.no_grad()
     def forward(self, images: Sequence[Image.Image]) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+        """(the model's outputs as float32 NumPy arrays, one input affine per image) for a batch of images."""
         tensors, affines = zip(*(self.preprocess(im) for im in images))
-        x = torch.stack(tensors)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out = self.model(x)
-        keep = {k: v.float().numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}
+        out = self.model(self.to_device(torch.stack(tensors)))
+        keep = {k: to_numpy(v) for k, v in out.items() if isinstance(v, torch.Tensor)}
         if out.get("levels"):
-            keep["levels"] = [v.float().numpy() for v in out["levels"]]
+            keep["levels"] = [to_numpy(v) for v in out["levels"]]
         return keep, list(affines)
 
     def embed(self, images: Sequence[Image.Image], *, crop: bool = False, margin: float = 0.1) -> np.ndarray:
         """(N, D) float32 L2-normalised embeddings.
 
         ``crop=True`` localises the garment first: the model's predicted box (widened by ``margin`` of its
-        size on each side) is cut out of the original image and that crop is embedded (two passes)."""
+        size on each side) is cut out of the original image and that crop is embedded (two passes); a model
+        without a box head raises ValueError (:meth:`require_box`)."""
         if crop:
             return np.stack([a["embedding"] for a in self.analyse(images, crop=True, margin=margin)])
         return self.forward(images)[0]["embedding"].astype(np.float32)
@@ -114,10 +147,13 @@ class Predictor:
         whole image, whose ``"embedding"`` is that of the garment crop where ``crop`` asks for it (one bool,
         or one per image).  The crop is the predicted box widened by ``margin`` (:func:`crop_box`); only
         images whose crop differs from the whole image take the second forward pass.  Each answer gets
-        ``"crop"``: the [left, top, right, bottom] pixels embedded, or None for the whole image."""
+        ``"crop"``: the [left, top, right, bottom] pixels embedded, or None for the whole image.  A crop asked
+        of a model without a box head is a ValueError, raised before any image is run (:meth:`require_box`)."""
         flags = [bool(crop)] * len(images) if isinstance(crop, (bool, np.bool_)) else [bool(c) for c in crop]
         if len(flags) != len(images):
             raise ValueError(f"got {len(flags)} crop flags for {len(images)} images")
+        if any(flags) or crop is True:
+            self.require_box()
         answers = self.predict(list(images), target_accuracy) if len(images) else []
         regions: dict[int, Image.Image] = {}
         for i, (image, answer, wanted) in enumerate(zip(images, answers, flags)):
@@ -225,6 +261,11 @@ class Predictor:
             yield {"image": path, **answer}
 
 
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A model output (any device, any float dtype) as a float32 NumPy array on the CPU."""
+    return tensor.detach().float().cpu().numpy()
+
+
 def _crop_rectangle(image: Image.Image, bbox: Sequence[float] | None,
                     margin: float) -> tuple[int, int, int, int] | None:
     """(left, top, right, bottom) pixels :func:`crop_box` cuts, or None for the whole image."""
@@ -253,7 +294,12 @@ def crop_garments(predictor: "Predictor", images: Sequence[Image.Image], *,
                   margin: float = 0.1) -> tuple[list[Image.Image], list[dict[str, Any]]]:
     """Localise the garment in each image with the predictor's box and crop it (see :func:`crop_box`).
 
-    Returns (crops, the predictor's answers for the whole images)."""
+    Returns (crops, the predictor's answers for the whole images).  A model without a box head is a
+    ValueError (:meth:`Predictor.require_box`), not a list of uncropped images."""
+    if isinstance(predictor, Predictor):
+        predictor.require_box("crop_garments")
     answers = predictor.predict(list(images))
+    if answers and all("bbox" not in a for a in answers):  # a duck-typed predictor without boxes
+        raise ValueError(NO_BOX_HEAD.format(option="crop_garments").replace("this model", "the predictor"))
     return [crop_box(im, a.get("bbox"), margin) for im, a in zip(images, answers)], answers
 

@@ -42,7 +42,10 @@ Design:
   first item.  ``reindex()`` retrains from scratch.  **HNSW** needs no training; removed items are
   tombstones until the graph is rebuilt (see ``index.faiss_index``).
 * **Garment localisation** (``crop=True``): the predictor's box (original-image pixels) is used to
-  crop the garment, with a margin, and the crop is embedded (:meth:`Predictor.analyse`).
+  crop the garment, with a margin, and the crop is embedded (:meth:`Predictor.analyse`).  A model
+  without a box head (``model.use_bbox`` off) makes ``crop=True`` a ValueError before any image is read.
+* **Device**: ``Catalog.open(directory, device="cuda")`` / ``build(..., device=...)`` load the catalog's
+  model there (default: the CPU); a Predictor passed in runs where it was loaded.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ from fashionlens.catalog.store import ItemStore, build_jobs, metadata_list, norm
 from fashionlens.config import IndexConfig
 from fashionlens.files import atomic_write, fsync_dir
 from fashionlens.index import KINDS, VectorIndex, auto_index
-from fashionlens.inference import Predictor
+from fashionlens.inference import DeviceLike, Predictor
 from fashionlens.rerank import GeometricReranker, rerank_hits
 from fashionlens.utils import read_json_file
 
@@ -90,6 +93,7 @@ class Catalog:
         self._writer_lock = WriterLock(os.path.join(self.directory, LOCK))  # one writing process at a time
         self._state_lock = threading.RLock()  # this object's threads: index, predictor and generation
         self._predictor: Predictor | None = None
+        self.device: DeviceLike = None  # where the catalog's own model is loaded (None: the CPU)
         self._reranker: GeometricReranker | None = None
         self._cache = IndexCache(self.directory, config, self.store)  # the vector index, derived from the store
 
@@ -140,8 +144,10 @@ class Catalog:
         return cls.open(directory)
 
     @classmethod
-    def open(cls, directory: str) -> "Catalog":
-        """Open an existing catalog and reconcile its index with its database (see the module docstring)."""
+    def open(cls, directory: str, *, device: DeviceLike = None) -> "Catalog":
+        """Open an existing catalog and reconcile its index with its database (see the module docstring).
+
+        ``device``: where the catalog's model (:attr:`predictor`) runs when loaded (None: the CPU)."""
         path = os.path.join(directory, CONFIG)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no catalog in {directory} ({CONFIG} not found)")
@@ -151,6 +157,7 @@ class Catalog:
         if config.get("version", 0) > FORMAT_VERSION:
             raise ValueError(f"{path}: catalog format {config['version']} is newer than this fashionlens supports")
         catalog = cls(directory, config)
+        catalog.device = device
         if catalog._writer_lock.acquire(blocking=False):  # no writer alive: repair what a crash may have left
             try:
                 catalog._recover()
@@ -172,12 +179,12 @@ class Catalog:
 
     @property
     def predictor(self) -> "Predictor":
-        """The catalog's model (``model_run``), loaded on first use."""
+        """The catalog's model (``model_run``), loaded on first use on :attr:`device`."""
         if self._predictor is None:
             if not self.model_run:
                 raise ValueError(f"catalog {self.directory} records no model run; pass a predictor")
 
-            self._predictor = Predictor.load(self.model_run)
+            self._predictor = Predictor.load(self.model_run, device=self.device)
         return self._predictor
 
     # -- writes --------------------------------------------------------------------------------------
@@ -209,6 +216,8 @@ class Catalog:
             rec.setdefault("source", entry.source)
         if answers is None:
             predictor = predictor or self.predictor
+            if crop:
+                predictor.require_box()  # no box head: an error, not whole-image embeddings
             answers = self._analyse(predictor, [e.image for e in entries], records, crop)
         vectors = self._apply_answers(predictor, records, answers)
         return self._commit(records, vectors, entries, save)
@@ -317,6 +326,8 @@ class Catalog:
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
         if isinstance(rerank, bool) or not isinstance(rerank, (int, np.integer)) or rerank < 0:
             raise ValueError(f"rerank must be an integer >= 0 (candidates to verify), got {rerank!r}")
+        if crop and not isinstance(query, np.ndarray):  # an embedding query is not cropped: nothing to check
+            (predictor or self.predictor).require_box()
         picture = None  # the decoded query image, where one is needed (re-ranking, category "auto")
         if rerank or category == AUTO:
             source = query if image is None else image
@@ -512,7 +523,7 @@ def _collection_for(directory: str) -> str:
 # -- building from a data set or a folder --------------------------------------------------------------
 def build(directory: str, predictor: "Predictor | str", source: Any, *, split: str | None = None,
           model_run: str | None = None, batch_size: int = 32, progress: bool = True, crop: bool = False,
-          index: IndexConfig | None = None, skip_bad: bool = False) -> dict[str, Any]:
+          index: IndexConfig | None = None, skip_bad: bool = False, device: DeviceLike = None) -> dict[str, Any]:
     """Embed a data set into the catalog at ``directory`` (created when absent), ``batch_size`` images per
     committed batch, with a progress bar.
 
@@ -520,13 +531,17 @@ def build(directory: str, predictor: "Predictor | str", source: Any, *, split: s
     comma-separated), a ``SampleSet``, or a folder of image files (searched recursively).  Data-set
     labels (category, attributes, item id as ``sku``) are stored where the data set has them, model
     predictions otherwise.  ``predictor`` is a Predictor or a run directory (then it is also the
-    catalog's ``model_run``).  An interrupted build resumes: sources already stored are skipped.  A bad
-    image stops the build (its batch is not written) unless ``skip_bad``, which reports and skips it.
+    catalog's ``model_run``, loaded on ``device``: default the CPU).  ``crop`` with a model without a box
+    head is a ValueError before anything is done.  An interrupted build resumes: sources already stored
+    are skipped.  A bad image stops the build (its batch is not written) unless ``skip_bad``, which
+    reports and skips it.
 
     Returns a summary: catalog, added, already_present, bad (list of "file: error"), items."""
     if isinstance(predictor, (str, os.PathLike)):
         model_run = os.fspath(predictor)
-        predictor = Predictor.load(model_run)
+        predictor = Predictor.load(model_run, device=device)
+    if crop:  # before the catalog is created or any image read
+        predictor.require_box()
     jobs = build_jobs(source, split)
     if index is not None and index.kind == "auto":  # chosen by the number of images (a new catalog only)
         index = dataclasses.replace(index, **auto_index(len(jobs)))

@@ -11,19 +11,28 @@ import json
 import os
 from typing import Any
 
+from fashionlens.utils import add_device_argument
+
 
 def cmd_build(args: argparse.Namespace) -> int:
     # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.catalog import build
     from fashionlens.config import IndexConfig
+    from fashionlens.inference import Predictor
+    from fashionlens.utils import resolve_device
 
+    device = resolve_device(args.device)  # an absent GPU is one clear error, before anything is read
     given = {k: v for k, v in (("nlist", args.nlist), ("nprobe", args.nprobe), ("pq_m", args.pq_m),
                                ("refine", args.refine), ("hnsw_m", args.hnsw_m), ("ef_search", args.ef_search)) if v is not None}
     if args.milvus_uri:
         given.update(uri=args.milvus_uri)
     index = IndexConfig(backend="milvus" if args.milvus_uri else args.backend, kind=args.index, **given)
-    summary = build(args.out, args.model, args.data or args.images, split=args.split, batch_size=args.batch_size,
-                    progress=not args.quiet, crop=args.crop, index=index, skip_bad=args.skip_bad)
+    predictor = Predictor.load(args.model, device=device)
+    if args.crop:  # before the catalog is created or any image read
+        predictor.require_box("--crop")
+    summary = build(args.out, predictor, args.data or args.images, split=args.split, model_run=args.model,
+                    batch_size=args.batch_size, progress=not args.quiet, crop=args.crop, index=index,
+                    skip_bad=args.skip_bad)
     print(json.dumps(summary))
     return 0
 
@@ -59,9 +68,12 @@ def _metadata(args: argparse.Namespace) -> list[dict[str, Any]]:
 def cmd_add(args: argparse.Namespace) -> int:
     # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.catalog import Catalog
+    from fashionlens.utils import resolve_device
 
     metadata = _metadata(args)
-    with Catalog.open(args.catalog) as catalog:
+    with Catalog.open(args.catalog, device=resolve_device(args.device)) as catalog:
+        if args.crop:  # before any image is read
+            catalog.predictor.require_box("--crop")
         ids = catalog.add(args.images, metadata, crop=args.crop)
         for item_id in ids:
             item = catalog.get(item_id)
@@ -139,6 +151,7 @@ def _add_build(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per committed batch")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of stopping")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_argument(p, "run the model that embeds the images")
     p.set_defaults(func=cmd_build)
 
 
@@ -151,6 +164,7 @@ def _add_edit_commands(sub: Any) -> None:
     p.add_argument("--meta-json", metavar="FILE",
                    help="JSON object (for every image) or list of objects (one per image)")
     p.add_argument("--crop", action="store_true", help="embed the garment crop (predicted box)")
+    add_device_argument(p, "run the catalog's model")
     p.set_defaults(func=cmd_add)
 
     p = sub.add_parser("remove", help="remove items by id")

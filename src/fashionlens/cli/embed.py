@@ -10,6 +10,8 @@ import sys
 import warnings
 from typing import Any
 
+from fashionlens.utils import add_device_argument
+
 
 def cmd_embed(args: argparse.Namespace) -> int:
     # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
@@ -18,7 +20,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from fashionlens.utils import set_threads
 
     set_threads(args.threads)
-    predictor = load_predictor(args.model, threads=args.threads)
+    predictor = load_predictor(args.model, threads=args.threads, **device_option(args.model, args.device))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"\d+ of \d+ images could not be read")  # listed below instead
         ids, vectors = embed_spec(predictor, args.data or args.images, split=args.split, batch_size=args.batch_size,
@@ -34,6 +36,19 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def device_option(model: str, device: str) -> dict[str, Any]:
+    """``{"device": torch.device}`` for a run directory / checkpoint; ``{}`` for an ``.onnx`` file, which ONNX
+    Runtime runs on the CPU (``--device auto`` or ``cpu``; any other device is a ValueError, not ignored)."""
+    from fashionlens.utils import resolve_device  # lazy: torch (start-up, cli/__init__.py)
+
+    if model.lower().endswith(".onnx"):
+        if (device or "auto").strip().lower() not in ("auto", "cpu"):
+            raise ValueError(f"--device {device}: an exported .onnx model runs on the CPU (ONNX Runtime's "
+                             "CPUExecutionProvider); use --device cpu or auto, or give the run directory")
+        return {}
+    return {"device": resolve_device(device)}
+
+
 def add_commands(subparsers: Any) -> None:
     """Register ``embed`` on the ``add_subparsers()`` object of the main parser."""
     p = subparsers.add_parser("embed", help="embed every image of a data set or folder into an .npz file")
@@ -47,4 +62,5 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, default=0, help="data loader processes")
     p.add_argument("--threads", type=int, help="torch / ONNX Runtime threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_argument(p, "run the model (an .onnx model runs on the CPU)")
     p.set_defaults(func=cmd_embed)

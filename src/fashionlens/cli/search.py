@@ -8,16 +8,19 @@ import sys
 from typing import Any
 
 from fashionlens.cli.catalog import cut
+from fashionlens.utils import add_device_argument
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.catalog import Catalog
-
     from fashionlens.catalog.files import image_entry
+    from fashionlens.utils import resolve_device
 
     scope = None
-    with Catalog.open(args.catalog) as catalog:
+    with Catalog.open(args.catalog, device=resolve_device(args.device)) as catalog:
+        if args.crop:  # before the query is read
+            catalog.predictor.require_box("--crop")
         query, category = args.image, args.category
         if category == "auto":  # the query's predicted category, widened when unsure: said before the results
             picture = image_entry(args.image, 0, keep_bytes=False).image
@@ -61,4 +64,5 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--rerank-candidates", type=int, default=50, metavar="N",
                    help="candidates --rerank verifies (default 50)")
     p.add_argument("--json", action="store_true", help="print a JSON list of results")
+    add_device_argument(p, "run the catalog's model on the query")
     p.set_defaults(func=cmd_search)

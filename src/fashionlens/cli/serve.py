@@ -7,6 +7,8 @@ import os
 import secrets
 from typing import Any
 
+from fashionlens.utils import add_device_argument
+
 
 def add_commands(subparsers: Any) -> None:
     """Register ``serve`` on the ``add_subparsers()`` object of the main parser."""
@@ -19,18 +21,22 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--api-key-file", help="file whose first line is the write key (else $FASHIONLENS_API_KEY)")
     p.add_argument("--private-reads", action="store_true", help="reads need the API key too")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload")
+    add_device_argument(p, "run the model")
     p.set_defaults(func=cmd_serve)
 
 
 def settings_from_args(args: argparse.Namespace):
+    """The :class:`~fashionlens.serving.ServeSettings` of ``serve``'s arguments, validated (ValueError)."""
     # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.serving import ServeSettings
+    from fashionlens.utils import resolve_device
 
     if not args.model and not args.catalog:
         raise ValueError("serve needs --model RUN_DIR, --catalog CATALOG or both")
+    resolve_device(args.device)  # an absent GPU: one clear error before the model is loaded or a port bound
     settings = ServeSettings(model_run=args.model, catalog_dir=args.catalog, api_key_file=args.api_key_file,
                              public_reads=not args.private_reads, inference_threads=args.workers,
-                             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+                             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), device=args.device)
     settings.validate()
     return settings
 

@@ -19,7 +19,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from fashionlens.catalog import Catalog, ImageEntry
-from fashionlens.inference import Predictor
+from fashionlens.inference import NO_BOX_HEAD, Predictor
 from fashionlens.serving._errors import ApiError
 from fashionlens.serving._metrics import Metrics
 from fashionlens.serving.batcher import MicroBatcher, QueueFull
@@ -46,7 +46,7 @@ class Service:
             run = settings.model_run or (self._catalog.model_run if self._catalog is not None else None)
             if not run:
                 raise ValueError(f"catalog {settings.catalog_dir} records no model run: give ServeSettings.model_run")
-            self.predictor = Predictor.load(run)
+            self.predictor = Predictor.load(run, device=settings.resolved_device())
             self._check_catalog_model()
         except BaseException:
             self.close()
@@ -60,7 +60,7 @@ class Service:
         """Open the catalog and the writer thread (a no-op when open)."""
         with self._lock:
             if self.settings.catalog_dir and self._catalog is None:
-                self._catalog = Catalog.open(self.settings.catalog_dir)
+                self._catalog = Catalog.open(self.settings.catalog_dir, device=self.settings.device)
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(1, thread_name_prefix="fashionlens-writer")
 
@@ -116,13 +116,20 @@ class Service:
             raise ApiError(401, "invalid_api_key", "the API key is not valid", challenge)
 
     # -- model -------------------------------------------------------------------------------------------
+    def check_crop(self, crop: bool) -> None:
+        """422 ``no_box_head`` when a crop is asked of a model without a box head (never ignored)."""
+        if crop and not self.predictor.has_box:
+            raise ApiError(422, "no_box_head", f"model {self.model_name}: "
+                           + NO_BOX_HEAD.format(option="crop") + "; search without crop")
+
     def _analyse(self, requests: list[tuple[Image.Image, bool]]) -> list[dict[str, Any]]:
         """The batcher's work: one :meth:`Predictor.analyse` call for a batch of (image, crop) requests."""
         return self.predictor.analyse([image for image, _ in requests], crop=[crop for _, crop in requests])
 
     async def infer(self, image: Image.Image, crop: bool = False) -> dict[str, Any]:
         """The :meth:`Predictor.analyse` answer for one image (its embedding of the garment crop with
-        ``crop``), batched with concurrent requests; 503 busy, 504 timeout."""
+        ``crop``), batched with concurrent requests; 422 a crop the model cannot do, 503 busy, 504 timeout."""
+        self.check_crop(crop)
         try:
             future = self.batcher.submit((image, bool(crop)))
         except QueueFull as e:

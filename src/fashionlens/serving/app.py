@@ -15,7 +15,8 @@ Endpoints (uploads are the multipart/form-data file field ``image``: JPEG, PNG o
 
 * ``POST /v1/classify`` -> category (+ taxonomy path), top-5 scores, attributes, landmarks and garment
   box in the original image's pixels; form field ``target_accuracy`` adds the ``hedged`` taxonomy node.
-* ``POST /v1/search`` (form fields ``k``, ``category``, ``attribute``, ``crop``) -> the most similar items.
+* ``POST /v1/search`` (form fields ``k``, ``category``, ``attribute``, ``crop``) -> the most similar items
+  (``crop`` with a model without a box head: 422 ``no_box_head``).
 * ``POST /v1/items`` (form fields ``sku``, ``title``, ``category``, ``attributes``, ``source``) -> 201 + item;
   ``GET`` / ``PATCH`` / ``DELETE /v1/items/{id}``, ``GET /v1/items/{id}/image``, ``GET /v1/items``.
 * ``GET /healthz``, ``GET /metrics`` (Prometheus text).
@@ -152,6 +153,7 @@ def _add_model_routes(app: FastAPI, service: Service, reads: Callable[..., None]
         """The ``k`` catalog items most similar to the image, best first (cosine similarity), and the
         classification of the query image (the page uploads a photo once)."""
         catalog = service.catalog  # 503 before any work when no catalog is configured
+        service.check_crop(crop)  # 422 before any work when the model has no box head
         _, picture, _ = await _decoded(service, image)
         answer = await service.infer(picture, crop)
         if target_accuracy is not None:

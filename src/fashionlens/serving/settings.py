@@ -11,8 +11,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from PIL import Image
+
+if TYPE_CHECKING:  # torch is imported when the device is resolved, not with the settings
+    import torch
 
 #: Environment variable read for the API key when the settings give none.
 API_KEY_ENV = "FASHIONLENS_API_KEY"
@@ -37,6 +41,7 @@ class ServeSettings:
     batch_wait_ms: float = 10.0  # how long the batcher waits for more images after the first
     inference_threads: int = 1  # worker threads running forward passes
     static_dir: str | None = None  # the web page's folder; None: fashionlens/serving/static
+    device: str = "cpu"  # where the model runs: auto, cpu, cuda, cuda:N or mps (fashionlens.utils.resolve_device)
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting out of range."""
@@ -55,6 +60,16 @@ class ServeSettings:
                              f"got {self.formats!r}")
         if self.model_run is None and self.catalog_dir is None:
             raise ValueError("ServeSettings needs a model_run or a catalog_dir (whose catalog names its model)")
+        self.resolved_device()
+
+    def resolved_device(self) -> "torch.device":
+        """The ``torch.device`` of :attr:`device`; ValueError (saying what is missing) when it is absent."""
+        from fashionlens.utils import resolve_device  # lazy: no torch import with the settings
+
+        try:
+            return resolve_device(self.device)
+        except ValueError as e:
+            raise ValueError(f"ServeSettings.device: {e}") from e
 
 
 def resolve_api_key(settings: ServeSettings, environ: Mapping[str, str] | None = None) -> str | None:

@@ -318,7 +318,8 @@ async function searchSimilar() {
 }
 
 function showSimilar(answer) {
-  // "garment only" is offered when the model finds a garment box (a model without a box head has none)
+  // "garment only" is offered when the model finds a garment box (a model without a box head has none, and
+  // the API refuses crop for it with 422 no_box_head); hidden until the first answer says which
   $("crop-option").hidden = !answer.classification?.bbox;
   renderSimilar(answer.results || []);
 }
