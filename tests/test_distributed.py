@@ -63,7 +63,9 @@ WORKER = textwrap.dedent("""
         limited = train(cfg(epochs=2, max_minutes=1.0, checkpoint_every=0), "limited")
         F.time = time
         resumed = train(cfg(epochs=2, max_minutes=0.0, checkpoint_every=0), "limited")
-        torch.save({"limited": limited, "resumed": resumed}, os.path.join(out, f"shared{rank}.pt"))
+        other_world = train(cfg(epochs=2, checkpoint_every=0), "single")  # saved by one process, resumed by two
+        torch.save({"limited": limited, "resumed": resumed, "other_world": other_world},
+                   os.path.join(out, f"shared{rank}.pt"))
         ddp.cleanup()
     print(f"rank {rank} done", flush=True)
 """)
@@ -130,6 +132,14 @@ def test_two_ranks_end_with_identical_weights_and_rank0_writes_the_run(spec, tmp
 
 
 def test_time_limit_then_resume_across_ranks(spec, tmp_path):
+    from fashionlens.config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig
+    from fashionlens.training.fit import fit
+
+    single = RunConfig(data=DataConfig(spec=spec, image_size=48),
+                       model=ModelConfig(backbone="tiny_cnn", pretrained=False, hidden_dim=32, embedding_dim=16),
+                       loss=LossConfig(metric_loss="proxy_anchor"),
+                       train=TrainConfig(epochs=1, batch_size=8, pk_items=4, pk_images=2, checkpoint_every=0))
+    fit(single, str(tmp_path / "single"), progress=False, log=lambda *_: None)  # epoch 1 in one process
     output = torchrun("shared", spec, tmp_path)
     r0, r1 = (torch.load(tmp_path / f"shared{r}.pt", weights_only=True) for r in (0, 1))
     limited, resumed = r0["limited"], r0["resumed"]
@@ -144,6 +154,12 @@ def test_time_limit_then_resume_across_ranks(spec, tmp_path):
     assert_equal_states(resumed["loss"], r1["resumed"]["loss"])
     history = load_checkpoint(str(tmp_path / "limited" / "last.pt"))["history"]
     assert [(h["epoch"], h.get("batches")) for h in history] == [(1, stopped_at), (1, None), (2, None)]
+    # any world size resumes: one process trained epoch 1, two processes trained epoch 2 on from its last.pt
+    other = r0["other_world"]
+    assert "saved by 1 process(es), resumed by 2: new augmentation streams" in output
+    assert other["summary"]["steps"] == STEPS and other["summary"]["epochs"] == 2
+    assert_equal_states(other["model"], r1["other_world"]["model"])
+    assert [h["epoch"] for h in load_checkpoint(str(tmp_path / "single" / "last.pt"))["history"]] == [1, 2]
 
 
 # ---------------------------------------------------------------- sharding (no processes needed)
