@@ -3,30 +3,33 @@ CPU budget on the 2-core machine (so the GPU answers "which recipe is best in 30
 minute per run, with several seeds).
 
     python benchmarks/sweep_photos_gpu.py prepare [--out .exp]          # here: compact data + weights to carry
-    python benchmarks/sweep_photos_gpu.py run --names recipe_s0,l1f3_s0 --out DIR   # there (GPU), or on CPU
+    python benchmarks/sweep_photos_gpu.py run --names recipe_s0,l1f3_s0 --out DIR [--device cuda]  # there, or on CPU
     python benchmarks/sweep_photos_gpu.py table DIR [DIR ...]           # here: seeds averaged, ensembles
 
 ``prepare`` writes the clothing-small photos as WebP (shorter side 256 px: the 224-260 px crops never need
 more) under OUT/cs and the ImageNet EfficientNet-Lite0/1/2 weights as xz-compressed float16 state dicts under
 OUT/w, about 62 MB together, small enough to travel to a GPU machine that has no internet.
 
-``run`` mirrors the ``photos`` recipe's training (the fashionlens transforms, the same frozen stages,
-layer-wise learning rates, AdamW, warm-up + cosine, label smoothing, EMA with warm-up, mirror TTA) in a
-compact loop with bf16 autocast; each config's epochs come from CPU rates measured on the 2-core machine
-(``CPU_RATE``; other backbones/sizes scaled by FLOPs; ``PER_IMAGE_OVERHEAD`` = decoding, augmentation and
-validation per training image, from the recipe's real 30-minute run). Every run is scored on the
-validation photos and on four shifted copies of them (``fashionlens.evaluation.distortions.shift``), and
-its class probabilities are kept (DIR/probs.npz) so ``table`` can score ensembles of runs offline.
+``run`` trains every configuration through the product's own trainer (``fashionlens.training.fit``: the
+``photos`` recipe with the configuration's backbone, size, frozen stages, learning rates and seed, on
+``--device``, bf16 autocast on GPUs), so a sweep measures exactly what ``fashionlens train`` ships.  Each
+config's epochs come from CPU rates measured on the 2-core machine (``CPU_RATE``; other backbones/sizes
+scaled by FLOPs; ``PER_IMAGE_OVERHEAD`` = decoding, augmentation and validation per training image, from the
+recipe's real 30-minute run).  Every run is scored with ``fashionlens.runs.outputs.run_outputs`` (the
+product's evaluation path) on the validation photos and on four shifted copies of them
+(``fashionlens.evaluation.distortions.shift``, written once as image folders), and its class probabilities
+are kept (DIR/probs.npz) so ``table`` can score ensembles of runs offline.
+
+The first sweep's mixup/CutMix and LP-FT/WiSE-FT rows came from a private training loop that this script
+no longer has (the product trainer has neither); their figures stay in benchmarks/results/photos_gpu_sweep.json.
 
 Results: DIR/results.jsonl per run; ``table`` prints mean +- spread over seeds and writes
 benchmarks/results/photos_gpu_sweep.json.
 """
 import argparse
-import copy
 import io
 import json
 import lzma
-import math
 import os
 import sys
 import time
@@ -34,22 +37,18 @@ import time
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 if torch.cuda.is_available():
     import torchvision  # noqa: F401  (a working build: import before fashionlens' CPU shim)
-from fashionlens.config import DataConfig  # noqa: E402
+from fashionlens.config import apply_overrides  # noqa: E402
 from fashionlens.evaluation.distortions import SHIFTS as SHIFT_KINDS  # noqa: E402
 from fashionlens.evaluation.distortions import shift  # noqa: E402
-from fashionlens.data.transforms import build_transforms  # noqa: E402
 from fashionlens.models.backbones import create_backbone  # noqa: E402
-from fashionlens.training.ema import ema_model  # noqa: E402
-
-DEV = "cuda" if torch.cuda.is_available() else "cpu"
-DUMMY = {"landmarks": np.zeros((8, 2), np.float32), "visibility": np.zeros(8, np.int64),
-         "present": np.zeros(8, np.int64), "bbox": None}
+from fashionlens.recipes import load_recipe  # noqa: E402
+from fashionlens.runs.outputs import run_outputs  # noqa: E402
+from fashionlens.training.fit import fit  # noqa: E402
+from fashionlens.utils import resolve_device, softmax  # noqa: E402
 
 # CPU compute rates (img/s, 2 cores, batch 32) for (backbone, size, frozen stages); others scaled by FLOPs.
 CPU_RATE = {("lite0", 192, 0): 26.9, ("lite0", 224, 0): 17.0, ("lite0", 224, 3): 42.8, ("lite0", 224, 5): 64.1,
@@ -84,197 +83,123 @@ def shift_image(im, kind, i):
     return im if kind == "orig" else shift(im, kind, 1000 + i)  # the seeds bench_photos.py shifted uses
 
 
-class DS(Dataset):
-    def __init__(self, items, tf, images=None):
-        self.items, self.tf, self.images = items, tf, images
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        p, y = self.items[i]
-        im = self.images[i] if self.images is not None else Image.open(p).convert("RGB")
-        x, _ = self.tf(im, DUMMY)
-        return x, y
-
-
 def listing(root, split, classes):
     return [(os.path.join(root, split, c, f), k) for k, c in enumerate(classes)
             for f in sorted(os.listdir(os.path.join(root, split, c)))]
 
 
-def load_weights(path):
-    with lzma.open(path + ".xz") as f:
-        return torch.load(io.BytesIO(f.read()), map_location="cpu")
+def stratified(items, n, n_classes, seed=0):
+    """About ``n`` of ``items``, the same number from every class (at least one), in listing order."""
+    rng = np.random.default_rng(seed)
+    per = max(1, n // n_classes)
+    keep = set()
+    for k in range(n_classes):
+        rows = [i for i, (_, y) in enumerate(items) if y == k]
+        keep.update(rng.permutation(rows)[:per].tolist())
+    return [items[i] for i in sorted(keep)]
 
 
-class Net(nn.Module):
-    def __init__(self, bb, weights, n, freeze, drop):
-        super().__init__()
-        self.backbone = create_backbone(f"tf_efficientnet_{bb}", pretrained=False)
-        sd = load_weights(weights)
-        self.backbone.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
-        self.freeze = freeze
-        self.frozen = [self.backbone.conv_stem, self.backbone.bn1] + list(self.backbone.blocks[:freeze]) if freeze else []
-        for m in self.frozen:
-            for p in m.parameters():
-                p.requires_grad_(False)
-        self.drop = nn.Dropout(drop)
-        self.head = nn.Linear(self.backbone.num_features, n)
-
-    def train(self, mode=True):
-        super().train(mode)
-        for m in self.frozen:
-            m.eval()
-        return self
-
-    def features(self, x):
-        b = self.backbone
-        if self.freeze:
-            with torch.no_grad():
-                x = b.bn1(b.conv_stem(x))
-                for s in b.blocks[:self.freeze]:
-                    x = s(x)
-            for s in b.blocks[self.freeze:]:
-                x = s(x)
-            x = b.bn2(b.conv_head(x))
-        else:
-            x = b.forward_features(x)
-        return x.mean((2, 3))
-
-    def forward(self, x):
-        return self.head(self.drop(self.features(x)))
+def link_folder(items, classes, root, split):
+    """An image folder ROOT/SPLIT/<class>/ of symbolic links to ``items`` (a --limit subset); every class gets
+    its folder, so the subset names the same classes as the whole set."""
+    for name in classes:
+        os.makedirs(os.path.join(root, split, name), exist_ok=True)
+    for path, k in items:
+        os.makedirs(os.path.join(root, split, classes[k]), exist_ok=True)
+        target = os.path.join(root, split, classes[k], os.path.basename(path))
+        if not os.path.lexists(target):
+            os.symlink(os.path.abspath(path), target)
 
 
-def param_groups(model, decay, wd):
-    b = model.backbone
-    depth = {id(p): 1 for p in list(b.conv_head.parameters()) + list(b.bn2.parameters())}
-    for i, s in enumerate(b.blocks):
-        for p in s.parameters():
-            depth[id(p)] = len(b.blocks) - i + 1
-    for p in list(b.conv_stem.parameters()) + list(b.bn1.parameters()):
-        depth[id(p)] = len(b.blocks) + 2
-    groups = {}
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        d = depth.get(id(p), 0)
-        groups.setdefault((d, p.ndim <= 1), []).append(p)
-    return [{"params": ps, "lr_scale": decay ** d, "weight_decay": 0.0 if nd else wd} for (d, nd), ps in groups.items()]
+def shifted_folders(val_items, classes, out):
+    """kind -> ``folder:`` spec of the validation photos under that shift (written once, PNG: lossless)."""
+    specs = {}
+    for kind in SHIFTS:
+        root = os.path.join(out, "val", kind)
+        done = os.path.join(root, ".done")
+        if not os.path.exists(done):
+            for name in classes:  # every class named, also where a --limit subset has no photo of it
+                os.makedirs(os.path.join(root, "validation", name), exist_ok=True)
+            for i, (path, k) in enumerate(val_items):
+                folder = os.path.join(root, "validation", classes[k])
+                os.makedirs(folder, exist_ok=True)
+                with Image.open(path) as im:
+                    image = shift_image(im.convert("RGB"), kind, i)
+                    image.save(os.path.join(folder, f"{i:05d}.png"))
+            open(done, "w").close()
+        specs[kind] = f"folder:{root}"
+    return specs
 
 
-@torch.no_grad()
-def predict(model, loader, flip):
-    model.eval()
-    out = []
-    for x, _ in loader:
-        x = x.to(DEV, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=DEV == "cuda"):
-            p = model(x).float().softmax(1)
-            if flip:
-                p = (p + model(torch.flip(x, dims=[3])).float().softmax(1)) / 2
-        out.append(p.cpu())
-    return torch.cat(out).numpy()
+def backbone_weights(args, bb):
+    """The carried float16 xz weights of ``tf_efficientnet_{bb}`` as a float32 .pt file (``model.pretrained``)."""
+    path = os.path.join(args.out, "weights", f"tf_efficientnet_{bb}.pt")
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with lzma.open(os.path.join(args.weights, f"tf_efficientnet_{bb}.pt.xz")) as f:
+            sd = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+        torch.save({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, path)
+    return path
 
 
-@torch.no_grad()
-def feats(model, loader):
-    model.eval()
-    out, ys = [], []
-    for x, y in loader:
-        x = x.to(DEV, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=DEV == "cuda"):
-            out.append(model.features(x).float().cpu())
-        ys.append(y)
-    return torch.cat(out).numpy(), torch.cat(ys).numpy()
+UNSUPPORTED = ("mix", "lp")  # first-sweep options of the private loop: the product trainer has neither
 
 
-def linear_probe_head(model, train_items, dc, args, C):
-    from sklearn.linear_model import LogisticRegression
-    dl = DataLoader(DS(train_items, build_transforms(dc, train=False)), 128, num_workers=args.workers)
-    X, y = feats(model, dl)
-    clf = LogisticRegression(C=C, max_iter=3000).fit(X, y)
-    with torch.no_grad():
-        model.head.weight.copy_(torch.as_tensor(clf.coef_, dtype=torch.float32))
-        model.head.bias.copy_(torch.as_tensor(clf.intercept_, dtype=torch.float32))
+def run_config(c, args, epochs, data_spec):
+    """The photos recipe with sweep configuration ``c`` applied: what ``fashionlens train --recipe photos`` runs."""
+    cfg = load_recipe("photos")
+    cfg.data.spec = data_spec
+    cfg.model.backbone = f"tf_efficientnet_{c['bb']}"
+    cfg.model.pretrained = backbone_weights(args, c["bb"])
+    overrides = {
+        "data.image_size": c["size"], "data.resize_mode": c.get("resize", "pad"),
+        "data.rrc_scale": list(c.get("rrc", (0.35, 1.0))), "data.rotation_degrees": c.get("rot", 10.0),
+        "data.color_jitter": c.get("jitter", 0.2), "data.random_erasing": c.get("erase", 0.25),
+        "data.num_workers": args.workers, "model.frozen_stages": c["freeze"], "model.dropout": c.get("drop", 0.2),
+        "train.lr": c["lr"], "train.layer_decay": c.get("llrd", 0.8), "train.weight_decay": c.get("wd", 0.05),
+        "train.ema_decay": c.get("ema", 0.998), "train.batch_size": c.get("bs", 32), "train.epochs": epochs,
+        "train.warmup_epochs": c.get("warmup", 1.0), "train.max_minutes": 0.0, "train.checkpoint_every": 0,
+        "train.device": args.device, "train.amp": resolve_device(args.device).type == "cuda",
+        "loss.label_smoothing": c.get("ls", 0.1),
+        "seed": c.get("seed", 0), "threads": 0,
+    }
+    apply_overrides(cfg, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    return cfg
 
 
-def run(c, args, classes, train_items, val_items, val_images, log, store):
-    torch.manual_seed(c.get("seed", 0))
-    np.random.seed(c.get("seed", 0))
-    dc = DataConfig(image_size=c["size"], resize_mode=c.get("resize", "pad"), rrc_scale=tuple(c.get("rrc", (0.35, 1.0))),
-                    rotation_degrees=c.get("rot", 10.0), hflip_p=0.5, color_jitter=c.get("jitter", 0.2),
-                    random_erasing=c.get("erase", 0.25), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    tr = DS(train_items, build_transforms(dc, train=True))
-    etf = build_transforms(dc, train=False)
-    tl = DataLoader(tr, c.get("bs", 32), shuffle=True, num_workers=args.workers, drop_last=True, persistent_workers=True)
-    vls = {k: DataLoader(DS(val_items, etf, imgs), 128, num_workers=4) for k, imgs in val_images.items()}
-    model = Net(c["bb"], os.path.join(args.weights, f"tf_efficientnet_{c['bb']}.pt"), len(classes), c["freeze"], c.get("drop", 0.2))
-    model = model.to(DEV).to(memory_format=torch.channels_last)
-    t0 = time.time()
-    if c.get("lp"):
-        linear_probe_head(model, train_items, dc, args, c.get("lp_C", 0.5))
-    theta0 = copy.deepcopy(model.state_dict())
-    opt = torch.optim.AdamW(param_groups(model, c.get("llrd", 0.8), c.get("wd", 0.05)), lr=c["lr"])
+def run(c, args, classes, train_items, val_specs, yv, log, store, data_spec):
+    bad = [k for k in UNSUPPORTED if c.get(k)]
+    if bad:
+        raise SystemExit(f"{c['name']}: {', '.join(bad)} came from the first sweep's private loop; the product "
+                         "trainer has no such option")
     epochs = c.get("epochs") or budget_epochs(c, c.get("minutes", 30.0), len(train_items))
     if args.epochs_cap:
         epochs = min(epochs, args.epochs_cap)
-    total = epochs * len(tl)
-    warm = int(c.get("warmup", 1.0) * len(tl))
-    ema = ema_model(model, c["ema"]) if c.get("ema", 0.998) else None
-    mix = None
-    if c.get("mix"):
-        from timm.data import Mixup
-        from timm.loss import SoftTargetCrossEntropy
-        mix = Mixup(mixup_alpha=c.get("mixup", 0.2), cutmix_alpha=c.get("cutmix", 1.0), prob=c["mix"],
-                    label_smoothing=c.get("ls", 0.1), num_classes=len(classes))
-        lossf = SoftTargetCrossEntropy()
-    else:
-        lossf = nn.CrossEntropyLoss(label_smoothing=c.get("ls", 0.1))
-    step = 0
-    hist = []
-    yv = np.array([y for _, y in val_items])
-    for ep in range(epochs):
-        model.train()
-        for x, y in tl:
-            lr = c["lr"] * (step + 1) / warm if step < warm else c["lr"] * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-            for g in opt.param_groups:
-                g["lr"] = lr * g["lr_scale"]
-            x = x.to(DEV, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            y = y.to(DEV, non_blocking=True)
-            if mix is not None:
-                x, y = mix(x, y)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=DEV == "cuda"):
-                loss = lossf(model(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            step += 1
-        if c.get("curve"):
-            hist.append({"epoch": ep + 1, "acc": float((predict(ema.module if ema else model, vls["orig"], True).argmax(1) == yv).mean())})
+    run_dir = os.path.join(args.out, "runs", c["name"])
+    t0 = time.time()
+    summary = fit(run_config(c, args, epochs, data_spec), run_dir, resume=False, progress=False,
+                  log=lambda *a: print(*a, flush=True))
+    train_s = time.time() - t0
     res = {}
-    final = ema.module if ema is not None else model
-    evals = [("plain", model), ("ema", final)]
-    if c.get("lp"):
-        for a in c.get("wise", (0.5, 0.7)):
-            w = copy.deepcopy(final)
-            sd = {k: (theta0[k].float() * (1 - a) + v.float() * a).to(v.dtype) if v.is_floating_point() else v
-                  for k, v in final.state_dict().items()}
-            w.load_state_dict(sd)
-            evals.append((f"wise{a}", w))
-    for tag, m in evals:
-        for k, vl in vls.items():
-            p = predict(m, vl, True)
-            res[f"{tag}_{k}"] = round(float((p.argmax(1) == yv).mean()), 4)
-            store[f"{c['name']}|{tag}|{k}"] = p.astype(np.float16)
+    for k, spec in val_specs.items():
+        for flip in (True, False) if k == "orig" else (True,):
+            preds, targets, *_ = run_outputs(run_dir, spec, split="val", batch_size=128, progress=False,
+                                             tta=flip, device=args.device)
+            p = softmax(preds["category"])
+            assert np.array_equal(targets["category"], yv), "validation order changed"
+            acc = round(float((p.argmax(1) == yv).mean()), 4)
+            if not flip:
+                res["ema_orig_noflip"] = acc
+                continue
+            res[f"ema_{k}"] = acc
+            store[f"{c['name']}|ema|{k}"] = p.astype(np.float16)
             if k == "orig":
-                res[f"{tag}_orig_noflip"] = round(float((predict(m, vl, False).argmax(1) == yv).mean()), 4)
-                res[f"{tag}_orig_meanclass"] = round(float(np.mean([(p.argmax(1)[yv == j] == j).mean() for j in range(len(classes))])), 4)
-        res[f"{tag}_shifted"] = round(float(np.mean([res[f"{tag}_{k}"] for k in SHIFTS[1:]])), 4)
-    rec = {**{k: v for k, v in c.items() if k != "curve"}, "epochs": epochs, "gpu_s": round(time.time() - t0, 1), **res, "hist": hist}
+                res["ema_orig_meanclass"] = round(float(np.mean([(p.argmax(1)[yv == j] == j).mean()
+                                                                 for j in range(len(classes))])), 4)
+    res["ema_shifted"] = round(float(np.mean([res[f"ema_{k}"] for k in SHIFTS[1:]])), 4)
+    rate = summary["last"].get("train_images_per_s")
+    rec = {**c, "epochs": epochs, "device": args.device, "train_s": round(train_s, 1), "gpu_s": round(time.time() - t0, 1),
+           "train_images_per_s": rate, **res, "hist": []}
     log(rec)
     np.savez_compressed(os.path.join(args.out, "probs.npz"), y=yv, **store)
     return rec
@@ -415,7 +340,8 @@ def main():
     ap.add_argument("--weights", default=".exp/w")
     ap.add_argument("--out", default="/tmp/sweep")
     ap.add_argument("--names", default="recipe_s0")
-    ap.add_argument("--workers", type=int, default=14)
+    ap.add_argument("--workers", type=int, default=-1, help="data loader workers (-1: sized to the machine)")
+    ap.add_argument("--device", default="auto", help="run: where to train (auto: a CUDA GPU when present)")
     ap.add_argument("--limit", type=int, default=0, help="run: this many training photos only (smoke test)")
     ap.add_argument("--epochs-cap", type=int, default=0)
     ap.add_argument("--extra", default="", help="run: JSON dict of name -> config to add")
@@ -429,12 +355,16 @@ def main():
         CONFIGS.update({k: dict(B, **v) for k, v in json.loads(args.extra).items()})
     classes = sorted(os.listdir(os.path.join(args.data, "train")))
     tr, va = listing(args.data, "train", classes), listing(args.data, "validation", classes)
+    data_spec = f"folder:{os.path.abspath(args.data)}"
     if args.limit:
-        rng = np.random.default_rng(0)
-        tr = [tr[i] for i in rng.permutation(len(tr))[:args.limit]]
-        va = [va[i] for i in rng.permutation(len(va))[:args.limit // 4]]
-    base = [Image.open(p).convert("RGB") for p, _ in va]
-    val_images = {k: [shift_image(im, k, i) for i, im in enumerate(base)] for k in SHIFTS}
+        tr = stratified(tr, args.limit, len(classes))  # every class in both parts: the same label space
+        va = stratified(va, max(len(classes), args.limit // 4), len(classes))
+        subset = os.path.join(args.out, "subset")
+        link_folder(tr, classes, subset, "train")
+        link_folder(va, classes, subset, "validation")
+        data_spec = f"folder:{subset}"
+    val_specs = shifted_folders(va, classes, args.out)
+    yv = np.array([k for _, k in va])
     path = os.path.join(args.out, "results.jsonl")
     store = {}
 
@@ -446,7 +376,7 @@ def main():
     torch.backends.cudnn.benchmark = True
     for name in args.names.split(","):
         t = time.time()
-        run(dict(CONFIGS[name], name=name), args, classes, tr, va, val_images, log, store)
+        run(dict(CONFIGS[name], name=name), args, classes, tr, val_specs, yv, log, store, data_spec)
         print(f"# {name} took {time.time() - t:.1f}s", flush=True)
 
 
