@@ -23,6 +23,26 @@ def test_tiny_cnn_contract():
     assert [t.shape[-1] for t in net.forward_intermediates(x, indices=[0, 1], intermediates_only=True)] == [24, 12]
 
 
+@pytest.mark.parametrize("name", ["tiny_cnn", "tf_efficientnet_lite0"])
+def test_feature_info_describes_forward_intermediates(name):
+    """What FashionNet's local_stride relies on: feature_info entry i is intermediate i of forward_intermediates,
+    with num_chs channels at 1/reduction of the input, produced by the named module."""
+    net = create_backbone(name, pretrained=False).eval()
+    x = torch.randn(1, 3, 64, 64)
+    outputs = {}
+    for entry in net.feature_info:
+        net.get_submodule(entry["module"]).register_forward_hook(
+            lambda m, i, o, key=entry["module"]: outputs.setdefault(key, o))
+    final, inter = net.forward_intermediates(x, indices=list(range(len(net.feature_info))))
+    assert torch.equal(final, net.forward_features(x))
+    for entry, t in zip(net.feature_info, inter, strict=True):
+        assert t.shape == (1, entry["num_chs"], 64 // entry["reduction"], 64 // entry["reduction"])
+        assert torch.equal(t, outputs[entry["module"]])
+    assert final.shape[-1] == 64 // net.feature_info[-1]["reduction"]
+    expected = [2, 4, 8, 8] if name == "tiny_cnn" else [2, 4, 8, 16, 32]
+    assert [e["reduction"] for e in net.feature_info] == expected
+
+
 def test_timm_backbone_contract():
     net = create_backbone("convnext_atto").eval()
     feats = net.forward_features(torch.randn(1, 3, 64, 64))

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from fashionlens.config import LossConfig, ModelConfig
+from fashionlens.config import LossConfig, ModelConfig, RunConfig, from_dict, to_dict
 from fashionlens.losses import MultiTaskLoss
 from fashionlens.models import FashionNet, build_model, create_model
 from fashionlens.models.heads import soft_argmax
@@ -39,6 +39,8 @@ CONFIGS = {
     "global": dict(name="global"),
     "fuse_conv": dict(name="fashionnet", fuse_conv=True),
     "landmarks_no_local": dict(name="fashionnet", use_local=False),
+    "local_stride_4": dict(name="fashionnet", local_stride=4),  # tiny_cnn's stride-4 stage (its final map is 8)
+    "local_stride_4_fuse_conv": dict(name="fashionnet", local_stride=4, fuse_conv=True),
 }
 
 
@@ -60,14 +62,14 @@ def test_output_shapes(config):
     else:
         assert out["landmarks"].shape == (3, 8, 2) and out["visibility"].shape == (3, 8, 3)
         assert bool(((out["landmarks"] >= 0) & (out["landmarks"] <= 1)).all())
-    assert ("heatmaps" in out) == (config in ("fashionnet", "fuse_conv", "landmarks_no_local"))
+    assert ("heatmaps" in out) == (config not in ("regression", "global"))
     for value in out.values():
         for t in value if isinstance(value, list) else [value]:
             assert torch.isfinite(t).all()
     assert torch.allclose(out["embedding"].norm(dim=1), torch.ones(3), atol=1e-5)
 
 
-@pytest.mark.parametrize("config", ["fashionnet", "regression", "fuse_conv"])
+@pytest.mark.parametrize("config", ["fashionnet", "regression", "fuse_conv", "local_stride_4_fuse_conv"])
 def test_every_parameter_gets_gradient(config):
     torch.manual_seed(0)
     model = _model(config, dropout=0.0)
@@ -176,3 +178,130 @@ def test_overfits_one_tiny_batch():
         opt.step()
         history.append(loss.item())
     assert history[-1] < 0.5 * history[0], history
+
+
+# --- local_stride: the map the local branch samples -------------------------------------------------------
+
+LITE0 = "tf_efficientnet_lite0"
+
+
+def _local_model(backbone: str, local_stride: int, **kw) -> FashionNet:
+    torch.manual_seed(0)
+    return create_model("fashionnet", **{**SIZES, "backbone": backbone, "pretrained": False,
+                                         "local_stride": local_stride, **kw})
+
+
+def _stage_entry(model: FashionNet, stride: int) -> dict | None:
+    """The backbone's deepest feature_info entry at ``stride``; None where the final map is meant."""
+    info = model.backbone.feature_info
+    if stride == 32 or stride == info[-1]["reduction"]:
+        return None
+    return [e for e in info if e["reduction"] == stride][-1]
+
+
+def _stem(model: FashionNet) -> torch.nn.Module:
+    return model.backbone.conv_stem if hasattr(model.backbone, "conv_stem") else model.backbone.stages[0]
+
+
+@pytest.mark.parametrize("backbone,stride", [(LITE0, 8), (LITE0, 16), (LITE0, 32),
+                                             ("tiny_cnn", 4), ("tiny_cnn", 8), ("tiny_cnn", 32)])
+def test_local_stride_picks_the_stage_in_one_pass(backbone, stride):
+    model = _local_model(backbone, stride).eval()
+    size = 64
+    entry = _stage_entry(model, stride)
+    channels = model.backbone.num_features if entry is None else entry["num_chs"]
+    side = size // (stride if entry is not None else model.backbone.feature_info[-1]["reduction"])
+    assert model.local.reduce[0].in_channels == channels
+    seen, stem_calls, stage_out, head_in = [], [], [], []
+    model.local.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    model.landmark_head.register_forward_pre_hook(lambda m, args: head_in.append(args[0]))
+    _stem(model).register_forward_hook(lambda m, i, o: stem_calls.append(1))
+    if entry is not None:
+        model.backbone.get_submodule(entry["module"]).register_forward_hook(lambda m, i, o: stage_out.append(o))
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, size, size))
+    assert len(stem_calls) == 1  # one backbone pass feeds every branch
+    assert seen[0].shape == (2, channels, side, side)
+    if entry is not None:
+        assert seen[0] is stage_out[0]  # that stage's own output (stride 32: see the test below)
+    final_side = size // model.backbone.feature_info[-1]["reduction"]
+    assert head_in[0].shape == (2, model.backbone.num_features, final_side, final_side)  # heads: the final map
+    reference = _local_model(backbone, 32).eval()
+    with torch.no_grad():
+        ref = reference(torch.randn(2, 3, size, size))
+    assert {k: tuple(v.shape) for k, v in out.items() if torch.is_tensor(v)} == \
+        {k: tuple(v.shape) for k, v in ref.items() if torch.is_tensor(v)}
+
+
+def test_local_stride_32_is_the_final_map_as_before():
+    x = torch.randn(2, 3, 64, 64)
+    for backbone in ("tiny_cnn", LITE0):
+        model = _local_model(backbone, 32).eval()
+        seen = []
+        model.local.register_forward_pre_hook(lambda m, args, seen=seen: seen.append(args[0]))
+        with torch.no_grad():
+            model(x)
+            assert torch.equal(seen[0], model.backbone.forward_features(x))
+        assert model.local.reduce[0].in_channels == model.backbone.num_features
+    # tiny_cnn's final map is stride 8: local_stride 8 and 32 are the same model
+    tiny32, tiny8 = _local_model("tiny_cnn", 32).eval(), _local_model("tiny_cnn", 8).eval()
+    assert {k: v.shape for k, v in tiny32.state_dict().items()} == {k: v.shape for k, v in tiny8.state_dict().items()}
+    tiny8.load_state_dict(tiny32.state_dict())
+    with torch.no_grad():
+        assert torch.equal(tiny32(x)["embedding"], tiny8(x)["embedding"])
+
+
+def test_runs_saved_before_local_stride_load_unchanged():
+    """A run config without local_stride (older checkpoints) builds the stride-32 model: same keys and shapes,
+    strict load, identical outputs."""
+    values = to_dict(RunConfig())
+    values["model"].update(backbone="tiny_cnn", pretrained=False)
+    del values["model"]["local_stride"]
+    cfg = from_dict(values).model
+    assert cfg.local_stride == 32
+    torch.manual_seed(0)
+    saved = build_model(cfg, num_categories=5, num_attributes=6).eval()
+    torch.manual_seed(1)
+    loaded = build_model(cfg, num_categories=5, num_attributes=6)
+    today = _model("fashionnet", num_items=0, level_sizes=())
+    assert {k: v.shape for k, v in loaded.state_dict().items()} == {k: v.shape for k, v in today.state_dict().items()}
+    loaded.load_state_dict(saved.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(saved(x)["embedding"], loaded.eval()(x)["embedding"])
+
+
+@pytest.mark.parametrize("backbone,stride,stage,later", [
+    (LITE0, 16, "blocks.4", ["blocks.5", "blocks.6", "conv_head"]),
+    (LITE0, 8, "blocks.2", ["blocks.3", "blocks.4", "conv_head"]),
+    ("tiny_cnn", 4, "stages.1", ["stages.2", "stages.3"]),
+])
+def test_local_branch_gradient_reaches_the_chosen_stage(backbone, stride, stage, later):
+    model = _local_model(backbone, stride, dropout=0.0).train()
+    local_out = []
+    model.local.register_forward_hook(lambda m, i, o: local_out.append(o))
+    model(torch.randn(4, 3, 64, 64))
+    named = dict(model.backbone.named_parameters())
+
+    def params(prefix: str) -> list[torch.Tensor]:
+        return [p for n, p in named.items() if n.startswith(prefix + ".")]
+
+    chosen, after = params(stage), [p for prefix in later for p in params(prefix)]
+    grads = torch.autograd.grad(local_out[0].square().sum(), chosen + after, allow_unused=True)
+    assert all(g is not None and bool(g.abs().sum() > 0) for g in grads[:len(chosen)])
+    assert all(g is None for g in grads[len(chosen):])  # the local branch does not read the later stages
+
+
+def test_bad_local_stride_lists_the_strides():
+    with pytest.raises(ValueError, match=r"local_stride=16: TinyCNN has stages at strides 2, 4, 8, 32 "
+                                         r"\(32 = the final map, whose own stride is 8\)"):
+        _local_model("tiny_cnn", 16)
+    with pytest.raises(ValueError, match=r"local_stride=64: EfficientNet has stages at strides 2, 4, 8, 16, 32$"):
+        _local_model(LITE0, 64)
+    with pytest.raises(ValueError, match=r"local_stride=16: .*no feature_info"):
+        backbone = torch.nn.Conv2d(3, 8, 3, 2)
+        backbone.forward_features, backbone.num_features = backbone.forward, 8
+        FashionNet(backbone=backbone, local_stride=16)
+    with pytest.raises(ValueError, match="local_stride=16"):
+        build_model(ModelConfig(backbone="tiny_cnn", pretrained=False, local_stride=16))
+    assert create_model("global", backbone="tiny_cnn", local_stride=16).local is None  # no local branch: unused

@@ -3,7 +3,9 @@
 One image goes through the backbone once.  The global branch pools the whole feature map; the landmark
 branch predicts the 8 unified landmarks (positions in [0, 1] of the input image, and visibility); the
 local branch samples features around the PREDICTED landmarks (no ground truth needed at test time),
-weighted by the predicted probability that each landmark is visible.  Global and local features are
+weighted by the predicted probability that each landmark is visible.  The local branch reads the final map
+(``local_stride=32``, the default) or, like the original FashionNet's conv4, a finer mid-level stage of the
+same pass (``local_stride=16`` or ``8``, found from the backbone's ``feature_info``).  Global and local features are
 fused and feed the heads: category, hierarchy levels, attributes, an L2-normalised embedding and an
 optional item-identity classifier.
 """
@@ -25,6 +27,9 @@ from fashionlens.models.landmarks import LocalBranch
 
 NUM_LANDMARKS = 8
 EMBEDDING_INPUTS = ("fused", "pooled")  # what the embedding head reads
+#: ``local_stride`` that always means the final map, whatever its reduction (tiny_cnn's is 8): the default,
+#: and what every run made before ``local_stride`` existed used.
+FINAL_MAP_STRIDE = 32
 
 #: Named presets for ``create_model``: keyword arguments of ``FashionNet``.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -71,6 +76,7 @@ class FashionNet(nn.Module):
         local_channels: int = 32,
         local_grid: int = 3,
         local_window: float = 0.125,
+        local_stride: int = FINAL_MAP_STRIDE,
         detach_landmarks: bool = True,
         dropout: float = 0.1,
         pretrained: bool | str = False,
@@ -97,26 +103,37 @@ class FashionNet(nn.Module):
         self.attention = SpatialAttention(channels) if spatial_attention else None
         self.landmark_head = make_landmark_head(landmark_head, channels, NUM_LANDMARKS, hidden_dim) \
             if use_landmarks else None
-        self.local = LocalBranch(channels, NUM_LANDMARKS, local_channels, hidden_dim, local_grid, local_window) \
+        # Which map the local branch samples: None = the final map (as before local_stride), else the
+        # feature_info index of a mid-level stage, returned by the same backbone pass (forward_intermediates).
+        self.local_stride = int(local_stride)
+        self._local_index = _local_stage(self.backbone, self.local_stride) if use_local else None
+        local_in = channels if self._local_index is None else _stage_channels(self.backbone, self._local_index)
+        self.local = LocalBranch(local_in, NUM_LANDMARKS, local_channels, hidden_dim, local_grid, local_window) \
             if use_local else None
         fused_in = hidden_dim * (2 if use_local else 1)
         self.fuse = nn.Sequential(nn.Linear(fused_in, hidden_dim), nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.category = nn.Linear(hidden_dim, num_categories) if num_categories > 0 else None
         self.levels = nn.ModuleList(nn.Linear(hidden_dim, int(n)) for n in level_sizes)
         self.attributes = nn.Linear(hidden_dim, num_attributes) if num_attributes > 0 else None
-        conv_channels = _penultimate_channels(self.backbone) if fuse_conv else 0
+        self._fuse_index = _penultimate_index(self.backbone) if fuse_conv else None
+        conv_channels = _stage_channels(self.backbone, self._fuse_index) if fuse_conv else 0
         self.embedding_from = embedding_from
         self.embedding = nn.Linear((hidden_dim if embedding_from == "fused" else channels) + conv_channels,
                                    embedding_dim)
         self.item = nn.Linear(embedding_dim, num_items) if num_items > 0 else None
         self.bbox = nn.Linear(hidden_dim, 4) if use_bbox else None  # (cx, cy, w, h) logits
 
-    def _backbone(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(final feature map (B, C, h, w), penultimate-stage map or None)."""
-        if not self.fuse_conv:
-            return self.backbone.forward_features(images), None
-        final, intermediates = self.backbone.forward_intermediates(images, indices=2)
-        return final, intermediates[0]
+    def _backbone(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """One backbone pass: (final feature map (B, C, h, w), penultimate-stage map for ``fuse_conv`` or
+        None, the map the local branch samples (the final one unless ``local_stride`` picks a stage))."""
+        wanted = sorted({i for i in (self._fuse_index, self._local_index) if i is not None})
+        if not wanted:
+            final = self.backbone.forward_features(images)
+            return final, None, final
+        final, intermediates = self.backbone.forward_intermediates(images, indices=wanted)
+        maps = dict(zip(wanted, intermediates))  # intermediates come in stage order
+        mid = None if self._fuse_index is None else maps[self._fuse_index]
+        return final, mid, final if self._local_index is None else maps[self._local_index]
 
     def train(self, mode: bool = True) -> "FashionNet":
         super().train(mode)
@@ -130,7 +147,7 @@ class FashionNet(nn.Module):
         return self._forward(images, landmarks)
 
     def _forward(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> dict[str, Any]:
-        feats, mid = self._backbone(images)  # (B, C, h, w)
+        feats, mid, local_feats = self._backbone(images)  # (B, C, h, w); local: (B, C', H/s, W/s)
         out: dict[str, Any] = {}
         if self.attention is not None:
             pooled, out["attention"] = self.attention(feats)  # (B, C), saliency (B, h, w)
@@ -146,7 +163,7 @@ class FashionNet(nn.Module):
             gate = out["visibility"].softmax(-1)[..., 0]  # (B, 8) probability "visible"
             if self.detach_landmarks:
                 where, gate = where.detach(), gate.detach()
-            parts.append(self.local(feats, where, gate))  # (B, hidden)
+            parts.append(self.local(local_feats, where, gate))  # (B, hidden)
         fused = self.fuse(torch.cat(parts, 1))  # (B, hidden)
         out["features"] = fused
         if self.bbox is not None:
@@ -195,12 +212,43 @@ def _box_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return torch.cat([(centre - size / 2).clamp(0, 1), (centre + size / 2).clamp(0, 1)], 1)
 
 
-def _penultimate_channels(backbone: nn.Module) -> int:
+def _info_field(entry: Any, key: str) -> int:
+    """A field of one ``feature_info`` entry (timm models: dicts; ``FeatureInfo``-like objects: attributes)."""
+    return int(entry[key] if isinstance(entry, dict) else getattr(entry, key))
+
+
+def _stage_channels(backbone: nn.Module, index: int) -> int:
+    return _info_field(backbone.feature_info[index], "num_chs")
+
+
+def _penultimate_index(backbone: nn.Module) -> int:
     info = getattr(backbone, "feature_info", None)
     if not info or len(info) < 2 or not hasattr(backbone, "forward_intermediates"):
         raise ValueError("fuse_conv needs a backbone with forward_intermediates and >= 2 feature_info stages")
-    entry = info[-2]
-    return int(entry["num_chs"] if isinstance(entry, dict) else entry.num_chs)
+    return len(info) - 2
+
+
+def _local_stage(backbone: nn.Module, stride: int) -> int | None:
+    """The ``feature_info`` index of the stage the local branch samples at ``stride``; None = the final map.
+
+    The final map is taken when ``stride`` is its reduction (the last stage's) or ``FINAL_MAP_STRIDE``
+    (32, the default, on any backbone); another stride must be the reduction of an earlier stage (the
+    deepest one where several share it).  Anything else is a ValueError listing the strides there are.
+    """
+    info = list(getattr(backbone, "feature_info", None) or [])
+    reductions = [_info_field(entry, "reduction") for entry in info]
+    if stride == FINAL_MAP_STRIDE or (reductions and stride == reductions[-1]):
+        return None
+    name = type(backbone).__name__
+    if not reductions or not hasattr(backbone, "forward_intermediates"):
+        raise ValueError(f"local_stride={stride}: {name} has no feature_info / forward_intermediates to pick a "
+                         f"mid-level stage from; only local_stride={FINAL_MAP_STRIDE} (the final map) works")
+    if stride not in reductions:
+        have = ", ".join(map(str, sorted(set(reductions) | {FINAL_MAP_STRIDE})))
+        final = "" if reductions[-1] == FINAL_MAP_STRIDE else \
+            f" ({FINAL_MAP_STRIDE} = the final map, whose own stride is {reductions[-1]})"
+        raise ValueError(f"local_stride={stride}: {name} has stages at strides {have}{final}")
+    return max(i for i, r in enumerate(reductions) if r == stride)
 
 
 def create_model(name: str = "fashionnet", **kw: Any) -> FashionNet:
@@ -218,6 +266,7 @@ def build_model(cfg: ModelConfig, num_categories: int = 0, num_attributes: int =
         hidden_dim=cfg.hidden_dim, use_bbox=cfg.use_bbox, spatial_attention=cfg.spatial_attention,
         landmark_head=cfg.landmark_head, fuse_conv=cfg.fuse_conv, embedding_from=cfg.embedding_from,
         local_channels=cfg.local_channels, local_grid=cfg.local_grid, local_window=cfg.local_window,
+        local_stride=cfg.local_stride,
         detach_landmarks=cfg.detach_landmarks, dropout=cfg.dropout,
         frozen_stages=cfg.frozen_stages, tta_flip=cfg.tta_flip, backbone_kwargs=dict(cfg.backbone_kwargs),
         num_categories=num_categories, num_attributes=num_attributes, num_items=num_items,

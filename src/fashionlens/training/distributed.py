@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
