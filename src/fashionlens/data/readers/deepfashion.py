@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -86,8 +88,30 @@ def _check_missing(missing: str) -> None:
 
 
 def _finish(samples: list[Sample], info: DatasetInfo, missing: str) -> SampleSet:
-    kept, skipped = check_images(samples, missing)
+    if _all_exist(samples):
+        return SampleSet(samples, info, 0)
+    kept, skipped = check_images(samples, missing)  # names the missing image and its annotation line
     return SampleSet(kept, info, skipped)
+
+
+def _all_exist(samples: list[Sample]) -> bool:
+    """Whether every sample's image file exists, listing each folder once (one stat per image took seconds
+    for the 289,222 images of the category benchmark); False sends the samples through ``check_images``."""
+    listed: dict[str, set[str] | None] = {}
+    for s in samples:
+        if s.array is not None:
+            continue
+        folder, _, name = s.image.rpartition(os.sep)
+        if folder not in listed:
+            try:
+                with os.scandir(folder or os.curdir) as entries:
+                    listed[folder] = {e.name for e in entries if e.is_file()}
+            except OSError:
+                listed[folder] = None
+        files = listed[folder]
+        if files is None or name not in files:
+            return False
+    return True
 
 
 def _read_names(lf: ListFile, types: range, what: str) -> tuple[list[str], list[int]]:
@@ -129,7 +153,376 @@ def _category_paths(names: list[str], types: list[int]) -> list[str]:
     return [f"{CLOTHES_TYPES[t]}.{n}" if t in CLOTHES_TYPES else n for n, t in zip(names, types)]
 
 
+# ---------------------------------------------------------------------------------------------- bulk parsing
+# The published files are large (list_attr_img.txt: 289,222 rows of 1,000 labels, ~0.9 GB) and reading them
+# row by row took about a minute.  Each annotation file is therefore first read in bulk: blocks of whole lines,
+# tokenised with NumPy, integer columns decoded digit by digit, every rule checked on whole arrays.  Whatever
+# that pass does not handle exactly as the row-by-row code does (a malformed row, a blank line between rows,
+# an image listed twice or not at all, non-ASCII bytes, a lone CR ...) makes it decline, and the row-by-row
+# code reads the file again: it raises its error naming the file and line, or, where the bulk pass was only
+# stricter, returns the same result.  Samples are changed only once the whole file has passed.
+class _Decline(Exception):
+    """The bulk pass does not handle this file: the row-by-row reader reads it."""
+
+
+_BLOCK_BYTES = 1 << 22
+_SPACE = np.zeros(256, bool)
+_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # what str.split() splits on, in ASCII
+_NOT_DIGIT = np.ones(256, bool)
+_NOT_DIGIT[48:58] = False
+
+
+def _columns_of(m: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``m[:, columns]``, as a strided view when the columns are evenly spaced (the usual case)."""
+    if len(columns) > 1:
+        step = int(columns[1] - columns[0])
+        if step > 0 and (np.diff(columns) == step).all():
+            return m[:, int(columns[0]):int(columns[-1]) + 1:step]
+    return m[:, columns]
+
+
+class _Block:
+    """Whole rows of a list file (``data`` ends with a newline): where each row's first token (the image
+    name) lies, how many tokens each row has, and the other tokens as integers (:meth:`ints`).
+
+    Rows of equal length whose integer columns line up (the published files pad names to a fixed column and
+    write fixed-width numbers) are decoded as a (rows, length) byte matrix, column by column; any other
+    block is tokenised byte by byte.
+    """
+
+    def __init__(self, data: bytes, first_row: int):
+        self.data, self.first_row = data, first_row
+        b = self.bytes = np.frombuffer(data, np.uint8)
+        if len(b) and b.max() >= 128:
+            raise _Decline("non-ASCII bytes")
+        newlines = np.flatnonzero(b == 10)
+        cr = np.flatnonzero(b == 13)
+        if len(cr) and (b[cr + 1] != 10).any():
+            raise _Decline("a CR that does not end a line")
+        self.rows = len(newlines)
+        self._plain = np.count_nonzero(b < 32) == len(newlines) + len(cr)  # no tab or other control byte
+        self._values: np.ndarray | None = None
+        if not (self._plain and self._columns(newlines)):
+            self._tokens(newlines)
+
+    def _tokens(self, newlines: np.ndarray) -> None:
+        b = self.bytes
+        token = b > 32 if self._plain else ~_SPACE[b]
+        starts = np.flatnonzero(token[1:] & ~token[:-1]) + 1
+        self.starts = np.concatenate([[0], starts]) if token[0] else starts
+        self.ends = np.flatnonzero(token[:-1] & ~token[1:]) + 1  # the last byte is a newline: every token ends
+        line_starts = np.concatenate([[0], newlines[:-1] + 1])
+        self.first = np.searchsorted(self.starts, line_starts)
+        self.counts = np.searchsorted(self.starts, newlines) - self.first
+        named = np.minimum(self.first, len(self.starts) - 1)
+        self.name_starts, self.name_ends = self.starts[named], self.ends[named]
+
+    def _columns(self, newlines: np.ndarray) -> bool:
+        """Decode rows of one length whose integer columns line up; False when they do not."""
+        width = int(newlines[0]) + 1
+        if width < 2 or (np.diff(newlines) != width).any():
+            return False
+        m = self.bytes.reshape(self.rows, width)
+        head = m[:, :min(width, 512)] > 32  # the names lie in the first 512 columns
+        if not head.any(axis=1).all():
+            return False  # a blank row
+        name_start = head.argmax(axis=1)
+        after = ~head & (np.arange(head.shape[1]) >= name_start[:, None])
+        if not after.any(axis=1).all():
+            return False
+        name_end = after.argmax(axis=1)
+        lo, c = int(name_end.min()), int(name_end.max())
+        if lo < c and (head[:, lo:c] & (np.arange(lo, c) >= name_end[:, None])).any():
+            return False  # something between a shorter name and the longest name's end
+        v = m[:, c:]
+        value = v - np.uint8(48)  # digits 0..9; every other byte wraps to >= 10
+        digit = value < 10
+        shape = digit[0]
+        if (digit != shape).any():
+            return False
+        edges = np.diff(np.concatenate([[0], shape.view(np.int8), [0]]))
+        run_starts, run_ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        lengths = run_ends - run_starts
+        if len(lengths) and lengths.max() > 9:
+            return False
+        before = run_starts - 1  # a sign column: before a run, after a blank column (or the name's gap)
+        signed = (before >= 0) & ((before == 0) | ~shape[np.maximum(before - 1, 0)])
+        sign = np.zeros(len(shape), bool)
+        sign[before[signed]] = True
+        if not (digit | (v <= 32) | ((v == 45) & sign)).all():
+            return False  # another character, or a '-' that is not a number's sign
+        values = _columns_of(value, run_starts).astype(np.int64)
+        for j in range(1, int(lengths.max()) if len(lengths) else 0):
+            more = np.flatnonzero(lengths > j)
+            values[:, more] = values[:, more] * 10 + _columns_of(value, run_starts[more] + j)
+        if signed.all():
+            np.negative(values, out=values, where=_columns_of(v, before) == 45)
+        elif signed.any():
+            some = np.flatnonzero(signed)
+            part = values[:, some]
+            np.negative(part, out=part, where=_columns_of(v, before[some]) == 45)
+            values[:, some] = part
+        offsets = np.arange(self.rows) * width
+        self.name_starts, self.name_ends = offsets + name_start, offsets + name_end
+        self.counts = np.full(self.rows, len(run_starts) + 1)
+        self._values = values.reshape(-1)
+        return True
+
+    def names(self) -> list[str]:
+        """The first token of every row."""
+        data = self.data
+        return [data[s:e].decode("ascii") for s, e in zip(self.name_starts.tolist(), self.name_ends.tolist())]
+
+    def words(self) -> list[str]:
+        return self.data.decode("ascii").split()
+
+    def ints(self) -> np.ndarray:
+        """Every token but the rows' first, decoded as integers (int64), row after row; declines unless each
+        one is ``-?[0-9]{1,9}`` (what ``int()`` reads the same way)."""
+        if self._values is not None:
+            return self._values
+        keep = np.ones(len(self.starts), bool)
+        keep[self.first[self.counts > 0]] = False
+        starts, ends, b = self.starts[keep], self.ends[keep], self.bytes
+        if not len(starts):
+            return np.zeros(0, np.int64)
+        negative = b[starts] == 45
+        digits = starts + negative
+        length = ends - digits
+        if length.min() < 1 or length.max() > 9:
+            raise _Decline("not an integer")
+        inside = np.zeros(len(b) + 1, np.int8)
+        inside[digits], inside[ends] = 1, -1
+        if (np.cumsum(inside[:-1], dtype=np.int8).view(bool) & _NOT_DIGIT[b]).any():
+            raise _Decline("not an integer")
+        values = b[digits].astype(np.int64) - 48
+        for j in range(1, int(length.max())):
+            more = np.flatnonzero(length > j)
+            values[more] = values[more] * 10 + b[digits[more] + j] - 48
+        values[negative] *= -1
+        return values
+
+
+def _blocks(lf: ListFile) -> Iterator[_Block]:
+    """The rows of a counted list file in blocks of whole lines; declines on blank lines between rows and
+    when the rows do not match the count line (the row-by-row reader words those errors)."""
+    rows, blank = 0, False
+    with open(lf.path, "rb") as f:
+        f.readline(), f.readline()  # count line and header: read (and checked) by ListFile
+        rest = b""
+        while True:
+            chunk = f.read(_BLOCK_BYTES)
+            data = rest + chunk
+            cut = data.rfind(b"\n") + 1 if chunk else len(data)
+            data, rest = data[:cut], data[cut:]
+            if data:
+                block = _Block(data if data.endswith(b"\n") else data + b"\n", rows)
+                filled = block.counts > 0
+                if (blank and filled.any()) or (not filled.all() and filled[np.argmin(filled):].any()):
+                    raise _Decline("blank line between rows")
+                blank = blank or not filled.all()
+                if not filled.all():
+                    block = _trim(block, int(filled.sum()))
+                rows += block.rows
+                if block.rows:
+                    yield block
+            if not chunk:
+                break
+    if rows != lf.count:
+        raise _Decline("row count")
+
+
+def _trim(block: _Block, rows: int) -> _Block:
+    """The block without its trailing blank lines (they hold no tokens: its first ``rows`` rows)."""
+    block.first, block.counts, block.rows = block.first[:rows], block.counts[:rows], rows
+    block.name_starts, block.name_ends = block.name_starts[:rows], block.name_ends[:rows]
+    return block
+
+
+def _positions(block: _Block, index: SampleIndex) -> np.ndarray:
+    """Sample positions of a block's rows (declines on an image the primary file does not list)."""
+    names = block.names()
+    lo = block.first_row
+    if index.names[lo:lo + len(names)] == names:  # the files usually list the images in the same order
+        return np.arange(lo, lo + len(names))
+    found = [index.pos.get(n, -1) for n in names]
+    if -1 in found:
+        raise _Decline("unknown image")
+    return np.array(found, np.int64)
+
+
+#: False reads every file row by row (the reference the bulk pass must agree with; tests compare the two).
+BULK_PARSING = True
+
+
+def _bulk(fill: Callable[..., Any], slow: Callable[..., Any], lf: ListFile, *args: Any, **kw: Any) -> Any:
+    """``fill(lf, ...)`` (the bulk pass), else ``slow(lf, ...)`` (row by row) when it declines."""
+    if BULK_PARSING:
+        try:
+            return fill(lf, *args, **kw)
+        except _Decline:
+            pass
+    return slow(lf, *args, **kw)
+
+
+def _rows_of(blocks: list[_Block], columns: int) -> np.ndarray:
+    """Values of blocks whose rows all hold ``columns`` integers after the name, as a (rows, columns) array."""
+    out = []
+    for block in blocks:
+        if (block.counts != columns + 1).any():
+            raise _Decline("column count")
+        out.append(block.ints().reshape(-1, columns))
+    return np.concatenate(out) if out else np.zeros((0, columns), np.int64)
+
+
+def _unique(positions: np.ndarray, n: int) -> None:
+    if len(positions) and np.bincount(positions, minlength=n).max() > 1:
+        raise _Decline("image listed twice")
+
+
+def _bulk_attributes(lf: ListFile, index: SampleIndex, num_attributes: int) -> None:
+    """fill_attributes in bulk: one (N, A) int8 matrix, rows as views."""
+    n = len(index.samples)
+    matrix = np.zeros((n, num_attributes), np.int8)
+    filled = np.zeros(n, bool)
+    for block in _blocks(lf):
+        pos = _positions(block, index)
+        if (block.counts != num_attributes + 1).any():
+            raise _Decline("column count")
+        values = block.ints()
+        if len(values) and (values.min() < -1 or values.max() > 1):
+            raise _Decline("label out of range")
+        if filled[pos].any() or len(np.unique(pos)) != len(pos):
+            raise _Decline("image listed twice")
+        matrix[pos] = values.reshape(-1, num_attributes)
+        filled[pos] = True
+    for pos in np.flatnonzero(filled).tolist():
+        index.samples[pos].attributes = matrix[pos]
+
+
+def _bulk_boxes(lf: ListFile, index: SampleIndex, extra: str | None = None, valid: range = range(0)) -> list[int]:
+    """fill_boxes in bulk."""
+    blocks = list(_blocks(lf))
+    pos = np.concatenate([_positions(b, index) for b in blocks]) if blocks else np.zeros(0, np.int64)
+    values = _rows_of(blocks, 6 if extra else 4)
+    _unique(pos, len(index.samples))
+    extras = [0] * len(index.samples)
+    if extra:
+        types, kinds = values[:, 0], values[:, 1]
+        if ((types < 1) | (types > 3)).any() or ((kinds < valid.start) | (kinds >= valid.stop)).any():
+            raise _Decline("clothes_type or " + extra)
+        for p, t, k in zip(pos.tolist(), types.tolist(), kinds.tolist()):
+            index.samples[p].clothes_type = t
+            extras[p] = k
+        values = values[:, 2:]
+    for p, box in zip(pos.tolist(), values.astype(np.float64).tolist()):
+        index.samples[p].bbox = tuple(box)
+    return extras
+
+
+_SLOT_COUNT = np.array([0] + [len(SLOTS_BY_TYPE[t]) for t in (1, 2, 3)])
+
+
+def _bulk_landmarks(lf: ListFile, index: SampleIndex, *, check_type: bool) -> None:
+    """fill_landmarks in bulk: per clothes type, one (rows, K, 2) float32 array, rows as views."""
+    base = 2 if lf.has_column("variation_type") else 1
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # (positions, values, offsets, counts)
+    for block in _blocks(lf):
+        counts = block.counts - 1
+        values = block.ints()
+        if counts.min() < base:
+            raise _Decline("too few columns")
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        parts.append((_positions(block, index), values, offsets, counts))
+    if not parts:
+        return
+    pos = np.concatenate([p[0] for p in parts])
+    _unique(pos, len(index.samples))
+    shift = np.cumsum([0] + [len(p[1]) for p in parts[:-1]])
+    values = np.concatenate([p[1] for p in parts])
+    offsets = np.concatenate([p[2] + s for p, s in zip(parts, shift)])
+    counts = np.concatenate([p[3] for p in parts])
+    types = values[offsets]
+    if ((types < 1) | (types > 3)).any():
+        raise _Decline("clothes_type")
+    k = _SLOT_COUNT[types]
+    padded = (counts == base + 24) & (k < 8)
+    if ((counts != base + 3 * k) & ~padded).any():
+        raise _Decline("landmark count")
+    if padded.any():
+        tail = offsets[padded, None] + base + np.arange(24)
+        if (values[tail] * (np.arange(24) >= 3 * k[padded, None])).any():
+            raise _Decline("padding not zero")
+    if check_type:
+        known = np.array([index.samples[p].clothes_type or 0 for p in pos.tolist()])
+        if ((known != 0) & (known != types)).any():
+            raise _Decline("clothes_type differs from the box file")
+    groups = []
+    for t in (1, 2, 3):
+        rows = np.flatnonzero(types == t)
+        kt = int(_SLOT_COUNT[t])
+        triplets = values[(offsets[rows] + base)[:, None] + np.arange(3 * kt)].reshape(len(rows), kt, 3)
+        if len(rows) and (triplets[:, :, 0].min() < 0 or triplets[:, :, 0].max() > 2):
+            raise _Decline("visibility")
+        variation = values[offsets[rows] + 1].tolist() if base == 2 else [None] * len(rows)
+        groups.append((t, pos[rows].tolist(), triplets[:, :, 1:].astype(np.float32),
+                       triplets[:, :, 0].astype(np.int8), variation))
+    samples = index.samples
+    for t, positions, xy, vis, variation in groups:
+        for i, (p, v) in enumerate(zip(positions, variation)):
+            sample = samples[p]
+            sample.clothes_type, sample.landmarks, sample.visibility = t, xy[i], vis[i]
+            if sample.variation is None:
+                sample.variation = v
+
+
+def _bulk_split(lf: ListFile, index: SampleIndex) -> None:
+    """_fill_split in bulk."""
+    found: list[tuple[np.ndarray, list[str]]] = []
+    for block in _blocks(lf):
+        if (block.counts != 2).any():
+            raise _Decline("column count")
+        words = block.words()
+        if not set(words[1::2]) <= set(CATEGORY_SPLITS):
+            raise _Decline("unknown split")
+        found.append((_positions(block, index), words[1::2]))
+    samples = index.samples
+    for pos, splits in found:
+        for p, split in zip(pos.tolist(), splits):
+            samples[p].split = split
+
+
 # ---------------------------------------------------------------------------------------------- category
+def _category_images(lf: ListFile, index: SampleIndex, names: list[str], types: list[int]) -> None:
+    """list_category_img.txt row by row: one Sample per image."""
+    for lineno, tokens in lf.rows():
+        lf.expect(tokens, 2, lineno, "image_name category_label")
+        cat = _category_label(tokens[1], names, lf.path, lineno)
+        sample = Sample(os.path.join(index.root, tokens[0]), f"{lf.name}:{lineno}", category=cat,
+                        category_name=names[cat], clothes_type=types[cat])
+        index.add(tokens[0], sample, lineno)
+
+
+def _bulk_category_images(lf: ListFile, index: SampleIndex, names: list[str], types: list[int]) -> None:
+    """_category_images in bulk (the rows are checked before the first Sample is made)."""
+    images: list[str] = []
+    labels = []
+    for block in _blocks(lf):
+        if (block.counts != 2).any():
+            raise _Decline("column count")
+        images += block.names()
+        labels.append(block.ints())
+    label = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    if len(label) and (label.min() < 1 or label.max() > len(names)):
+        raise _Decline("unknown category label")
+    if len(set(images)) != len(images):
+        raise _Decline("image listed twice")
+    root, where = index.root, lf.name
+    for lineno, (image, cat) in enumerate(zip(images, (label - 1).tolist()), 3):
+        index.add(image, Sample(os.path.join(root, image), f"{where}:{lineno}", category=cat,
+                                category_name=names[cat], clothes_type=types[cat]), lineno)
+
+
 def read_category(path: str, *, missing: str = "error") -> SampleSet:
     """Category and Attribute Prediction benchmark at ``path`` (Anno/list_*.txt, Eval/list_eval_partition.txt).
 
@@ -141,26 +534,20 @@ def read_category(path: str, *, missing: str = "error") -> SampleSet:
     cloth = ListFile(_required(root, "Anno/list_category_cloth.txt", "category"), root)
     names, types = _read_names(cloth, range(1, 4), "category_type")
     index = SampleIndex(ListFile(_required(root, "Anno/list_category_img.txt", "category"), root), root)
-    lf = index.primary
-    for lineno, tokens in lf.rows():
-        lf.expect(tokens, 2, lineno, "image_name category_label")
-        cat = _category_label(tokens[1], names, lf.path, lineno)
-        sample = Sample(os.path.join(root, tokens[0]), f"{lf.name}:{lineno}", category=cat,
-                        category_name=names[cat], clothes_type=types[cat])
-        index.add(tokens[0], sample, lineno)
+    _bulk(_bulk_category_images, _category_images, index.primary, index, names, types)
     info = DatasetInfo("deepfashion-category", names, types, _category_paths(names, types),
                        group_names=dict(CATEGORY_GROUPS), root=root)
     if attr_cloth := _optional(root, "Anno/list_attr_cloth.txt"):
         info.attributes, info.attribute_groups = _read_names(ListFile(attr_cloth, root), ANY_GROUP, "attribute_type")
         info.group_names.update({g: f"group {g}" for g in info.attribute_groups if g not in info.group_names})
-        fill_attributes(ListFile(_required(root, "Anno/list_attr_img.txt", "category"), root), index,
-                         len(info.attributes))
+        _bulk(_bulk_attributes, fill_attributes, ListFile(_required(root, "Anno/list_attr_img.txt", "category"),
+                                                          root), index, len(info.attributes))
     if bbox := _optional(root, "Anno/list_bbox.txt"):
-        fill_boxes(ListFile(bbox, root), index)
+        _bulk(_bulk_boxes, fill_boxes, ListFile(bbox, root), index)
     if landmarks := _optional(root, "Anno/list_landmarks.txt"):
-        fill_landmarks(ListFile(landmarks, root), index, check_type=False)
+        _bulk(_bulk_landmarks, fill_landmarks, ListFile(landmarks, root), index, check_type=False)
     if partition := _optional(root, "Eval/list_eval_partition.txt"):
-        _fill_split(ListFile(partition, root), index)
+        _bulk(_bulk_split, _fill_split, ListFile(partition, root), index)
     return _finish(index.samples, info, missing)
 
 
@@ -311,11 +698,11 @@ def read_inshop(path: str, *, missing: str = "error") -> SampleSet:
                         split=split)
         index.add(tokens[0], sample, lineno)
     if bbox := _optional(root, "Anno/list_bbox_inshop.txt"):
-        poses = fill_boxes(ListFile(bbox, root), index, "pose_type", range(1, 7))
+        poses = _bulk(_bulk_boxes, fill_boxes, ListFile(bbox, root), index, "pose_type", range(1, 7))
         for sample, pose in zip(index.samples, poses):
             sample.variation = pose or None
     if landmarks := _optional(root, "Anno/list_landmarks_inshop.txt"):
-        fill_landmarks(ListFile(landmarks, root), index, check_type=True)
+        _bulk(_bulk_landmarks, fill_landmarks, ListFile(landmarks, root), index, check_type=True)
     info = DatasetInfo("deepfashion-inshop", root=root)
     _folder_categories(index, info)
     return _finish(index.samples, info, missing)
@@ -363,12 +750,12 @@ def read_c2s(path: str, *, missing: str = "error") -> SampleSet:
     index = SampleIndex(ListFile(_required(root, "Eval/list_eval_partition.txt", "consumer-to-shop"), root), root)
     by_column = _c2s_pairs(index)
     if bbox := _optional(root, "Anno/list_bbox_consumer2shop.txt"):
-        sources = fill_boxes(ListFile(bbox, root), index, "source_type", range(1, 3))
+        sources = _bulk(_bulk_boxes, fill_boxes, ListFile(bbox, root), index, "source_type", range(1, 3))
         for sample, source_type in zip(index.samples, sources):
             if sample.domain is None and source_type:
                 sample.domain = "shop" if source_type == 1 else "consumer"
     if landmarks := _optional(root, "Anno/list_landmarks_consumer2shop.txt"):
-        fill_landmarks(ListFile(landmarks, root), index, check_type=True)
+        _bulk(_bulk_landmarks, fill_landmarks, ListFile(landmarks, root), index, check_type=True)
     for sample, column_domain in zip(index.samples, by_column):
         sample.domain = sample.domain or column_domain
     info = DatasetInfo("deepfashion-c2s", root=root)
