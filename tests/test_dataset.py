@@ -12,7 +12,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from fashionlens.config import DataConfig
-from fashionlens.data.dataset import GarmentDataset, PKSampler, build_item_index
+from fashionlens.data.dataset import GarmentDataset, PackedSamples, PKSampler, build_item_index
 from fashionlens.data.decode import load_image
 from fashionlens.data.samples import FULL, LOWER, OCCLUDED, TRUNCATED, UPPER, DatasetInfo, Sample, SampleSet
 from fashionlens.data.transforms import build_transforms
@@ -335,3 +335,27 @@ def test_pk_sampler_drives_a_dataloader(tmp_path):
     for batch in batches:
         assert batch["image"].shape == (6, 3, 16, 16)
         assert sorted(Counter(batch["item"].tolist()).values()) == [3, 3]
+
+
+def test_packed_samples_give_back_every_sample_and_index_like_a_list():
+    samples = [Sample(image=f"img/{i}.jpg", category=i % 3, item_id=f"id_{i // 2}", attributes=np.arange(i % 4) - 1,
+                      bbox=(1.0, 2.0, 3.0 + i, 4.0), source=f"list.txt:{i + 3}") for i in range(7)]
+    packed = PackedSamples(samples)
+    assert len(packed) == 7
+    for a, b in zip(packed, samples):
+        assert (a.image, a.category, a.item_id, a.bbox, a.source) == (b.image, b.category, b.item_id, b.bbox, b.source)
+        assert np.array_equal(a.attributes, b.attributes)
+    assert packed[-1].image == "img/6.jpg" and [s.image for s in packed[2:5]] == ["img/2.jpg", "img/3.jpg", "img/4.jpg"]
+    assert packed[3] is not packed[3]  # a fresh copy per access: nothing in the buffer is a live object
+    with pytest.raises(IndexError, match="sample index 7 out of range for 7 samples"):
+        packed[7]
+    assert len(PackedSamples([])) == 0 and list(PackedSamples([])) == []
+
+
+def test_dataset_labels_survive_packing():
+    samples = [Sample(image=f"{i}.jpg", category=i % 2, item_id=f"it{i % 3}") for i in range(6)]
+    ds = GarmentDataset(samples, build_transforms(DataConfig(image_size=16), train=False))
+    assert isinstance(ds.samples, PackedSamples) and len(ds) == 6
+    assert ds.item_labels.tolist() == [0, 1, 2, 0, 1, 2] and ds.category_labels.tolist() == [0, 1, 0, 1, 0, 1]
+    ds.item_labels[0] = 99  # a copy: the dataset's own labels stay
+    assert ds.item_labels[0] == 0
