@@ -21,3 +21,16 @@ def require_clothing_small() -> Path:
 @pytest.fixture
 def clothing_small() -> Path:
     return require_clothing_small()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: the tiny models' forwards are milliseconds, and on a shared, busy 2-core
+    machine two threads spin against each other (measured: 0.8 s instead of 0.01 s per forward)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+

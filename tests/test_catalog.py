@@ -58,16 +58,7 @@ def make_run(out, images, dim=DIM):
     return str(out)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the tiny model's forwards are milliseconds, and on a shared, busy 2-core machine
-    two threads spin against each other (measured: 0.8 s instead of 0.01 s per forward)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny forwards, one torch thread
 
 
 @pytest.fixture(scope="module")

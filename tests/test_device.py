@@ -25,13 +25,7 @@ from fashionlens.utils import resolve_device
 NO_BOX = "this model has no box head (model.use_bbox is off)"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: tiny forwards on a shared 2-core machine (see test_catalog.one_thread)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny forwards, one torch thread
 
 
 @pytest.fixture(scope="module")

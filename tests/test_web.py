@@ -60,14 +60,6 @@ def browser(sync_playwright):
         chromium.close()
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny forwards on a shared machine: one thread is fastest
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
