@@ -26,8 +26,9 @@ LABELS = {
 DIM = 32
 
 
-def make_run(out, images, dim=DIM):
-    """A tiny random-weight FashionNet checkpoint (a run directory) in a second or two.
+def make_run(out, images, dim=DIM, use_bbox=True):
+    """A tiny random-weight FashionNet checkpoint (a run directory) in a second or two (``use_bbox=False``:
+    a model without the box head).
 
     Its BatchNorm statistics are measured on ``images`` so that eval-mode embeddings differ between images
     (with untouched running statistics a random network maps every image to nearly the same vector)."""
@@ -41,7 +42,7 @@ def make_run(out, images, dim=DIM):
 
     cfg = RunConfig()
     cfg.model.backbone, cfg.model.pretrained, cfg.model.embedding_dim, cfg.model.hidden_dim = "tiny_cnn", False, dim, 32
-    cfg.data.image_size = 48
+    cfg.model.use_bbox, cfg.data.image_size = use_bbox, 48
     torch.manual_seed(0)
     model = build_model(cfg.model, num_categories=len(LABELS["categories"]), num_attributes=len(LABELS["attributes"]))
     batch = torch.stack([Predictor(model, cfg, LABELS).preprocess(load_image(f))[0] for f in images])

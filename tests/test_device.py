@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_catalog import DIM, LABELS, make_run  # the tiny random-weight run of the catalog tests
+from test_catalog import DIM, make_run  # the tiny random-weight run of the catalog tests
 
 from fashionlens.cli import main
 from fashionlens.inference import Predictor, crop_garments
@@ -52,33 +52,7 @@ def boxed_run(photos, tmp_path_factory):
 @pytest.fixture(scope="module")
 def boxless_run(photos, tmp_path_factory):
     """A run of a model trained without the box head (``model.use_bbox=false``): random weights, no training."""
-    return make_boxless_run(tmp_path_factory.mktemp("device") / "boxless", photos)
-
-
-def make_boxless_run(out, images) -> str:
-    """:func:`test_catalog.make_run` with ``model.use_bbox`` off (its checkpoint has no box head)."""
-    from fashionlens.config import RunConfig, to_dict
-    from fashionlens.data.decode import load_image
-    from fashionlens.models import build_model
-    from fashionlens.training.checkpoint import save_checkpoint
-
-    cfg = RunConfig()
-    cfg.model.backbone, cfg.model.pretrained, cfg.model.embedding_dim, cfg.model.hidden_dim = "tiny_cnn", False, DIM, 32
-    cfg.model.use_bbox, cfg.data.image_size = False, 48
-    torch.manual_seed(0)
-    model = build_model(cfg.model, num_categories=len(LABELS["categories"]), num_attributes=len(LABELS["attributes"]))
-    batch = torch.stack([Predictor(model, cfg, LABELS).preprocess(load_image(f))[0] for f in images])
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None
-            m.reset_running_stats()
-    model.train()
-    with torch.no_grad():
-        model(batch)
-    os.makedirs(out, exist_ok=True)
-    save_checkpoint(os.path.join(out, "best.pt"), {"model": model.eval().state_dict(), "config": to_dict(cfg),
-                                                  "labels": LABELS})
-    return str(out)
+    return make_run(tmp_path_factory.mktemp("device") / "boxless", photos, use_bbox=False)
 
 
 def run_cli(argv, capsys) -> tuple[int, str, str]:
