@@ -15,7 +15,6 @@ from PIL import Image
 from fashionlens.catalog import Catalog, build, crop_box, crop_garments
 from fashionlens.cli import main
 from fashionlens.config import IndexConfig
-from fashionlens.index.base import auto_nlist
 
 LABELS = {
     "categories": ["Tee", "Shorts", "Dress"],
@@ -412,11 +411,12 @@ def test_auto_index_follows_the_catalog_size(render, predictor, run, tmp_path, m
     monkeypatch.setattr(index_module, "AUTO_FLAT_MAX", 5)  # as if the catalog were large
     large = build(tmp_path / "large", predictor, spec, split="test", model_run=run, progress=False,
                   index=IndexConfig(kind="auto"))
-    assert large["index"] == "ivf" and large["items"] == small["items"]
+    assert large["index"] == "ivfsq" and large["items"] == small["items"]
     with Catalog.open(tmp_path / "large") as cat:
         n = large["items"]
-        assert cat.config["index"] == {**cat.config["index"], "kind": "ivf", "nlist": auto_nlist(n), "nprobe": 0,
-                                       "min_train": min(n, 256 * auto_nlist(n))}
+        nlist = round(n ** 0.5)  # ~sqrt(N) clusters of float16 vectors (benchmarks/bench_index.py)
+        assert cat.config["index"] == {**cat.config["index"], "kind": "ivfsq", "nlist": nlist, "nprobe": 0,
+                                       "min_train": min(n, 256 * nlist), "sq_bits": 16}
         assert cat.index.is_trained and len(cat.index) == n  # every image stored: trained on all of them
 
 

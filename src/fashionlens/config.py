@@ -129,12 +129,14 @@ class IndexConfig:
     """A catalog's vector index (``Catalog.create``, ``catalog build``); not part of a run: the catalog decides."""
 
     backend: str = "faiss"  # "faiss" (embedded, files on disk) or "milvus" (pymilvus: milvus-lite file or server URI)
-    kind: str = "flat"  # "flat" (exact), "ivf" (k-means clusters, nlist/nprobe), "ivfpq" (IVF + product quantization),
+    kind: str = "flat"  # "flat" (exact), "ivf" (k-means clusters, nlist/nprobe), "ivfsq" (IVF, float16/8-bit lists),
+    #                     "ivfpq" (IVF + product quantization),
     #                     "hnsw" (graph, ef_search) or "auto" (catalog build: chosen by the catalog's size)
     nlist: int = 64  # IVF clusters (0 = auto: about 4 * sqrt(N) at train time; milvus: 128)
     nprobe: int = 8  # IVF clusters scanned per query (0 = auto: about nlist / 8)
     pq_m: int = 8  # PQ sub-quantizers per vector (must divide the embedding size)
     pq_bits: int = 8  # bits per PQ code (8 = 256 centroids per sub-quantizer)
+    sq_bits: int = 0  # ivfsq: 16 (float16, faiss) or 8 bits per dimension (0 = backend default: faiss 16, milvus 8)
     refine: int = 0  # ivfpq (faiss): re-rank refine x k PQ candidates with the exact vectors (0 = off)
     uri: str = ""  # milvus: local milvus-lite file "path/index.db" or a server "http://host:19530"
     collection: str = "fashionlens"  # milvus collection name

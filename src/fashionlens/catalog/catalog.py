@@ -126,6 +126,10 @@ class Catalog:
         params = {"kind": kind, "nlist": int(nlist), "nprobe": int(nprobe), "pq_m": int(pq_m), "min_train": int(min_train)}
         if kind == "hnsw":
             params.update(hnsw_m=int(cfg.hnsw_m), ef_construction=int(cfg.ef_construction), ef_search=int(cfg.ef_search))
+        if kind == "ivfsq":
+            if cfg.sq_bits not in (0, 16, 8) or (backend == "milvus" and cfg.sq_bits == 16):
+                raise ValueError(f"sq_bits={cfg.sq_bits}: ivfsq stores 16 (float16, faiss) or 8 bits per dimension")
+            params["sq_bits"] = int(cfg.sq_bits or (8 if backend == "milvus" else 16))
         if cfg.refine and kind != "ivfpq":
             raise ValueError(f"refine (exact re-ranking of PQ candidates) applies to ivfpq, not {kind}")
         if kind == "ivfpq":

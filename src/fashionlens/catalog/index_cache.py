@@ -118,8 +118,10 @@ class IndexCache:
     def _new(self) -> VectorIndex:
         p = self.params
         kw: dict[str, Any] = {"backend": self.config["backend"]}
-        if p["kind"] in ("ivf", "ivfpq"):
+        if p["kind"] in ("ivf", "ivfsq", "ivfpq"):
             kw.update(nlist=p["nlist"], nprobe=p["nprobe"])
+        if p["kind"] == "ivfsq":
+            kw.update(sq_bits=p.get("sq_bits", 16))
         if p["kind"] == "ivfpq":
             kw.update(pq_m=p["pq_m"], refine=p.get("refine", 0))
         if p["kind"] == "hnsw":

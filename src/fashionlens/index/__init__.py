@@ -11,6 +11,7 @@ Every backend implements ``VectorIndex`` (base.py) and passes the same tests.
 
 from __future__ import annotations
 
+import math
 import os
 
 from fashionlens.config import IndexConfig
@@ -24,14 +25,17 @@ AUTO_FLAT_MAX = 50_000
 
 def auto_index(n: int) -> dict[str, int | str]:
     """The index settings ``kind="auto"`` stands for with ``n`` vectors: exact ``flat`` below
-    :data:`AUTO_FLAT_MAX`; else ``ivf`` with ~4 sqrt(n) clusters (:func:`auto_nlist`), trained once up to
-    256 vectors per cluster are stored (FAISS's own k-means sample cap; 64 per cluster cost 8 points of
-    recall@10 in the benchmark), and nprobe 0: tuned then on the catalog's own vectors to recall@10 0.95
-    (``VectorIndex.tune_nprobe``; the right value depends on the data: 2 at 100k, 8 at 1M in the benchmark)."""
+    :data:`AUTO_FLAT_MAX`; else ``ivfsq`` (IVF with float16 lists on FAISS, IVF_SQ8 on Milvus) with ~sqrt(n)
+    clusters, trained once up to 256 vectors per cluster are stored (FAISS's own k-means sample cap; 64 per
+    cluster cost 8 points of recall@10 in the benchmark), and nprobe 0: tuned then on the catalog's own vectors
+    to recall@10 0.95 (``VectorIndex.tune_nprobe``).  Measured in benchmarks/bench_index.py (same run, 1 thread):
+    recall@10 0.964 at 39x FAISS flat (100k) and 0.981 at 95x (1M) with nprobe 1, where ``ivf`` with 4 sqrt(n)
+    clusters and a tuned nprobe gave 0.998 at 41x and 0.999 at 28x (1M needed nprobe 8), and its k-means took
+    9x longer at 1M (354 vs 40 s)."""
     if n < AUTO_FLAT_MAX:
         return {"kind": "flat"}
-    nlist = auto_nlist(n)
-    return {"kind": "ivf", "nlist": nlist, "nprobe": 0, "min_train": min(n, 256 * nlist)}
+    nlist = max(1, int(round(math.sqrt(n))))
+    return {"kind": "ivfsq", "nlist": nlist, "nprobe": 0, "min_train": min(n, 256 * nlist)}
 
 
 def create_index(
@@ -49,8 +53,9 @@ def create_index(
     ef_construction: int = 80,
     ef_search: int = 0,
     refine: int = 0,
+    sq_bits: int = 0,
 ) -> VectorIndex:
-    """A new, empty index of ``kind`` ("flat", "ivf", "ivfpq", "hnsw") for vectors of size ``dim``.
+    """A new, empty index of ``kind`` ("flat", "ivf", "ivfsq", "ivfpq", "hnsw") for vectors of size ``dim``.
 
     Args:
         backend: "faiss" (embedded; ``save`` writes files) or "milvus" (needs ``uri``: a milvus-lite
@@ -61,10 +66,12 @@ def create_index(
         collection: Milvus collection name (must not exist yet).
         hnsw_m, ef_construction: HNSW links per node and build breadth; ef_search: search breadth (0 = 64).
         refine: ivfpq (faiss): re-rank ``refine * k`` PQ candidates with exact vectors (0 = off).
+        sq_bits: ivfsq: 16 (float16; FAISS only) or 8 bits per dimension (0 = the backend's: 16 FAISS, 8 Milvus).
     """
     graph = dict(hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)
     if backend == "faiss":
-        return FaissIndex(kind, dim, nlist=nlist, nprobe=nprobe, pq_m=pq_m, pq_bits=pq_bits, refine=refine, **graph)
+        return FaissIndex(kind, dim, nlist=nlist, nprobe=nprobe, pq_m=pq_m, pq_bits=pq_bits, refine=refine,
+                          sq_bits=sq_bits or 16, **graph)
     if backend == "milvus":
         if refine:
             raise ValueError("refine is a faiss ivfpq option (Milvus IVF_PQ has its own server-side settings)")
@@ -72,7 +79,7 @@ def create_index(
         from fashionlens.index.milvus_index import MilvusIndex
 
         return MilvusIndex(kind, dim, uri=uri or "", collection=collection, nlist=nlist, nprobe=nprobe,
-                           pq_m=pq_m, pq_bits=pq_bits, **graph)
+                           pq_m=pq_m, pq_bits=pq_bits, sq_bits=sq_bits or 8, **graph)
     raise ValueError(f"unknown index backend {backend!r}; choose one of {BACKENDS}")
 
 
@@ -81,7 +88,7 @@ def index_from_config(cfg: IndexConfig, dim: int) -> VectorIndex:
     return create_index(cfg.kind, dim, backend=cfg.backend, nlist=cfg.nlist, nprobe=cfg.nprobe,
                         pq_m=cfg.pq_m, pq_bits=cfg.pq_bits, uri=cfg.uri or None, collection=cfg.collection,
                         hnsw_m=cfg.hnsw_m, ef_construction=cfg.ef_construction, ef_search=cfg.ef_search,
-                        refine=cfg.refine)
+                        refine=cfg.refine, sq_bits=cfg.sq_bits)
 
 
 def open_index(path: str | os.PathLike) -> VectorIndex:

@@ -7,7 +7,7 @@
                            machine; the server builds and serves the index, this class only talks to it.
 
 Kinds map to Milvus index types with metric ``IP``: ``flat`` -> FLAT, ``ivf`` -> IVF_FLAT (nlist,
-nprobe), ``ivfpq`` -> IVF_PQ (nlist, nprobe, m = pq_m, nbits = pq_bits), ``hnsw`` -> HNSW (M = hnsw_m,
+nprobe), ``ivfsq`` -> IVF_SQ8 (8 bits only: ``sq_bits=16`` is refused), ``ivfpq`` -> IVF_PQ (nlist, nprobe, m = pq_m, nbits = pq_bits), ``hnsw`` -> HNSW (M = hnsw_m,
 efConstruction = ef_construction; search ef = ef_search). milvus-lite 3.x implements
 FLAT and IVF_FLAT but not IVF_PQ (its segment index build fails and search silently falls back to
 brute force), so ``ivfpq`` is refused for a ``.db`` uri: use the FAISS backend or a server.
@@ -30,7 +30,7 @@ import numpy as np
 
 from fashionlens.index.base import VectorIndex, write_sidecar
 
-INDEX_TYPES = {"flat": "FLAT", "ivf": "IVF_FLAT", "ivfpq": "IVF_PQ", "hnsw": "HNSW"}
+INDEX_TYPES = {"flat": "FLAT", "ivf": "IVF_FLAT", "ivfsq": "IVF_SQ8", "ivfpq": "IVF_PQ", "hnsw": "HNSW"}
 DEFAULT_NLIST = 128
 MAX_K = 16384  # Milvus limit on results per query
 _ROW_BYTES_PER_CALL = 8 << 20  # keep each insert / search request well under gRPC's 64 MiB limit
@@ -118,9 +118,13 @@ class MilvusIndex(VectorIndex):
         hnsw_m: int = 32,
         ef_construction: int = 80,
         ef_search: int = 0,
+        sq_bits: int = 8,
         create: bool = True,
     ) -> None:
         super().__init__(kind, dim, nlist=nlist or DEFAULT_NLIST, nprobe=nprobe, ef_search=ef_search)
+        if kind == "ivfsq" and sq_bits != 8:
+            raise ValueError(f"sq_bits={sq_bits}: Milvus scalar quantisation is IVF_SQ8 (8 bits); use sq_bits=8, "
+                             "or backend='faiss' for float16 lists")
         if not uri:
             raise ValueError("the milvus backend needs a uri: 'path/index.db' (milvus-lite) or 'http://host:19530'")
         if kind == "ivfpq" and is_lite_uri(uri):
@@ -281,6 +285,8 @@ class MilvusIndex(VectorIndex):
     # -- persistence -------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
         extra = {"pq_m": self.pq_m, "pq_bits": self.pq_bits} if self.kind == "ivfpq" else {}
+        if self.kind == "ivfsq":
+            extra = {"sq_bits": 8}
         if self.kind == "hnsw":
             extra = {"hnsw_m": self.hnsw_m, "ef_construction": self.ef_construction}
         return {**super().metadata(), **extra, "uri": self.uri, "collection": self.collection}
