@@ -139,7 +139,7 @@ def _add_build(sub: Any) -> None:
     p.add_argument("--milvus-uri", metavar="URI", help="a Milvus server (standalone or cluster, e.g. "
                    "http://host:19530) holds the vectors; SQLite in the catalog stays the source of truth")
     p.add_argument("--index", choices=("flat", "ivf", "ivfsq", "ivfpq", "hnsw", "auto"), default="flat",
-                   help="vector index kind (auto: exact below 50,000 images, else ivfsq (float16 lists) with ~sqrt(N) "
+                   help="vector index kind (auto: exact below 50,000 images, else ivfsq (float16 lists) with ~2 sqrt(N) "
                         "clusters and nprobe tuned to recall@10 0.95; the summary says which)")
     p.add_argument("--nlist", type=int, help="IVF clusters (default 64)")
     p.add_argument("--nprobe", type=int, help="IVF clusters scanned per query (default 8)")

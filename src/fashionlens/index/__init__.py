@@ -25,16 +25,16 @@ AUTO_FLAT_MAX = 50_000
 
 def auto_index(n: int) -> dict[str, int | str]:
     """The index settings ``kind="auto"`` stands for with ``n`` vectors: exact ``flat`` below
-    :data:`AUTO_FLAT_MAX`; else ``ivfsq`` (IVF with float16 lists on FAISS, IVF_SQ8 on Milvus) with ~sqrt(n)
+    :data:`AUTO_FLAT_MAX`; else ``ivfsq`` (IVF with float16 lists on FAISS, IVF_SQ8 on Milvus) with ~2 sqrt(n)
     clusters, trained once up to 256 vectors per cluster are stored (FAISS's own k-means sample cap; 64 per
     cluster cost 8 points of recall@10 in the benchmark), and nprobe 0: tuned then on the catalog's own vectors
-    to recall@10 0.95 (``VectorIndex.tune_nprobe``).  Measured in benchmarks/bench_index.py (same run, 1 thread):
-    recall@10 0.964 at 39x FAISS flat (100k) and 0.981 at 95x (1M) with nprobe 1, where ``ivf`` with 4 sqrt(n)
-    clusters and a tuned nprobe gave 0.998 at 41x and 0.999 at 28x (1M needed nprobe 8), and its k-means took
-    9x longer at 1M (354 vs 40 s)."""
+    to recall@10 0.95 (``VectorIndex.tune_nprobe``).  Measured in benchmarks/bench_index.py (one run, 1 thread,
+    ratios to FAISS flat): tuned nprobe 1 at 100k (recall@10 0.994, 54x) and 2 at 1M (0.948, 81x), where ``ivf``
+    with 4 sqrt(n) clusters (the previous choice) needed nprobe 2 and 8 (0.998 at 41x, 0.999 at 28x) and k-means
+    3.4x as long at 1M (354 vs 104 s); sqrt(n) clusters needed nprobe 2 at 100k (~16-29x)."""
     if n < AUTO_FLAT_MAX:
         return {"kind": "flat"}
-    nlist = max(1, int(round(math.sqrt(n))))
+    nlist = max(1, int(round(2 * math.sqrt(n))))
     return {"kind": "ivfsq", "nlist": nlist, "nprobe": 0, "min_train": min(n, 256 * nlist)}
 
 
