@@ -12,10 +12,21 @@
 * ``metadata_props``: ``fashionlens.config`` (the resolved run config, JSON), ``fashionlens.labels``
   (label names), ``fashionlens.outputs`` (output names), ``fashionlens.preprocessing`` (image size,
   mean/std, resize mode, crop-to-box: enough to reproduce the eval transform without fashionlens),
-  ``fashionlens.version`` and ``fashionlens.format``.
+  ``fashionlens.version`` and ``fashionlens.format``; for a calibrated run also ``fashionlens.calibration``
+  (its calibration.json: temperature, hedging lambda table, fusion), so the file gives the run's hedged answers;
+  an INT8 file (:func:`quantize_onnx`) adds ``fashionlens.quantization``.
 
 After writing, the file is checked with ``onnx.checker`` and run once with ONNX Runtime against the
 eager model on the export batch; a mismatch deletes the file and raises.
+
+A model with mirror test-time augmentation (``model.tta_flip``) is traced as two passes (image, mirror) merged
+like FashionNet merges them, so that no batch size is baked into the graph; the check runs a second batch size.
+
+:func:`load_predictor` is the one loader of every command and of the server / catalog: run directory,
+checkpoint, ``.onnx`` file, or a list of them (an :class:`~fashionlens.inference.EnsemblePredictor`);
+:func:`check_device` the one rule for devices (an .onnx model runs on the CPU).  :func:`quantize_onnx` writes an
+INT8 copy (static QDQ with calibration images, or dynamic) and :func:`compare_onnx` measures its agreement with
+the float model and the speed ratio.
 
 Exporters (``exporter``): ``"torchscript"`` (default; ``torch.onnx.export(dynamo=False)``, no extra
 package, under a second) or ``"dynamo"`` (the torch.export-based exporter; needs the ``onnxscript``
@@ -24,10 +35,13 @@ package and opset >= 18).  Both give the same numbers on this model.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import time
 import warnings
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -37,9 +51,13 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from fashionlens import __version__
 from fashionlens.config import RunConfig, from_dict, to_dict
+from fashionlens.data.decode import load_image
+from fashionlens.data.readers import read_source
 from fashionlens.data.transforms import eval_size
 from fashionlens.files import atomic_write
-from fashionlens.inference import Predictor
+from fashionlens.hierarchy.hedging import HedgedClassifier
+from fashionlens.inference import DeviceLike, EnsemblePredictor, Predictor, as_device
+from fashionlens.runs.calibrate import calibration_path, load_calibration, load_hedger
 from fashionlens.training.checkpoint import load_model
 
 FORMAT = 1
@@ -63,17 +81,48 @@ def output_names(outputs: dict[str, Any]) -> list[str]:
     return names
 
 
-class FlatOutputs(torch.nn.Module):
-    """The model with a tuple of tensors as output (ONNX has no dicts), in ``names`` order."""
+#: FashionNet's test-time mirror merge (models/fashionnet.py): these outputs are averaged over the image and its
+#: mirror, the embedding is the normalised mean, every other output (geometry) comes from the unmirrored image.
+MIRROR_MEAN = ("category", "attributes", "item", "features")
 
-    def __init__(self, model: torch.nn.Module, names: Sequence[str]):
+
+class FlatOutputs(torch.nn.Module):
+    """The model with a tuple of tensors as output (ONNX has no dicts), in ``names`` order.
+
+    ``mirror_here``: for tracing a model with mirror test-time augmentation (``tta_flip``).  FashionNet
+    mirrors inside one forward pass over ``[images, mirrored]`` and splits the result at ``len(images)``,
+    which the TorchScript tracer records as a constant (the export batch): the exported graph then failed
+    on any other batch size.  Here the model runs twice with ``tta_flip`` off (once on the images, once on
+    their mirror; eval-mode BatchNorm keeps rows independent, so the numbers are the same) and the halves
+    are merged as FashionNet merges them; :func:`export_onnx` checks that against the eager model."""
+
+    def __init__(self, model: torch.nn.Module, names: Sequence[str], mirror_here: bool = False):
         super().__init__()
         self.model, self.names = model, list(names)
+        self.mirror_here = bool(mirror_here and getattr(model, "tta_flip", False))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model(images)
+        out = self._mirrored(images) if self.mirror_here and not self.training else self.model(images)
         levels = out.get("levels") or []
         return tuple(levels[int(n[len(LEVEL_PREFIX):])] if n.startswith(LEVEL_PREFIX) else out[n] for n in self.names)
+
+    def _mirrored(self, images: torch.Tensor) -> dict[str, Any]:
+        self.model.tta_flip = False
+        try:
+            plain, mirror = self.model(images), self.model(torch.flip(images, dims=[3]))
+        finally:
+            self.model.tta_flip = True
+        merged: dict[str, Any] = {}
+        for key, value in plain.items():
+            if key == "levels":
+                merged[key] = [(a + b) / 2 for a, b in zip(value, mirror[key])]
+            elif key in MIRROR_MEAN and isinstance(value, torch.Tensor):
+                merged[key] = (value + mirror[key]) / 2
+            elif key == "embedding":
+                merged[key] = torch.nn.functional.normalize(value + mirror[key], dim=1)
+            else:
+                merged[key] = value
+        return merged
 
 
 def export_onnx(run_dir: str, out_path: str, *, opset: int | None = None, dynamic_batch: bool = True,
@@ -82,7 +131,11 @@ def export_onnx(run_dir: str, out_path: str, *, opset: int | None = None, dynami
 
     ``opset`` None: 17 for the TorchScript exporter, 18 for dynamo.  ``dynamic_batch`` False fixes the
     batch to 1.  Raises FileNotFoundError for a missing run, ValueError for a bad exporter or opset, and
-    RuntimeError when the exported graph disagrees with the eager model (``verify``).
+    RuntimeError when the exported graph disagrees with the eager model (``verify``: on the export batch and,
+    with a dynamic batch, on a batch of another size too).
+
+    A calibrated run (its calibration.json, ``fashionlens calibrate``) travels inside the file as
+    ``fashionlens.calibration``: the .onnx model then gives the run's hedged answers (``target_accuracy``).
     """
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
@@ -91,18 +144,22 @@ def export_onnx(run_dir: str, out_path: str, *, opset: int | None = None, dynami
         raise ValueError(f"opset {opset} is too old: the {exporter} exporter needs >= "
                          f"{16 if exporter == 'torchscript' else 18} (GridSample of the local branch needs 16)")
     model, cfg, labels = load_model(run_dir)
+    calibration = run_calibration(run_dir, labels)
     size = eval_size(cfg.data)
     example = torch.randn(2 if dynamic_batch else 1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         names = output_names(model(example))
-    flat = FlatOutputs(model, names).eval()
+    flat = FlatOutputs(model, names).eval()  # the eager reference: the model's own forward
+    traced = FlatOutputs(model, names, mirror_here=True).eval()
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
 
     def write(tmp: str) -> None:
-        _torch_export(flat, example, tmp, names, opset, dynamic_batch, exporter)
-        _write_metadata(tmp, cfg, labels, names, exporter)
+        _torch_export(traced, example, tmp, names, opset, dynamic_batch, exporter)
+        _write_metadata(tmp, cfg, labels, names, exporter, calibration)
         if verify:
             verify_export(tmp, flat, example)
+            if dynamic_batch:  # a batch size the tracer did not see: no size may be baked into the graph
+                verify_export(tmp, flat, torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1)))
 
     return atomic_write(out_path, write)
 
@@ -141,11 +198,23 @@ def preprocessing(cfg: RunConfig) -> dict[str, Any]:
             else "stretch to image_size x image_size"}
 
 
-def _write_metadata(path: str, cfg: RunConfig, labels: dict[str, Any], names: list[str], exporter: str) -> None:
+def run_calibration(run: str, labels: dict[str, Any]) -> dict[str, Any] | None:
+    """The calibration state of ``run`` (checked against the model's categories; a stale file warns), None
+    when it is not calibrated."""
+    if not os.path.isfile(calibration_path(run)):
+        return None
+    load_hedger(run, labels)  # ValueError: other categories; a warning: the checkpoint changed after calibrating
+    return load_calibration(run)
+
+
+def _write_metadata(path: str, cfg: RunConfig, labels: dict[str, Any], names: list[str], exporter: str,
+                    calibration: dict[str, Any] | None = None) -> None:
     proto = onnx.load(path)
     values = {"format": str(FORMAT), "version": __version__, "exporter": exporter,
               "config": json.dumps(to_dict(cfg)), "labels": json.dumps(labels), "outputs": json.dumps(names),
               "preprocessing": json.dumps(preprocessing(cfg))}
+    if calibration is not None:
+        values["calibration"] = json.dumps(calibration, allow_nan=False)
     del proto.metadata_props[:]
     for key, value in values.items():
         entry = proto.metadata_props.add()
@@ -162,7 +231,11 @@ def verify_export(path: str, flat: torch.nn.Module, example: torch.Tensor) -> di
 
     Returns the max absolute difference per output; raises RuntimeError over :data:`VERIFY_TOLERANCE`."""
     session = _session(path, threads=1)
-    got = session.run(None, {INPUT_NAME: example.numpy()})
+    try:
+        got = session.run(None, {INPUT_NAME: example.numpy()})
+    except (ort_errors.Fail, ort_errors.RuntimeException, ort_errors.InvalidArgument) as exc:
+        raise RuntimeError(f"{path}: the exported graph fails on a batch of {len(example)} "
+                           f"({str(exc).splitlines()[0][:300]})") from exc
     with torch.no_grad():
         want = [t.float().numpy() for t in flat(example)]
     diffs = {}
@@ -234,7 +307,9 @@ class OnnxEmbedder(Predictor):
 
     Same preprocessing (the eval transform rebuilt from the recorded config) and the same answers:
     ``embed(images) -> (N, D)`` float32, ``forward(images)`` -> (dict of numpy outputs, affines),
-    ``predict(images)`` / ``predict_paths(paths)`` -> answer dicts in original-image pixels.
+    ``predict(images)`` / ``predict_paths(paths)`` -> answer dicts in original-image pixels; with the run's
+    calibration in the file (exported after ``fashionlens calibrate``) also the hedged answers of
+    ``target_accuracy``, exactly the run's.  ``run`` is the .onnx path.
     ``threads``: ONNX Runtime intra-op threads (None: one per core).
     """
 
@@ -244,19 +319,288 @@ class OnnxEmbedder(Predictor):
         cfg.train.channels_last = False  # ONNX Runtime takes plain NCHW
         super().__init__(_SessionModule(session, names), cfg, labels, **kw)
         self.path, self.session, self.output_names = path, session, names
+        self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
+        self.run = path
 
     @classmethod
     def load(cls, run: str, **kw: Any) -> "OnnxEmbedder":
         """Same as the constructor (``run`` is the .onnx path), for code written against ``Predictor.load``."""
         return cls(run, **kw)
 
+    def calibration(self) -> dict[str, Any] | None:
+        """The run's calibration state recorded in the file (``fashionlens.calibration``), None without one."""
+        text = self.metadata.get(META + "calibration")
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{self.path}: corrupt {META}calibration metadata: {exc}") from exc
 
-def load_predictor(model: str, *, threads: int | None = None, **kw: Any) -> Predictor:
-    """A Predictor for a run directory / checkpoint, or an :class:`OnnxEmbedder` for a ``.onnx`` file."""
-    if model.lower().endswith(".onnx"):
-        return OnnxEmbedder(model, threads=threads, **kw)
-    return Predictor.load(model, **kw)
+    def _load_hedger(self) -> HedgedClassifier:
+        state = self.calibration()
+        if state is None:
+            raise FileNotFoundError(f"{self.path} carries no calibration: hedged answers (--target-accuracy) need "
+                                    "a calibrated run; run `fashionlens calibrate --model RUN_DIR --data SPEC`, then "
+                                    "export it again")
+        if state.get("category_names") != list(self.labels["categories"]):
+            raise ValueError(f"{self.path}: its calibration's categories differ from the model's")
+        return HedgedClassifier.from_dict(state)
+
+    @property
+    def quantization(self) -> dict[str, Any] | None:
+        """How the file was quantised (:func:`quantize_onnx`), None for a float model."""
+        text = self.metadata.get(META + "quantization")
+        return json.loads(text) if text else None
 
 
-__all__ = ["INPUT_NAME", "OnnxEmbedder", "export_onnx", "load_predictor", "output_names", "preprocessing",
-           "read_metadata", "verify_export"]
+# -- one loader for every command: run directory, checkpoint, .onnx file, or several of them -----------
+ModelSpec = str | os.PathLike | Sequence[str | os.PathLike]
+ONNX_DEVICE_HELP = ("an exported .onnx model runs on the CPU (ONNX Runtime's CPUExecutionProvider); use --device "
+                    "cpu or auto, or give the run directory")
+
+
+def model_list(model: ModelSpec) -> list[str]:
+    """The model paths of a spec: one path, or a list / tuple of them (an ensemble)."""
+    models = [os.fspath(model)] if isinstance(model, (str, os.PathLike)) else [os.fspath(m) for m in model]
+    if not models:
+        raise ValueError("no model given")
+    return models
+
+
+def is_onnx(model: str | os.PathLike) -> bool:
+    return os.fspath(model).lower().endswith(".onnx")
+
+
+def check_device(model: ModelSpec, device: DeviceLike) -> None:
+    """ValueError when ``device`` asks an .onnx model (one of ``model``) to run anywhere but the CPU
+    (``None``, ``"auto"``, ``"cpu"``); the one place of that rule (``predict``, ``embed``, ``serve``, catalogs)."""
+    if not any(is_onnx(m) for m in model_list(model)):
+        return
+    kind = device.type if isinstance(device, torch.device) else (device or "auto").strip().lower()
+    if kind not in ("auto", "cpu"):
+        raise ValueError(f"--device {device}: {ONNX_DEVICE_HELP}")
+
+
+def load_predictor(model: ModelSpec, *, threads: int | None = None, device: DeviceLike = None,
+                   **kw: Any) -> Predictor:
+    """The Predictor of a model spec: a run directory / checkpoint (PyTorch, on ``device``: default the CPU),
+    an ``.onnx`` file (:class:`OnnxEmbedder`, ONNX Runtime on the CPU with ``threads``), or a list of them
+    (two or more: an :class:`~fashionlens.inference.EnsemblePredictor`; their label sets must be one).
+
+    ``kw`` (``attribute_threshold``, ``batch_size``) go to every model.  A device an .onnx model cannot use
+    and an absent GPU are ValueErrors raised before any model is read."""
+    models = model_list(model)
+    check_device(models, device)
+    target = None if device is None or all(is_onnx(m) for m in models) else as_device(device)
+
+    def one(path: str) -> Predictor:
+        if is_onnx(path):
+            return OnnxEmbedder(path, threads=threads, **kw)
+        return Predictor.load(path, device=target, **kw)
+
+    if len(models) == 1:
+        return one(models[0])
+    return EnsemblePredictor([one(m) for m in models])
+
+
+def model_key(model: ModelSpec | None) -> str | list[str] | None:
+    """How a catalog records its model: the absolute path, or the list of them for an ensemble (in order)."""
+    if model is None or (not isinstance(model, (str, os.PathLike)) and not len(model)):
+        return None
+    models = [os.path.abspath(m) for m in model_list(model)]
+    return models[0] if len(models) == 1 else models
+
+
+def same_model(a: ModelSpec | None, b: ModelSpec | None) -> bool:
+    """Whether two model specs name the same model(s) (real paths, in order; an unknown side counts as the same)."""
+    if not a or not b:
+        return True
+    return [os.path.realpath(m) for m in model_list(a)] == [os.path.realpath(m) for m in model_list(b)]
+
+
+def model_label(model: ModelSpec | None) -> str:
+    """A short name: the run's folder (or .onnx file) name, ``A+B`` for an ensemble, ``model`` when unknown."""
+    if not model:
+        return "model"
+    return "+".join(os.path.basename(os.path.normpath(m)) for m in model_list(model))
+
+
+# -- INT8 quantisation -----------------------------------------------------------------------------------
+QUANTIZATIONS = ("static", "dynamic")
+
+
+def quantize_onnx(float_path: str, out_path: str, *, method: str = "static",
+                  calibration: np.ndarray | None = None, per_channel: bool = True, batch_size: int = 8) -> str:
+    """An INT8 copy of the exported ``float_path`` at ``out_path`` (ONNX Runtime's quantisation tools); the
+    fashionlens metadata (config, labels, calibration) is kept and ``fashionlens.quantization`` added.
+
+    ``method="static"`` (what a conv net needs): QDQ format, per-channel signed INT8 weights and unsigned INT8
+    activations whose ranges (min / max) are measured on ``calibration``, (N, 3, S, S) float32 network inputs
+    (a few dozen real images through the eval transform: :meth:`OnnxEmbedder.preprocess`).  ``"dynamic"``:
+    weights only, activations quantised on the fly (ONNX Runtime's default operators, convolutions as
+    ConvInteger); no calibration images, but on CPUs without VNNI it was 4x SLOWER than float here (README).
+    """
+    from onnxruntime.quantization import (  # lazy: the quantisation tools load only for --int8
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    if method not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {method!r}")
+    if method == "static" and (calibration is None or not len(calibration)):
+        raise ValueError("static INT8 quantization needs calibration images (--data SPEC); "
+                         "or use --quantization dynamic")
+    source = onnx.load(float_path)
+    meta = {p.key: p.value for p in source.metadata_props}
+    if META + "config" not in meta:
+        raise ValueError(f"{float_path}: no fashionlens metadata; export it with fashionlens export-onnx first")
+    input_name = source.graph.input[0].name
+    info: dict[str, Any] = {"method": method, "weights": "int8" + (" per channel" if per_channel else ""),
+                            "activations": "uint8 (static ranges)" if method == "static" else "uint8 (dynamic)",
+                            "calibration_images": len(calibration) if method == "static" else 0}
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([calibration[i:i + batch_size] for i in range(0, len(calibration), batch_size)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {input_name: np.ascontiguousarray(batch, np.float32)}
+
+    def write(tmp: str) -> None:
+        prepared = tmp + ".pre.onnx"
+        try:
+            with warnings.catch_warnings(), _quiet_quantizer():
+                warnings.simplefilter("ignore")
+                # symbolic shape inference cannot follow FashionNet's 'SAME' padding arithmetic: ONNX's is enough
+                quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
+                if method == "static":
+                    quantize_static(prepared, tmp, Batches(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                else:
+                    quantize_dynamic(prepared, tmp, per_channel=per_channel, weight_type=QuantType.QUInt8)
+        finally:
+            for leftover in (prepared, prepared + ".data"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+        proto = onnx.load(tmp)
+        del proto.metadata_props[:]
+        for key, value in {**meta, META + "quantization": json.dumps(info)}.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.producer_name, proto.producer_version = source.producer_name, source.producer_version
+        proto.doc_string = (source.doc_string + f" (INT8, {method} quantisation)").strip()
+        onnx.save(proto, tmp)
+        read_metadata(tmp)  # loads in ONNX Runtime, metadata intact
+
+    return atomic_write(out_path, write)
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """Silence the quantiser's per-tensor ``logging.warning`` lines (shape tensors it rightly leaves alone)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def compare_onnx(float_path: str, int8_path: str, images: np.ndarray, labels: np.ndarray | None = None, *,
+                 threads: int | None = None, batch_size: int = 8, seconds: float = 2.0,
+                 rounds: int = 3) -> dict[str, Any]:
+    """How an INT8 model answers next to its float original on ``images`` ((N, 3, S, S) network inputs) and
+    how fast, measured in this process.
+
+    Returns ``images``, ``top1_agreement`` (same predicted category), ``embedding_cosine`` (mean and min of
+    the two embeddings' cosine), with ``labels`` ((N,) category indices, -1 = unknown) ``float_accuracy``,
+    ``int8_accuracy`` and ``accuracy_change``; and the speed on one batch of ``batch_size`` of the images:
+    ``float_images_per_s``, ``int8_images_per_s``, ``int8_over_float`` (median of ``rounds`` interleaved
+    rounds of ``seconds`` each, so a background load hits both alike)."""
+    sessions = {"float": _session(float_path, threads), "int8": _session(int8_path, threads)}
+    outputs: dict[str, dict[str, np.ndarray]] = {}
+    for name, session in sessions.items():
+        wanted = [o.name for o in session.get_outputs() if o.name in ("category", "embedding")]
+        parts = [session.run(wanted, {INPUT_NAME: np.ascontiguousarray(images[i:i + batch_size], np.float32)})
+                 for i in range(0, len(images), batch_size)]
+        outputs[name] = {k: np.concatenate([p[j] for p in parts]) for j, k in enumerate(wanted)}
+    report: dict[str, Any] = {"images": len(images)}
+    if "category" in outputs["float"]:
+        f, q = outputs["float"]["category"].argmax(1), outputs["int8"]["category"].argmax(1)
+        report["top1_agreement"] = float(np.mean(f == q))
+        known = None if labels is None else np.asarray(labels) >= 0
+        if known is not None and known.any():
+            y = np.asarray(labels)[known]
+            report.update(labelled_images=int(known.sum()), float_accuracy=float(np.mean(f[known] == y)),
+                          int8_accuracy=float(np.mean(q[known] == y)))
+            report["accuracy_change"] = report["int8_accuracy"] - report["float_accuracy"]
+    if "embedding" in outputs["float"]:
+        cos = np.sum(outputs["float"]["embedding"] * outputs["int8"]["embedding"], axis=1)
+        report.update(embedding_cosine_mean=float(cos.mean()), embedding_cosine_min=float(cos.min()))
+    batch = np.ascontiguousarray(np.resize(images, (batch_size, *images.shape[1:])), np.float32)
+    rates: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(rounds):
+        for name, session in sessions.items():
+            rates[name].append(_rate(lambda s=session: s.run(None, {INPUT_NAME: batch}), batch_size, seconds))
+    report.update(batch=batch_size, threads=threads,
+                  float_images_per_s=float(np.median(rates["float"])), int8_images_per_s=float(np.median(rates["int8"])),
+                  int8_over_float=float(np.median([b / a for a, b in zip(rates["float"], rates["int8"])])))
+    return report
+
+
+def _rate(step: Any, batch: int, seconds: float) -> float:
+    """Images/s of ``step()`` (one batch) after one warm-up call, over at least ``seconds`` and 2 calls."""
+    step()
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or done < 2:
+        step()
+        done += 1
+    return done * batch / (time.perf_counter() - start)
+
+
+def network_inputs(predictor: Predictor, spec: str, *, split: str | None = None, limit: int | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(N, 3, S, S) float32 eval-transform inputs of a data spec's (or image folder's) images, (N,) category
+    indices in the model's categories (-1 where the data has none the model knows) and the image paths.
+    ``limit``: at most that many images, spread evenly over the data (its classes are often sorted)."""
+    samples = list(read_source(spec, split).samples)
+    if limit is not None and len(samples) > limit:
+        samples = [samples[int(i)] for i in np.linspace(0, len(samples) - 1, limit).round().astype(int)]
+    if not samples:
+        raise ValueError(f"{spec}: no images")
+    index = {name: i for i, name in enumerate(predictor.categories)}
+    tensors = [predictor.preprocess(load_image(s))[0].numpy() for s in samples]
+    labels = np.array([index.get(s.category_name, -1) if s.category_name else -1 for s in samples], np.int64)
+    return np.stack(tensors).astype(np.float32), labels, [s.image for s in samples]
+
+
+__all__ = [
+    "INPUT_NAME",
+    "QUANTIZATIONS",
+    "ModelSpec",
+    "OnnxEmbedder",
+    "check_device",
+    "compare_onnx",
+    "export_onnx",
+    "is_onnx",
+    "load_predictor",
+    "model_key",
+    "model_label",
+    "model_list",
+    "network_inputs",
+    "output_names",
+    "preprocessing",
+    "quantize_onnx",
+    "read_metadata",
+    "run_calibration",
+    "same_model",
+    "verify_export",
+]

@@ -10,10 +10,16 @@ answer a ``"hedged"`` node: the most specific taxonomy node meeting that accurac
 is moved there and the outputs come back as float32 NumPy arrays.  ``crop=True`` needs the model's box head
 (``model.use_bbox``): without it :meth:`Predictor.analyse` / :meth:`Predictor.embed` raise ValueError
 instead of quietly embedding the whole image.
+
+:class:`EnsemblePredictor` puts several Predictors sharing one label set behind the same interface (the mean
+of their calibrated probabilities, the normalised concatenation of their embeddings; ``runs.ensemble``);
+``export.load_predictor`` builds a Predictor, an ONNX Runtime one or an ensemble from paths.
 """
 
 from __future__ import annotations
 
+import copy
+import os
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -24,13 +30,16 @@ from fashionlens.config import RunConfig
 from fashionlens.data.decode import load_image
 from fashionlens.data.samples import LANDMARK_SLOTS, NUM_SLOTS, SLOTS_BY_TYPE
 from fashionlens.data.transforms import build_transforms, eval_size
-from fashionlens.runs.calibrate import load_hedger
+from fashionlens.runs.calibrate import calibration_path, load_calibration, load_hedger
+from fashionlens.runs.ensemble import check_same_labels, concat_embeddings
 from fashionlens.training.checkpoint import load_model
 from fashionlens.utils import resolve_device, softmax
 
 VISIBILITY_NAMES = ("visible", "occluded", "truncated")
 #: What a crop asked of a model without a box head is told (after the model's name).
 NO_BOX_HEAD = "this model has no box head (model.use_bbox is off): {option} cannot localise the garment"
+SINGLE_TRANSFORM = ("an ensemble has no single eval transform (its members may see different inputs): use predict / "
+                    "embed / analyse on images, or each member for a whole data set")
 DeviceLike = str | torch.device | None
 
 
@@ -80,11 +89,27 @@ class Predictor:
     def check_target(self, target_accuracy: float) -> None:
         """Raise (FileNotFoundError: not calibrated; ValueError: a target without a fitted lambda) before any work."""
         if self.hedger is None:  # read on first use, so a calibration written after loading is picked up
-            if self.run is None:
-                raise ValueError("hedged answers need a calibrated run: load the Predictor with Predictor.load(RUN_DIR) "
-                                 "after `fashionlens calibrate --model RUN_DIR --data SPEC`")
-            self.hedger = load_hedger(self.run, self.labels)  # FileNotFoundError: "run fashionlens calibrate first"
+            self.hedger = self._load_hedger()
         self.hedger.lambda_for(target_accuracy)
+
+    def _load_hedger(self) -> Any:
+        """The run's HedgedClassifier (FileNotFoundError: "run fashionlens calibrate first")."""
+        if self.run is None:
+            raise ValueError("hedged answers need a calibrated run: load the Predictor with Predictor.load(RUN_DIR) "
+                             "after `fashionlens calibrate --model RUN_DIR --data SPEC`")
+        return load_hedger(self.run, self.labels)
+
+    def calibration(self) -> dict[str, Any] | None:
+        """The run's calibration state (its calibration.json, see ``fashionlens calibrate``), None when it has none."""
+        if self.run is None or not os.path.isfile(calibration_path(self.run)):
+            return None
+        return load_calibration(self.run)
+
+    @property
+    def temperature(self) -> float:
+        """The calibrated temperature T (``softmax(logits / T)``), 1.0 for a model without a calibration."""
+        state = self.calibration()
+        return float(state["temperature"]) if state else 1.0
 
     def hedge(self, probabilities: np.ndarray, target_accuracy: float) -> dict[str, Any]:
         """The hedged answer {"name", "path", "probability", "target_accuracy"} for one image's (C,) category
@@ -139,6 +164,10 @@ class Predictor:
         without a box head raises ValueError (:meth:`require_box`)."""
         if crop:
             return np.stack([a["embedding"] for a in self.analyse(images, crop=True, margin=margin)])
+        return self._embeddings(images)
+
+    def _embeddings(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(N, D) float32 embeddings of the whole images (one forward pass)."""
         return self.forward(images)[0]["embedding"].astype(np.float32)
 
     def analyse(self, images: Sequence[Image.Image], *, crop: bool | Sequence[bool] = False, margin: float = 0.1,
@@ -163,7 +192,7 @@ class Predictor:
                 regions[i] = region
                 answer["crop"] = [int(v) for v in _crop_rectangle(image, answer["bbox"], margin)]
         if regions:
-            vectors = self.forward(list(regions.values()))[0]["embedding"].astype(np.float32)
+            vectors = self._embeddings(list(regions.values()))
             for i, vector in zip(regions, vectors):
                 answers[i]["embedding"] = vector
         return answers
@@ -186,9 +215,33 @@ class Predictor:
         return answers
 
     def _answer(self, out: dict[str, Any], i: int, affine: np.ndarray, size: tuple[int, int]) -> dict[str, Any]:
-        answer: dict[str, Any] = {"width": size[0], "height": size[1]}
+        return self._format(self._decode(out, i, affine), size)
+
+    def _decode(self, out: dict[str, Any], i: int, affine: np.ndarray, temperature: float = 1.0) -> dict[str, Any]:
+        """Row ``i`` of the model's outputs as numbers in the ORIGINAL image: category ``probabilities``
+        (``softmax(logits / temperature)``), ``attribute_scores`` (sigmoid), ``landmarks`` (K, 2) pixels and
+        ``visibility`` (K, 3) probabilities, ``bbox`` (4,) pixels (not clipped), ``embedding``.  What an
+        ensemble averages over its members before :meth:`_format` words it."""
+        parts: dict[str, Any] = {}
         if "category" in out:
-            probs = softmax(out["category"][i])
+            parts["probabilities"] = softmax(out["category"][i], temperature)
+        if "attributes" in out:
+            parts["attribute_scores"] = 1.0 / (1.0 + np.exp(-np.asarray(out["attributes"][i], np.float64)))
+        if "landmarks" in out:
+            parts["landmarks"] = self._to_original(out["landmarks"][i].astype(np.float64), affine)
+            parts["visibility"] = (softmax(out["visibility"][i]) if "visibility" in out
+                                   else np.tile([1.0, 0, 0], (NUM_SLOTS, 1)))
+        if "embedding" in out:
+            parts["embedding"] = out["embedding"][i].astype(np.float32)
+        if "bbox" in out:
+            parts["bbox"] = self._to_original(out["bbox"][i].reshape(2, 2).astype(np.float64), affine).reshape(4)
+        return parts
+
+    def _format(self, parts: dict[str, Any], size: tuple[int, int]) -> dict[str, Any]:
+        """The answer dict of one image from its :meth:`_decode` numbers (``size``: the image's (width, height))."""
+        answer: dict[str, Any] = {"width": size[0], "height": size[1]}
+        if "probabilities" in parts:
+            probs = parts["probabilities"]
             order = np.argsort(-probs)[:5]
             best = int(order[0])
             answer["category"] = self.categories[best]
@@ -197,20 +250,18 @@ class Predictor:
                 answer["category_path"] = self.paths[best]
             answer["category_scores"] = [{"name": self.categories[j], "score": round(float(probs[j]), 5)} for j in order]
             answer["probabilities"] = probs
-        if "attributes" in out:
-            answer["attributes"] = self._attributes(out["attributes"][i])
-        if "landmarks" in out:
-            xy = self._to_original(out["landmarks"][i].astype(np.float64), affine)
-            vis = softmax(out["visibility"][i]) if "visibility" in out else np.tile([1.0, 0, 0], (NUM_SLOTS, 1))
+        if "attribute_scores" in parts:
+            answer["attributes"] = self._attributes_from_scores(parts["attribute_scores"])
+        if "landmarks" in parts:
+            xy, vis = parts["landmarks"], parts["visibility"]
             answer["landmarks"] = [
                 {"name": LANDMARK_SLOTS[k], "x": round(float(xy[k, 0]), 1), "y": round(float(xy[k, 1]), 1),
                  "visibility": VISIBILITY_NAMES[int(vis[k].argmax())], "visible_prob": round(float(vis[k, 0]), 4)}
                 for k in self._slots(answer.get("category_index"))]
-        if "embedding" in out:
-            answer["embedding"] = out["embedding"][i].astype(np.float32)
-        if "bbox" in out:
-            box = self._to_original(out["bbox"][i].reshape(2, 2).astype(np.float64), affine).reshape(4)
-            box = np.clip(box, 0, [size[0], size[1], size[0], size[1]])
+        if "embedding" in parts:
+            answer["embedding"] = parts["embedding"]
+        if "bbox" in parts:
+            box = np.clip(parts["bbox"], 0, [size[0], size[1], size[0], size[1]])
             answer["bbox"] = [round(float(v), 1) for v in box]
         return answer
 
@@ -223,7 +274,10 @@ class Predictor:
 
     def _attributes(self, logits: np.ndarray) -> list[dict[str, Any]]:
         """Attributes over the threshold; with single-choice groups, the best one of every group."""
-        scores = 1.0 / (1.0 + np.exp(-logits))
+        return self._attributes_from_scores(1.0 / (1.0 + np.exp(-logits)))
+
+    def _attributes_from_scores(self, scores: np.ndarray) -> list[dict[str, Any]]:
+        """:meth:`_attributes` of (A,) sigmoid scores."""
         if self.labels.get("single_choice_groups") and self.groups:
             chosen = [int(max(np.flatnonzero(np.array(self.groups) == g), key=lambda j: scores[j]))
                       for g in sorted(set(self.groups))]
@@ -259,6 +313,114 @@ class Predictor:
             answer.pop("probabilities", None)
             answer.pop("embedding", None)
             yield {"image": path, **answer}
+
+
+class EnsemblePredictor(Predictor):
+    """Several models sharing one label set (runs or exported .onnx files), answering as one Predictor.
+
+    ``EnsemblePredictor([Predictor.load(A), Predictor.load(B)])`` (or ``export.load_predictor([A, B])``)
+    has the interface the catalog and the server use: :meth:`predict`, :meth:`embed`, :meth:`analyse`,
+    :meth:`predict_paths`, :attr:`has_box`, :meth:`require_box`, ``categories`` / ``paths`` / ``labels`` and
+    ``cfg.model.embedding_dim``.  Every image runs through each member with that member's own eval
+    transform; then (``runs.ensemble``, the one place of the rule):
+
+    * ``probabilities`` (and the category, its scores): the mean of the members' CALIBRATED probabilities
+      ``softmax(logits / T_m)``, ``T_m`` the temperature of the member's calibration (its run's
+      calibration.json or the .onnx metadata; read when the ensemble is made; 1 for an uncalibrated member).
+      A single Predictor's ``probabilities`` are its plain softmax: an ensemble of one calibrated run is
+      not the run itself.
+    * attributes: the mean sigmoid score; landmarks, their visibility and the box: the mean over the
+      members that predict them, in original-image pixels (so members may differ in input size).
+    * ``embedding``: the members' L2-normalised embeddings concatenated in member order, then L2-normalised
+      (dimension = the sum; cosine similarity = the mean of the members').  A catalog must be built with
+      the same ensemble (same runs, same order).
+
+    Hedged answers (``target_accuracy``) are refused with a ValueError: the members' lambda tables were fitted
+    to their own probabilities, not to the average.  Members whose label names (categories, their paths,
+    attributes) differ are a ValueError naming them.
+    """
+
+    def __init__(self, members: Sequence[Predictor], *, batch_size: int | None = None):
+        members = list(members)
+        if not members:
+            raise ValueError("an ensemble needs at least one model")
+        names = [str(m.run or f"model {i}") for i, m in enumerate(members)]
+        check_same_labels([m.labels for m in members], names)
+        first = members[0]
+        self.members = members
+        self.device = first.device
+        self.labels = first.labels
+        self.attribute_threshold = first.attribute_threshold
+        self.batch_size = batch_size or first.batch_size
+        self.categories, self.paths, self.attributes = list(first.categories), list(first.paths), list(first.attributes)
+        self.groups, self.group_names = list(first.groups), dict(first.group_names)
+        self.temperatures = [m.temperature for m in members]
+        self.cfg = copy.deepcopy(first.cfg)
+        self.cfg.model.embedding_dim = sum(int(m.cfg.model.embedding_dim) for m in members)
+        self.cfg.model.use_bbox = any(m.has_box for m in members)
+        self.run: Any = [m.run for m in members]  # the members' runs / .onnx paths, in order
+        self.hedger = None
+
+    @property
+    def has_box(self) -> bool:
+        """Whether some member predicts a box (the ensemble's box is the mean of theirs)."""
+        return any(m.has_box for m in self.members)
+
+    def require_box(self, option: str = "crop=True") -> None:
+        if not self.has_box:
+            raise ValueError(f"ensemble {', '.join(map(str, self.run))}: none of its models has a box head "
+                             f"(model.use_bbox is off): {option} cannot localise the garment")
+
+    def _load_hedger(self) -> Any:
+        raise ValueError("hedged answers (target_accuracy) are not available for an ensemble: its averaged "
+                         "probabilities have no fitted lambda table (each member's was fitted to its own); ask one "
+                         "calibrated model for hedged answers")
+
+    def calibration(self) -> dict[str, Any] | None:
+        return None
+
+    @property
+    def temperature(self) -> float:
+        return 1.0  # the averaged probabilities are already the members' calibrated ones
+
+    def forward(self, images: Sequence[Image.Image]) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+        raise TypeError("an ensemble has no single forward pass (its members may see different inputs): "
+                        "use predict / embed / analyse, or the members' forward")
+
+    def preprocess(self, image: Image.Image) -> tuple[torch.Tensor, np.ndarray]:
+        raise TypeError(SINGLE_TRANSFORM)
+
+    @property
+    def transform(self) -> Any:  # what batch embedding of a data set (embedding.embed_spec) would take
+        raise TypeError(SINGLE_TRANSFORM)
+
+    def _embeddings(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return concat_embeddings([m._embeddings(images) for m in self.members])
+
+    def predict(self, images: Sequence[Image.Image], target_accuracy: float | None = None) -> list[dict[str, Any]]:
+        """One answer dict per image, as :meth:`Predictor.predict`, from the members' averaged outputs."""
+        if target_accuracy is not None:
+            self.check_target(target_accuracy)
+        images = list(images)
+        decoded = []
+        for member, temperature in zip(self.members, self.temperatures):
+            out, affines = member.forward(images)
+            decoded.append([member._decode(out, i, affines[i], temperature) for i in range(len(images))])
+        return [self._format(self._combine([d[i] for d in decoded]), image.size) for i, image in enumerate(images)]
+
+    @staticmethod
+    def _combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """One image's :meth:`Predictor._decode` numbers of every member -> the ensemble's."""
+        out: dict[str, Any] = {}
+        for key in ("probabilities", "attribute_scores", "landmarks", "visibility", "bbox", "embedding"):
+            having = [p[key] for p in parts if key in p]  # the members that predict it
+            if not having:
+                continue
+            if key == "embedding":
+                out[key] = concat_embeddings([e[None] for e in having])[0]
+            else:  # probabilities: already calibrated per member (runs.ensemble.mean_probabilities)
+                out[key] = np.mean(having, axis=0)
+        return out
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:

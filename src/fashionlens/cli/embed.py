@@ -20,7 +20,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from fashionlens.utils import set_threads
 
     set_threads(args.threads)
-    predictor = load_predictor(args.model, threads=args.threads, **device_option(args.model, args.device))
+    predictor = load_predictor(args.model, threads=args.threads, device=args.device)  # checks the device first
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"\d+ of \d+ images could not be read")  # listed below instead
         ids, vectors = embed_spec(predictor, args.data or args.images, split=args.split, batch_size=args.batch_size,
@@ -34,19 +34,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
                                "dim": int(vectors.shape[1]), "skipped": len(ids["skipped"])}
     print(json.dumps(summary))
     return 0
-
-
-def device_option(model: str, device: str) -> dict[str, Any]:
-    """``{"device": torch.device}`` for a run directory / checkpoint; ``{}`` for an ``.onnx`` file, which ONNX
-    Runtime runs on the CPU (``--device auto`` or ``cpu``; any other device is a ValueError, not ignored)."""
-    from fashionlens.utils import resolve_device  # lazy: torch (start-up, cli/__init__.py)
-
-    if model.lower().endswith(".onnx"):
-        if (device or "auto").strip().lower() not in ("auto", "cpu"):
-            raise ValueError(f"--device {device}: an exported .onnx model runs on the CPU (ONNX Runtime's "
-                             "CPUExecutionProvider); use --device cpu or auto, or give the run directory")
-        return {}
-    return {"device": resolve_device(device)}
 
 
 def add_commands(subparsers: Any) -> None:

@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from fashionlens.cli.calibrate import add_target_accuracy
+from fashionlens.cli.predict import add_model_argument, model_spec
 from fashionlens.utils import add_device_argument
 
 
@@ -30,8 +31,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from fashionlens.runs import evaluate_run
     from fashionlens.utils import resolve_device
 
+    onnx = [m for m in args.model if m.lower().endswith(".onnx")]
+    if onnx:
+        raise ValueError(f"evaluate takes run directories or checkpoints, not {onnx[0]}: evaluate the run it was "
+                         "exported from (the .onnx answers alike: fashionlens export-onnx checks that)")
     device = resolve_device(args.device)  # an absent device is a clear error before anything is read
-    metrics = evaluate_run(args.model, args.data, split=args.split, out_dir=args.out, batch_size=args.batch_size,
+    metrics = evaluate_run(model_spec(args.model), args.data, split=args.split, out_dir=args.out, batch_size=args.batch_size,
                            progress=not args.json, target_accuracy=args.target_accuracy,
                            tta={"on": True, "off": False}.get(args.tta), eval_scale=args.eval_scale, device=device)
     if args.json:
@@ -46,7 +51,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def add_commands(subparsers: Any) -> None:
     """Register ``evaluate`` on the ``add_subparsers()`` object of the main parser."""
     p = subparsers.add_parser("evaluate", help="DeepFashion metrics of a trained model on a data set")
-    p.add_argument("--model", required=True, help="run directory or checkpoint file")
+    add_model_argument(p, help_text="run directory or checkpoint file; repeat it (--model A --model B) to evaluate "
+                       "the ensemble: mean calibrated probabilities, concatenated embeddings")
     p.add_argument("--data", required=True, help="data spec")
     p.add_argument("--split", default="auto",
                    help="split(s) to evaluate, comma-separated; auto (default): the data's protocol "

@@ -1,4 +1,7 @@
-"""``fashionlens predict``: classify images, one JSON object per line per image."""
+"""``fashionlens predict``: classify images, one JSON object per line per image.
+
+``--model`` takes a run directory, a checkpoint or an exported ``.onnx`` file; repeated (``--model A --model B``)
+the models answer as one ensemble (``inference.EnsemblePredictor``: mean calibrated probabilities)."""
 
 from __future__ import annotations
 
@@ -9,15 +12,29 @@ from typing import Any
 from fashionlens.cli.calibrate import add_target_accuracy
 from fashionlens.utils import add_device_argument
 
+MODEL_HELP = ("run directory, checkpoint file or exported .onnx; repeat it (--model A --model B) for an ensemble: "
+              "mean of the models' calibrated probabilities, concatenated embeddings")
+
+
+def add_model_argument(parser: Any, required: bool = True, help_text: str = MODEL_HELP) -> None:
+    """``--model`` of the commands that run a model: one, or several (an ensemble) when repeated."""
+    parser.add_argument("--model", action="append", required=required, help=help_text)
+
+
+def model_spec(models: list[str] | None) -> str | list[str] | None:
+    """``--model`` values -> the one path, or the list of an ensemble (None when not given)."""
+    if not models:
+        return None
+    return models[0] if len(models) == 1 else list(models)
+
 
 def cmd_predict(args: argparse.Namespace) -> int:
     # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
-    from fashionlens.inference import Predictor
-    from fashionlens.utils import resolve_device
+    from fashionlens.export import load_predictor
 
-    device = resolve_device(args.device)  # an absent GPU is one clear error, before the model is read
-    predictor = Predictor.load(args.model, attribute_threshold=args.threshold, batch_size=args.batch_size,
-                               device=device)
+    # an absent GPU, or a GPU asked of an .onnx model, is one clear error before any model is read
+    predictor = load_predictor(args.model, attribute_threshold=args.threshold, batch_size=args.batch_size,
+                               device=args.device)
     for answer in predictor.predict_paths(args.images, target_accuracy=args.target_accuracy):
         print(json.dumps(answer), flush=True)
     return 0
@@ -26,7 +43,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def add_commands(subparsers: Any) -> None:
     """Register ``predict`` on the ``add_subparsers()`` object of the main parser."""
     p = subparsers.add_parser("predict", help="classify images: one JSON object per line per image")
-    p.add_argument("--model", required=True, help="run directory or checkpoint file")
+    add_model_argument(p)
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--threshold", type=float, default=0.5, help="attribute score threshold")
     p.add_argument("--batch-size", type=int, default=16)

@@ -18,7 +18,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from fashionlens.utils import resolve_device
 
     scope = None
-    with Catalog.open(args.catalog, device=resolve_device(args.device)) as catalog:
+    resolve_device(args.device)  # an absent GPU: one clear error; the catalog's model resolves "auto" itself
+    with Catalog.open(args.catalog, device=args.device) as catalog:  # (an .onnx model: auto = the CPU)
         if args.crop:  # before the query is read
             catalog.predictor.require_box("--crop")
         query, category = args.image, args.category

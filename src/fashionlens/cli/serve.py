@@ -7,13 +7,15 @@ import os
 import secrets
 from typing import Any
 
+from fashionlens.cli.predict import add_model_argument, model_spec
 from fashionlens.utils import add_device_argument
 
 
 def add_commands(subparsers: Any) -> None:
     """Register ``serve`` on the ``add_subparsers()`` object of the main parser."""
     p = subparsers.add_parser("serve", help="serve the HTTP API and the web page")
-    p.add_argument("--model", help="run directory (default: the catalog's model)")
+    add_model_argument(p, required=False, help_text="run directory, checkpoint or exported .onnx (default: the "
+                       "catalog's model); repeat it for an ensemble (the catalog must be built with the same one)")
     p.add_argument("--catalog", help="catalog directory (without one, only /v1/classify works)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -28,13 +30,17 @@ def add_commands(subparsers: Any) -> None:
 def settings_from_args(args: argparse.Namespace):
     """The :class:`~fashionlens.serving.ServeSettings` of ``serve``'s arguments, validated (ValueError)."""
     # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
+    from fashionlens.export import check_device
     from fashionlens.serving import ServeSettings
     from fashionlens.utils import resolve_device
 
     if not args.model and not args.catalog:
         raise ValueError("serve needs --model RUN_DIR, --catalog CATALOG or both")
+    model = model_spec(args.model)
+    if model:
+        check_device(model, args.device)  # a GPU asked of an .onnx model: said before anything is loaded
     resolve_device(args.device)  # an absent GPU: one clear error before the model is loaded or a port bound
-    settings = ServeSettings(model_run=args.model, catalog_dir=args.catalog, api_key_file=args.api_key_file,
+    settings = ServeSettings(model_run=model, catalog_dir=args.catalog, api_key_file=args.api_key_file,
                              public_reads=not args.private_reads, inference_threads=args.workers,
                              max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), device=args.device)
     settings.validate()

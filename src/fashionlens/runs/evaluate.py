@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from fashionlens.evaluation.protocol import AUTO
 from fashionlens.evaluation.report import MEASURED_KEYS, compute_metrics, json_ready, retrieval_metrics
 from fashionlens.hierarchy.hedging import hedged_metrics
 from fashionlens.runs.calibrate import load_hedger
+from fashionlens.runs.ensemble import collect_ensemble
 from fashionlens.runs.outputs import collect_run
 from fashionlens.runs.report import attention_grid, write_report
 
@@ -49,7 +50,7 @@ def _write_notes(out_dir: str, metrics: dict[str, Any]) -> None:
         f.write("\n".join(lines) + "\n")
 
 
-def evaluate_run(run: str, spec: str, *, split: str = AUTO, out_dir: str | None = None, batch_size: int = 64,
+def evaluate_run(run: str | Sequence[str], spec: str, *, split: str = AUTO, out_dir: str | None = None, batch_size: int = 64,
                  progress: bool = True, num_workers: int = 0, target_accuracy: float | None = None,
                  tta: bool | None = None, eval_scale: float | None = None,
                  device: str | torch.device | None = "cpu") -> dict[str, Any]:
@@ -66,12 +67,21 @@ def evaluate_run(run: str, spec: str, *, split: str = AUTO, out_dir: str | None 
 
     With ``target_accuracy`` (needs the run's calibration.json, see ``fashionlens calibrate``, and data with the
     model's categories) also the hedged answers' ``hedged_accuracy`` and ``hedged_specificity`` (bits) and the
-    trade-off curve."""
+    trade-off curve.
+
+    ``run`` a list of several runs evaluates their ensemble (``runs.ensemble.collect_ensemble``: mean calibrated
+    probabilities, concatenated embeddings; no hedged answers, no attention figure)."""
+    runs = [run] if isinstance(run, (str, os.PathLike)) else [os.fspath(r) for r in run]
+    run = runs[0] if len(runs) == 1 else runs
+    if target_accuracy is not None and len(runs) > 1:
+        raise ValueError("hedged answers (--target-accuracy) are not available for an ensemble: its averaged "
+                         "probabilities have no fitted lambda table; evaluate one calibrated run for them")
     if target_accuracy is not None:
         load_hedger(run).lambda_for(target_accuracy)  # no calibration / a bad target fails before the forward passes
-    out = collect_run(run, spec, split=split, batch_size=batch_size, progress=progress, num_workers=num_workers,
-                      tta=tta, eval_scale=eval_scale, device=device,
-                      mismatched="error" if target_accuracy is not None else "drop")
+    collect = collect_run if len(runs) == 1 else collect_ensemble
+    out = collect(run, spec, split=split, batch_size=batch_size, progress=progress, num_workers=num_workers,
+                  tta=tta, eval_scale=eval_scale, device=device,
+                  mismatched="error" if target_accuracy is not None else "drop")
     preds, targets, samples = out.preds, out.targets, out.samples
     metrics = compute_metrics(preds, targets, samples, out.data.info, categories=out.agreement.categories,
                               attributes=out.agreement.attributes)
@@ -89,7 +99,7 @@ def evaluate_run(run: str, spec: str, *, split: str = AUTO, out_dir: str | None 
     if out_dir:
         write_report(metrics, preds, targets, samples, out.labels, out_dir)
         _write_notes(out_dir, metrics)
-        if "attention" in preds:  # saliency maps over the images as the network saw them
+        if "attention" in preds and len(runs) == 1:  # saliency maps over the images as the network saw them
             attention_grid(run, preds["attention"], samples, os.path.join(out_dir, "attention.png"))
             with open(os.path.join(out_dir, "report.md"), "a", encoding="utf-8") as f:
                 f.write("\n![attention](attention.png)\n")

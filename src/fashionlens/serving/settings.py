@@ -28,7 +28,9 @@ DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP")
 class ServeSettings:
     """What :func:`fashionlens.serving.create_app` serves and with which limits."""
 
-    model_run: str | None = None  # run directory / checkpoint of the model; None: the catalog's model_run
+    # run directory / checkpoint / exported .onnx of the model, or a list of them (an ensemble: one answer from
+    # their mean calibrated probabilities, concatenated embeddings); None: the catalog's model_run
+    model_run: str | list[str] | None = None
     catalog_dir: str | None = None  # catalog directory; None: /v1/search and /v1/items answer 503
     api_key: str | None = None  # write key; None: $FASHIONLENS_API_KEY, else api_key_file
     api_key_file: str | None = None  # file whose first line is the key (read when the app is created)
@@ -60,6 +62,13 @@ class ServeSettings:
                              f"got {self.formats!r}")
         if self.model_run is None and self.catalog_dir is None:
             raise ValueError("ServeSettings needs a model_run or a catalog_dir (whose catalog names its model)")
+        if self.model_run is not None:  # a GPU asked of an .onnx model: said before what the machine lacks
+            from fashionlens.export import check_device  # lazy: torch and ONNX Runtime, not with the settings
+
+            try:
+                check_device(self.model_run, self.device)
+            except ValueError as e:
+                raise ValueError(f"ServeSettings.device: {e}") from e
         self.resolved_device()
 
     def resolved_device(self) -> "torch.device":
