@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_catalog import LABELS
 
 from fashionlens.cli import main
 
@@ -36,6 +37,21 @@ def humanise(name):
     """The page's display form of a label: "button-down" -> "Button down"."""
     text = re.sub(r"[_-]+", " ", str(name)).strip()
     return text[:1].upper() + text[1:]
+
+
+def crumbs(path):
+    """The page's breadcrumbs of a taxonomy path: repeated parts once ("lower.trousers.trousers": 2 crumbs)."""
+    out = []
+    for part in path:
+        if not out or out[-1].lower() != humanise(part).lower():
+            out.append(humanise(part))
+    return out
+
+
+def visible(attributes):
+    """The attributes the page shows (and proposes): present ones ("no_length" says what is missing) that the
+    model gives at least 50%."""
+    return [a for a in attributes if not re.match(r"(no|non|without)[ _-]", a["name"], re.IGNORECASE) and a["score"] >= 0.5]
 
 
 # -- fixtures: browser, data, model, catalog, server ------------------------------------------------------
@@ -121,14 +137,17 @@ def classify(base, image):
     return response.json()
 
 
-def open_page(browser, base, on_file_chooser=None, **context):
-    """(page at the app's root once its script ran, list collecting uncaught page errors)."""
+def open_page(browser, base, on_file_chooser=None, routes=None, **context):
+    """(page at the app's root once its script ran, list collecting uncaught page errors); ``routes``:
+    {URL pattern: handler} set before the page loads (it asks /v1/labels when it starts)."""
     page = browser.new_context(**context).new_page()
     page.set_default_timeout(TIMEOUT_MS)
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     if on_file_chooser is not None:
         page.on("filechooser", on_file_chooser)
+    for pattern, handler in (routes or {}).items():
+        page.route(pattern, handler)
     page.goto(base + "/")
     page.wait_for_selector("html[data-ready=true]")
     return page, errors
@@ -176,13 +195,15 @@ def check_answer(page, truth):
     assert page.get_attribute("#category-icon use", "href") == f"icons.svg#icon-{expected_icon}"
     icon_box = page.locator("#category-icon").bounding_box()
     assert icon_box["width"] >= 32 and icon_box["height"] >= 32
-    assert page.locator("#breadcrumbs li").all_inner_texts() == [humanise(p) for p in cat["path"]]
+    assert page.locator("#breadcrumbs li").all_inner_texts() == crumbs(cat["path"])
     assert page.locator("#scores li").count() == len(truth["category_scores"])
     chips = page.locator("#attributes .chip")
+    shown = visible(truth["attributes"])
     assert sorted(chips.nth(i).get_attribute("data-name") for i in range(chips.count())) == \
-        sorted(a["name"] for a in truth["attributes"])
+        sorted(a["name"] for a in shown)
     groups = page.locator("#attributes .group-name").all_inner_texts()  # chips grouped, one heading per group
-    assert sorted(groups) == sorted({humanise(a["group"] or "other") for a in truth["attributes"]})
+    assert sorted(groups) == sorted({humanise(a["group"] or "other") for a in shown})
+    assert page.is_hidden("#attributes-hidden") == (len(shown) == len(truth["attributes"]))
 
 
 def check_overlay(page, truth):
@@ -241,22 +262,27 @@ def test_classify_search_confirm_and_find_the_new_item(browser, server, garments
     assert unlabelled == []  # every control has a label
     screenshot(page, "web-desktop")
 
-    page.click("#add-button")  # Is this right? -> Yes, but first without the key: the API's 401 is shown
+    page.click("#add-button")  # Is this right? -> Yes, but first without the key: what to do is shown
     assert page.inner_text("#proposal-category") == humanise(truth["category"]["name"])
     page.click("#yes-button")
     page.wait_for_selector("#error:not([hidden])")
     with open(photo, "rb") as f:
         unauthorised = api(server, "POST", "/v1/items", files={"image": ("x.jpg", f, "image/jpeg")})
-    assert unauthorised.status_code == 401
-    assert page.inner_text("#error") == unauthorised.json()["error"]["message"]
+    assert unauthorised.status_code == 401 and unauthorised.json()["error"]["code"] == "missing_api_key"
+    message = page.inner_text("#error")  # written for a person: where the key goes and whom to ask
+    assert "Item details and API key" in message and "whoever runs" in message
+    assert "Authorization" not in message and "X-API-Key" not in message
     assert page.evaluate("document.activeElement.id") == "api-key"  # the page leads to the missing key
+    assert not page.is_disabled("#yes-button")
     fill_api_key(page)
     page.click("#yes-button")
     new_id = stored_id(page)
     assert new_id not in ids
+    assert page.is_disabled("#yes-button") and page.is_disabled("#no-button")  # stored once, not twice
     item = api(server, "GET", f"/v1/items/{new_id}").json()
     assert item["category"] == truth["category"]["name"]
-    assert sorted(item["attributes"]) == sorted(a["name"] for a in truth["attributes"])
+    assert sorted(item["attributes"]) == sorted(a["name"] for a in visible(truth["attributes"]))
+    assert item["label"]["provenance"] == "confirmed"  # a person said yes
 
     page.reload()  # the key survives in localStorage; the same photo now finds the new item first
     page.wait_for_selector("html[data-ready=true]")
@@ -286,6 +312,8 @@ def test_phone_camera_correct_category_and_attributes(browser, server, garments)
     screenshot(page, "web-phone", full_page=False)
     page.locator("#result-panel").scroll_into_view_if_needed()
     screenshot(page, "web-phone-answer", full_page=False)
+    page.locator("#words-form").scroll_into_view_if_needed()
+    screenshot(page, "web-phone-words", full_page=False)
 
     page.check("#same-category")  # only items of the predicted category
     page.wait_for_function("!document.querySelector('#status').classList.contains('busy')")
@@ -298,13 +326,20 @@ def test_phone_camera_correct_category_and_attributes(browser, server, garments)
     page.click("#no-button")  # Is this right? No: correct the category and the attributes
     options = page.eval_on_selector_all("#fix-category option", "os => os.map(o => o.value)")
     assert options[0] == truth["category"]["name"] and options[-1] == "__other__"
+    assert set(LABELS["categories"]) <= set(options)  # every category the model knows, not only the top guesses
     corrected = next(o for o in options[1:-1] if o != truth["category"]["name"])
     page.select_option("#fix-category", corrected)
-    toggles = page.locator("#fix-attributes button.chip")
+    toggles = page.locator("#fix-attributes button.chip")  # the shown attributes on, the model's others off
     assert toggles.count() == len(truth["attributes"]) > 0
-    dropped = toggles.first.get_attribute("data-name")
+    pressed = [t.get_attribute("aria-pressed") for t in toggles.all()]
+    assert pressed == ["true"] * len(visible(truth["attributes"])) + \
+        ["false"] * (len(truth["attributes"]) - len(visible(truth["attributes"])))
+    was = toggles.first.get_attribute("aria-pressed")
     toggles.first.click()
-    assert toggles.first.get_attribute("aria-pressed") == "false"
+    assert toggles.first.get_attribute("aria-pressed") != was
+    kept = [t.get_attribute("data-name") for t in toggles.all() if t.get_attribute("aria-pressed") == "true"]
+    assert page.eval_on_selector_all("#attribute-names option", "os => os.map(o => o.value)") == \
+        [humanise(a) for a in LABELS["attributes"]]  # new attributes: the model's names are offered
     page.fill("#fix-attribute-new", "Hand made")
     page.keyboard.press("Enter")
     fill_api_key(page)
@@ -315,9 +350,14 @@ def test_phone_camera_correct_category_and_attributes(browser, server, garments)
     new_id = stored_id(page)
     item = api(server, "GET", f"/v1/items/{new_id}").json()
     assert item["category"] == corrected and item["title"] == "Corrected on a phone"
-    kept = [a["name"] for a in truth["attributes"] if a["name"] != dropped]
     assert sorted(item["attributes"]) == sorted(kept + ["hand_made"])
+    assert item["label"]["provenance"] == "corrected"
+    assert page.get_attribute("#category-name", "data-name") == corrected  # the stored label, not the guess
+    assert "You corrected the model's answer" in page.inner_text("#stored-note")
+    chips = [c.get_attribute("data-name") for c in page.locator("#attributes .chip").all()]
+    assert sorted(chips) == sorted(item["attributes"])
     page.wait_for_selector(f"#similar .card[data-item-id='{new_id}']")
+    assert page.input_value("#item-title") == "" and page.input_value("#item-sku") == ""
     assert not errors
 
 
@@ -348,13 +388,15 @@ def test_drawing_follows_the_answer(browser, server, garments, tmp_path):
     answer = {"category": {"name": "Shorts", "path": ["lower", "shorts", "shorts"], "score": 0.61},
               "category_scores": [{"name": "Shorts", "score": 0.61}, {"name": "Skirt", "score": 0.3}],
               "attributes": [{"name": "denim", "score": 0.8, "group": "fabric"},
-                             {"name": "striped", "score": 0.7, "group": "texture"}],
+                             {"name": "no_length", "score": 0.98, "group": "length"},
+                             {"name": "striped", "score": 0.7, "group": "texture"},
+                             {"name": "leather", "score": 0.3, "group": "fabric"}],
               "landmarks": [{"name": "left_waistline", "x": 120, "y": 40, "visibility": "visible", "visible_prob": 0.9},
                             {"name": "right_waistline", "x": 180, "y": 40, "visibility": "occluded",
                              "visible_prob": 0.2},
                             {"name": "left_hem", "x": 0, "y": 149, "visibility": "truncated", "visible_prob": 0.1}],
               "bbox": [100, 30, 200, 120], "image": {"width": 300, "height": 150},
-              "hedged": {"name": "lower", "path": ["lower"]}}
+              "hedged": {"name": "lower", "path": ["lower"], "probability": 0.93, "target_accuracy": 0.9}}
     page, errors = open_page(browser, server, viewport={"width": 1280, "height": 800})
     page.route("**/v1/classify", lambda route: route.fulfill(json=answer))
     page.route("**/v1/search", lambda route: route.fulfill(json={"results": [], "query": {}, "classification": answer}))
@@ -362,8 +404,13 @@ def test_drawing_follows_the_answer(browser, server, garments, tmp_path):
     page.wait_for_selector("#result:not([hidden])")
     page.wait_for_selector("#similar-status:has-text('No similar items')")
     assert page.get_attribute("#category-icon", "data-icon") == "lower"
-    assert "at least Lower" in page.inner_text("#hedge")
+    assert "A lower-body item — not sure which kind" in page.inner_text("#hedge")
+    assert "Best guess: Shorts (61%)" in page.inner_text("#hedge")
+    assert page.get_attribute("#hedge-icon use", "href") == "icons.svg#icon-lower"
+    assert page.inner_text("#category-name") == "Lower" and page.inner_text("#category-score") == "93% sure"
     assert page.locator("#attributes .group-name").all_inner_texts() == ["Fabric", "Texture"]
+    assert page.locator("#attributes .chip").evaluate_all("cs => cs.map(c => c.dataset.name)") == ["denim", "striped"]
+    assert page.inner_text("#attributes-hidden").startswith("2 attributes")  # "no length 98%", "leather 30%"
     assert [m.get_attribute("class") for m in page.locator("#overlay .lm").all()] == \
         ["lm lm-visible", "lm lm-occluded", "lm lm-truncated"]
     assert page.locator("#overlay path.lm-truncated").count() == 1  # a diamond, as in the legend
@@ -408,4 +455,286 @@ def test_search_options_and_readable_results(browser, server, tmp_path):
     page.check("#rerank")
     wait_until(page, lambda: len(forms) == 2)
     assert 'name="rerank"' in forms[1]
+    assert not errors
+
+
+def form_field(body, name):
+    """The value of a text field in a multipart/form-data body (bytes: ``post_data_buffer``; None when absent)."""
+    text = body.decode("latin-1") if isinstance(body, bytes) else body or ""
+    found = re.search(rf'name="{name}"\r\n\r\n(.*?)\r\n--', text, re.DOTALL)
+    return found.group(1) if found else None
+
+
+def wait_idle(page):
+    page.wait_for_function("!document.querySelector('#status').classList.contains('busy')")
+
+
+def test_add_flow_stores_once_clears_fields_and_warns_about_known_skus(browser, server, garments, tmp_path):
+    _, consumer = garments
+    photos = [s.image for s in list(consumer)[2:4]]
+    page, errors = open_page(browser, server, viewport={"width": 1280, "height": 800})
+    page.set_input_files("#file", photos[0])
+    wait_for_answer(page)
+    page.click("#add-button")
+    fill_api_key(page)
+    page.fill("#item-sku", "DUP-1")
+    page.fill("#item-title", "First photo")
+    page.dblclick("#yes-button")  # two clicks, one item: the button is off while storing and after
+    first = stored_id(page)
+    wait_idle(page)
+    assert page.is_disabled("#yes-button") and page.is_disabled("#no-button")
+    same = api(server, "GET", "/v1/items", params={"sku": "DUP-1"}).json()
+    assert [i["item_id"] for i in same["items"]] == [first] and same["total"] == 1
+
+    page.set_input_files("#file", photos[1])  # the next photo starts afresh: no SKU or title carried over
+    wait_for_answer(page)
+    assert page.input_value("#item-sku") == "" and page.input_value("#item-title") == ""
+    assert page.is_hidden("#add-panel") and page.inner_text("#add-message") == ""
+    page.click("#add-button")
+    assert not page.is_disabled("#yes-button")
+    assert page.evaluate("document.activeElement.id") == "confirm-question"
+    page.keyboard.press("Escape")  # Escape closes the panel and gives the focus back to its button
+    assert page.is_hidden("#add-panel")
+    assert page.evaluate("document.activeElement.id") == "add-button"
+    assert page.get_attribute("#add-button", "aria-expanded") == "false"
+
+    page.click("#add-button")
+    page.fill("#item-sku", "DUP-1")  # a SKU the catalog has: warned before anything is stored
+    page.click("#yes-button")
+    page.wait_for_selector("#sku-warning:not([hidden])")
+    warning = page.inner_text("#sku-warning-text")
+    assert f"item #{first}" in warning and "First photo" in warning and "DUP-1" in warning
+    assert page.evaluate("document.activeElement.id") == "sku-store-anyway"
+    assert api(server, "GET", "/v1/items", params={"sku": "DUP-1"}).json()["total"] == 1
+    screenshot(page, "web-sku-warning")
+    page.click("#sku-store-anyway")  # another photo of the same product, on purpose
+    second = stored_id(page)
+    wait_idle(page)
+    assert second != first
+    assert [i["item_id"] for i in api(server, "GET", "/v1/items", params={"sku": "DUP-1"}).json()["items"]] == \
+        [first, second]
+
+    fake = tmp_path / "broken.jpg"  # a failed upload leaves nothing of the previous photo on screen
+    fake.write_text("not a photo")
+    page.set_input_files("#file", str(fake))
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.locator("#similar .card").count() == 0
+    assert page.is_hidden("#result") and page.is_hidden("#preview")
+    assert page.inner_text("#similar-status").startswith("No results")
+    assert not errors
+
+
+def test_cards_open_the_item(browser, server, garments):
+    """Each result card opens its item (picture and metadata) in a dialog: on a phone, in the dark scheme."""
+    _, consumer = garments
+    page, errors = open_page(browser, server, viewport={"width": 390, "height": 844}, is_mobile=True,
+                             has_touch=True, color_scheme="dark")
+    page.set_input_files("#file", list(consumer)[4].image)
+    wait_for_answer(page)
+    card = page.locator("#similar .card").first
+    item_id = int(card.get_attribute("data-item-id"))
+    name = card.locator(".card-open").inner_text()
+    card.click(position={"x": 20, "y": 20})  # anywhere on the card: its picture
+    page.wait_for_selector("#item-dialog[open]")
+    assert page.inner_text("#item-dialog-title") == name
+    page.wait_for_selector("#item-dialog-meta dt:has-text('Added')")  # the item's own record was fetched
+    meta = dict(zip(page.locator("#item-dialog-meta dt").all_inner_texts(),
+                    page.locator("#item-dialog-meta dd").all_inner_texts()))
+    item = api(server, "GET", f"/v1/items/{item_id}").json()
+    assert meta["Item"] == f"#{item_id}" and meta["SKU"] == item["sku"]
+    assert meta["Category"] == " › ".join(crumbs(item["category_path"]))
+    assert meta["Attributes"] == ", ".join(humanise(a) for a in item["attributes"])
+    assert "Similarity" in meta
+    page.wait_for_function("document.querySelector('#item-dialog-image').naturalWidth > 0")
+    box = page.locator("#item-dialog").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390  # fits the phone
+    background = page.eval_on_selector("#item-dialog", "d => getComputedStyle(d).backgroundColor")
+    assert background == "rgb(25, 29, 35)"  # the dark scheme's panel colour
+    screenshot(page, "web-item-phone-dark", full_page=False)
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#item-dialog:not([open])", state="attached")
+    assert page.evaluate("document.activeElement.closest('.card').dataset.itemId") == str(item_id)
+    page.keyboard.press("Enter")  # the card's button, from the keyboard
+    page.wait_for_selector("#item-dialog[open]")
+    page.click("#item-dialog-close")
+    page.wait_for_selector("#item-dialog:not([open])", state="attached")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert not errors
+
+
+def test_search_by_words(browser, server, garments):
+    items = api(server, "GET", "/v1/items", params={"limit": 500}).json()["items"]
+    target = next(i for i in items if i["attributes"] and i["category"])
+    category, attribute = target["category"], target["attributes"][0]
+    query = f"{humanise(attribute).upper()}, {category}s!"  # case, punctuation, plural
+    expected = api(server, "GET", "/v1/items", params={"q": query, "limit": 24}).json()
+    assert [m["label"] for m in expected["query"]["matched"]] == [attribute, category]
+    page, errors = open_page(browser, server, viewport={"width": 1280, "height": 800})
+    page.fill("#words", query)
+    page.keyboard.press("Enter")  # no photo: the whole catalog
+    page.wait_for_selector("#similar .card")
+    wait_idle(page)
+    ids = [int(c.get_attribute("data-item-id")) for c in page.locator("#similar .card").all()]
+    assert ids == [i["item_id"] for i in expected["items"]]
+    assert page.locator("#words-feedback .understood strong").evaluate_all(
+        "ss => ss.map(s => s.dataset.label)") == [attribute, category]
+    assert page.inner_text("#similar-status").startswith(f"{expected['total']} item")
+    assert "matches every word" in page.locator("#similar .card").first.inner_text()
+    screenshot(page, "web-words")
+
+    page.fill("#words", "shrts zebra")  # unknown words: said so, with the close labels to pick
+    page.click("#words-submit")
+    page.wait_for_selector("#words-feedback .not-understood[data-word=zebra]")
+    assert "Nothing found" in page.inner_text("#similar-status")
+    assert page.locator("#similar .card").count() == 0
+    suggestion = page.locator("#words-feedback .not-understood[data-word=shrts] button", has_text="Shorts")
+    suggestion.click()
+    page.wait_for_selector("#words-feedback .understood strong[data-label=Shorts]")
+    assert page.input_value("#words") == "shorts zebra"
+
+    page.click("#words-clear")  # a photo, then words narrow its similar items
+    posts = []
+
+    def search(route):  # a route sees the multipart body (a request event does not, for a file part)
+        posts.append(route.request.post_data_buffer)
+        route.continue_()
+
+    page.route("**/v1/search", search)
+    page.set_input_files("#file", list(garments[1])[5].image)
+    wait_for_answer(page)
+    assert form_field(posts[0], "q") is None
+    page.fill("#words", category)
+    page.keyboard.press("Enter")
+    wait_until(page, lambda: len(posts) == 2)
+    wait_idle(page)
+    assert form_field(posts[1], "q") == category
+    shown = [c.split("\n")[1] for c in page.locator("#similar .card").all_inner_texts()]
+    assert shown and set(shown) == {humanise(category)}
+    assert not errors
+
+
+KNIT_LABELS = {"categories": [{"name": "Tee", "path": ["upper", "tops", "tee"]},
+                              {"name": "Sweater", "path": ["upper", "knitwear", "sweater"]},
+                              {"name": "Hoodie", "path": ["upper", "knitwear", "hoodie"]},
+                              {"name": "Trousers", "path": ["lower", "trousers", "trousers"]},
+                              {"name": "Leggings", "path": ["lower", "trousers", "leggings"]},
+                              {"name": "Dress", "path": ["full", "dresses", "dress"]}],
+               "attributes": [{"name": "striped", "group": "texture"}, {"name": "long_sleeve", "group": "sleeve"},
+                              {"name": "no_sleeve", "group": "sleeve"}],
+               "hedging": {"calibrated": True, "targets": [0.9, 0.95]}}
+
+
+def test_hedged_answers_and_the_sureness_control(browser, server, tmp_path):
+    """A calibrated model (answers fixed here: the test model is not calibrated): the page offers the
+    accuracies it is calibrated for, says a hedged answer in words with the node's icon, and proposes the node."""
+    from PIL import Image
+
+    photo = tmp_path / "knit.png"
+    Image.new("RGB", (120, 160), (150, 40, 40)).save(photo)
+    sweater = {"category": {"name": "Sweater", "path": ["upper", "knitwear", "sweater"], "score": 0.41},
+               "category_scores": [{"name": "Sweater", "score": 0.41}, {"name": "Hoodie", "score": 0.38},
+                                   {"name": "Tee", "score": 0.1}],
+               "attributes": [{"name": "striped", "score": 0.8, "group": "texture"}], "landmarks": [], "bbox": None,
+               "image": {"width": 120, "height": 160}, "hedged": None}
+    knitwear = {"name": "knitwear", "path": ["upper", "knitwear"], "probability": 0.96, "target_accuracy": 0.95}
+    searches, stores = [], []
+
+    def search(route):
+        searches.append(route.request.post_data_buffer)
+        hedged = knitwear if form_field(searches[-1], "target_accuracy") else None
+        route.fulfill(json={"results": [], "query": {}, "classification": {**sweater, "hedged": hedged}})
+
+    def store(route):
+        stores.append(route.request.post_data_buffer)
+        route.fulfill(status=201, json={
+            "item_id": 999, "sku": None, "title": None, "category": form_field(stores[-1], "category"),
+            "category_path": None, "attributes": ["striped"], "source": None, "image_url": None,
+            "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-01T00:00:00Z", "extra": {}})
+
+    page, errors = open_page(browser, server, viewport={"width": 1280, "height": 800},
+                             routes={"**/v1/labels": lambda r: r.fulfill(json=KNIT_LABELS), "**/v1/search": search,
+                                     "**/v1/items": store})
+    assert page.is_visible("#target-accuracy")
+    offered = page.eval_on_selector_all("#target-accuracy option", "os => os.filter(o => !o.hidden).map(o => o.value)")
+    assert offered == ["", "0.9", "0.95"]  # only the accuracies the model is calibrated for
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector("#result:not([hidden])")
+    assert form_field(searches[0], "target_accuracy") is None  # best guess
+    assert page.inner_text("#category-name") == "Sweater" and page.is_hidden("#hedge")
+    assert page.locator("#breadcrumbs li").all_inner_texts() == ["Upper", "Knitwear", "Sweater"]
+
+    page.select_option("#target-accuracy", "0.95")  # the same photo, answered again at 95%
+    page.wait_for_selector("#category-name[data-hedged=true]")
+    assert form_field(searches[1], "target_accuracy") == "0.95"
+    assert page.inner_text("#category-name") == "Knitwear" and page.inner_text("#category-score") == "96% sure"
+    assert page.inner_text("#hedge-text") == "A knitwear item — not sure which kind. Best guess: Sweater (41%)."
+    assert page.get_attribute("#hedge-icon use", "href") == "icons.svg#icon-upper"
+    assert page.get_attribute("#category-icon", "data-icon") == "upper"
+    assert page.locator("#breadcrumbs li").all_inner_texts() == ["Upper", "Knitwear"]
+    assert "a knitwear item — not sure which kind" in page.inner_text("#status-text")
+    screenshot(page, "web-hedged")
+
+    page.click("#add-button")  # the add flow proposes the node, not the guess
+    assert page.inner_text("#proposal-category") == "Knitwear (not sure which kind)"
+    page.click("#no-button")
+    options = page.eval_on_selector_all("#fix-category option", "os => os.map(o => o.value)")
+    assert options[0] == "knitwear" and options[-1] == "__other__"
+    assert {c["name"] for c in KNIT_LABELS["categories"]} <= set(options)  # every category, grouped
+    assert page.eval_on_selector_all("#fix-category optgroup", "gs => gs.map(g => g.label)") == \
+        ["Top guesses", "All upper", "All lower", "All full"]
+    page.fill("#fix-attribute-new", "Long sleeve")  # typed as the page shows it: stored as the model names it
+    page.keyboard.press("Enter")
+    assert page.get_attribute("#fix-attributes [data-name=long_sleeve]", "aria-pressed") == "true"
+    page.click("#fix-cancel")
+    fill_api_key(page)
+    page.click("#yes-button")
+    assert stored_id(page) == 999
+    assert form_field(stores[0], "category") == "knitwear" and form_field(stores[0], "attributes") == '["striped"]'
+    assert form_field(stores[0], "label") == "confirmed"
+    assert page.inner_text("#category-name") == "Knitwear" and page.is_hidden("#hedge")
+    assert page.inner_text("#stored-note").startswith("Stored as item #999.")
+    assert not errors
+
+
+def test_an_uncalibrated_model_hides_the_sureness_control(browser, server, garments):
+    labels = api(server, "GET", "/v1/labels").json()
+    assert labels["hedging"] == {"calibrated": False, "targets": []}
+    page, errors = open_page(browser, server, viewport={"width": 1280, "height": 800})
+    assert page.is_hidden("#sureness")
+    page.close()
+
+    searches = []  # a page that believes the model calibrated: the API's 422 not_calibrated hides the control
+
+    def search(route):
+        searches.append(route.request.post_data_buffer)
+        if form_field(searches[-1], "target_accuracy"):
+            route.fulfill(status=422, json={"error": {"code": "not_calibrated", "message": "run calibrate"}})
+        else:
+            route.continue_()
+
+    page, errors = open_page(browser, server, viewport={"width": 1280, "height": 800}, routes={
+        "**/v1/labels": lambda r: r.fulfill(json={**labels, "hedging": {"calibrated": True, "targets": [0.9]}}),
+        "**/v1/search": search})
+    page.select_option("#target-accuracy", "0.9")
+    page.set_input_files("#file", list(garments[1])[6].image)
+    wait_for_answer(page)
+    assert [form_field(b, "target_accuracy") for b in searches] == ["0.9", None]  # asked again without it
+    assert page.is_hidden("#sureness") and page.is_hidden("#error")
+    assert not errors
+
+
+def test_repeated_path_parts_are_shown_once(browser, server, tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "trousers.png"
+    Image.new("RGB", (80, 160), (40, 40, 90)).save(photo)
+    answer = {"category": {"name": "Trousers", "path": ["lower", "trousers", "trousers"], "score": 0.8},
+              "category_scores": [{"name": "Trousers", "score": 0.8}], "attributes": [], "landmarks": [],
+              "bbox": None, "image": {"width": 80, "height": 160}, "hedged": None}
+    page, errors = open_page(browser, server, viewport={"width": 1280, "height": 800}, routes={
+        "**/v1/search": lambda r: r.fulfill(json={"results": [], "query": {}, "classification": answer})})
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector("#result:not([hidden])")
+    assert page.locator("#breadcrumbs li").all_inner_texts() == ["Lower", "Trousers"]
+    assert page.get_attribute("#breadcrumbs li:last-child", "aria-current") == "page"
     assert not errors

@@ -8,11 +8,13 @@ expose ``image_url`` (``/v1/items/{id}/image``), never the server's file path.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from fashionlens.export import model_label
 from fashionlens.serving._errors import ApiError
+from fashionlens.serving._viewer import public_source, sees_private
 
 
 def _utf8(value: str) -> str:
@@ -107,12 +109,38 @@ class SearchScope(BaseModel):
     hedged: bool = Field(description="chosen by the calibrated hedged answer (else by summed probabilities)")
 
 
+class WordMatch(BaseModel):
+    words: str = Field(description="the query's words (lower case) that named the label, e.g. 't shirts'")
+    kind: str = Field(description="category (a leaf), node (a taxonomy node: every category under it) or attribute")
+    label: str = Field(description="the category name, the node's name or the attribute name")
+    paths: list[list[str]] = Field(description="taxonomy paths the category or node covers (empty for attributes)")
+    group: str | None = Field(None, description="an attribute's group, when the model's labels have groups")
+
+
+class WordsQuery(BaseModel):
+    text: str = Field(description="the words as sent")
+    matched: list[WordMatch] = Field(description="which words matched which label, in query order")
+    unknown: list[str] = Field(description="words that name no label the catalog knows (ignored by the filter)")
+    ignored: list[str] = Field(description="filler words (a, with, ...)")
+    suggestions: dict[str, list[str]] = Field(description="unknown word -> label names spelt close to it")
+
+
+class ItemMatch(BaseModel):
+    exact: bool = Field(description="the stored labels match every term")
+    matched_terms: int = Field(description="terms the stored category / attributes match")
+    terms: int = Field(description="terms understood in the query")
+    log_probability: float = Field(description=(
+        "sum of the log-probabilities the model gave the terms (stored prediction; a stored label without one: 0)"))
+    probability: float = Field(description="exp(log_probability)")
+
+
 class SearchQuery(BaseModel):
     category: Category | None = Field(description="the model's category for the query image")
     bbox: list[float] | None = Field(description="the garment box found in the query image, pixels")
     crop: list[int] | None = Field(None, description=(
         "with crop: the [left, top, right, bottom] pixels that were embedded (null: the whole image)"))
     scope: SearchScope | None = Field(None, description="with category=auto: where the search looked")
+    words: WordsQuery | None = Field(None, description="with q: what was understood of the words")
 
 
 class SearchResponse(BaseModel):
@@ -122,6 +150,16 @@ class SearchResponse(BaseModel):
         "what /v1/classify answers for the query image (one upload gives both)"))
 
 
+class ItemLabel(BaseModel):
+    category: str | None
+    attributes: list[str]
+    provenance: Literal["predicted", "given", "confirmed", "corrected"] = Field(description=(
+        "predicted: the model's answer; given: sent with the item or set by an edit, unreviewed; confirmed: a person "
+        "said it is right; corrected: a person gave it instead of the model's answer"))
+    at: str = Field(description="when the label was recorded, ISO 8601 UTC")
+    model: str | None = Field(description="the model (run name) that predicted it or whose answer was judged")
+
+
 class Item(BaseModel):
     item_id: int
     sku: str | None
@@ -129,18 +167,71 @@ class Item(BaseModel):
     category: str | None
     category_path: list[str] | None
     attributes: list[str]
-    source: str | None
+    source: str | None = Field(description=(
+        "where the item came from: a URL, upload:NAME, or a file's name (its full server path only with the API key)"))
     image_url: str | None
     created_at: str
     updated_at: str
     extra: dict[str, Any] = Field(description="other metadata and the model's prediction details")
+    label: ItemLabel | None = Field(None, description=(
+        "the item's current label and where it came from (null: stored before labels were recorded)"))
+
+
+class AnswerBody(BaseModel):
+    """A person's answer to an item's label."""
+
+    model_config = ConfigDict(extra="forbid")
+    verdict: Literal["yes", "no"] = Field(description=(
+        "yes: the stored category and attributes are right; no: category and / or attributes are the right ones"))
+    category: Text | None = Field(None, max_length=200, description="with no: the right category")
+    attributes: list[Annotated[Text, Field(max_length=200)]] | None = Field(None, max_length=1000, description=(
+        "with no: the right attribute names (what is not sent stays)"))
+
+
+class ReviewEntry(BaseModel):
+    item: Item
+    margin: float = Field(description="the model's best category probability minus its second best: low = unsure")
+    guesses: list[Score] = Field(description="the model's top categories for the item, best first")
+
+
+class ReviewQueue(BaseModel):
+    items: list[ReviewEntry] = Field(description="items whose label is the model's answer, least sure first")
+    total: int = Field(description="items waiting for review")
+    offset: int
+    limit: int
+
+
+class ListedItem(Item):
+    match: ItemMatch | None = Field(None, description="with q: how the item matches the words")
 
 
 class ItemList(BaseModel):
-    items: list[Item]
-    total: int
+    items: list[ListedItem] = Field(description="by id; with q: best match first")
+    total: int = Field(description="items in the catalog; with q or sku: items that match")
     offset: int
     limit: int
+    query: WordsQuery | None = Field(None, description="with q: what was understood of the words")
+
+
+class LabelCategory(BaseModel):
+    name: str
+    path: list[str] = Field(description="taxonomy path, coarse to fine (just the name when the model has none)")
+
+
+class LabelAttribute(BaseModel):
+    name: str
+    group: str | None = Field(None, description="attribute group (texture, fabric, ...) when the model has groups")
+
+
+class Hedging(BaseModel):
+    calibrated: bool = Field(description="whether target_accuracy can be asked for (`fashionlens calibrate` ran)")
+    targets: list[float] = Field(description="of 0.8, 0.9, 0.95 and 0.99: the target accuracies the calibration fits")
+
+
+class Labels(BaseModel):
+    categories: list[LabelCategory] = Field(description="every category the model predicts, in its order")
+    attributes: list[LabelAttribute] = Field(description="every attribute the model predicts, in its order")
+    hedging: Hedging
 
 
 class ItemPatch(BaseModel):
@@ -185,18 +276,40 @@ def image_url(item_id: int, stored: str | None) -> str | None:
     return f"/v1/items/{item_id}/image" if stored else None
 
 
+def source_of(value: str | None) -> str | None:
+    """``source`` as this request may see it: in full with the API key, else without server paths."""
+    return value if sees_private() else public_source(value)
+
+
+def label_body(label: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An item's ``label`` -> :class:`ItemLabel` fields (the model by its run's name, never a server path)."""
+    if not label:
+        return None
+    return {"category": label.get("category"), "attributes": list(label.get("attributes") or []),
+            "provenance": label["provenance"], "at": label["at"],
+            "model": model_label(label["model"]) if label.get("model") else None}
+
+
 def item_body(item: dict[str, Any]) -> dict[str, Any]:
     """A ``Catalog.get`` dict -> :class:`Item` fields."""
-    keys = ("sku", "title", "category", "attributes", "source", "created_at", "updated_at", "extra")
-    return {"item_id": item["item_id"], **{k: item.get(k) for k in keys},
-            "category_path": split_path(item.get("category_path")), "image_url": image_url(item["item_id"], item.get("image"))}
+    keys = ("sku", "title", "category", "attributes", "created_at", "updated_at", "extra")
+    return {"item_id": item["item_id"], **{k: item.get(k) for k in keys}, "source": source_of(item.get("source")),
+            "category_path": split_path(item.get("category_path")),
+            "image_url": image_url(item["item_id"], item.get("image")), "label": label_body(item.get("label"))}
+
+
+def review_body(entry: dict[str, Any]) -> dict[str, Any]:
+    """A ``Catalog.review_queue`` entry -> :class:`ReviewEntry` fields."""
+    return {"item": item_body(entry["item"]), "margin": entry["margin"],
+            "guesses": [{"name": g["name"], "score": g["score"]} for g in entry["guesses"]]}
 
 
 def result_body(hit: dict[str, Any]) -> dict[str, Any]:
     """A ``Catalog.search`` hit -> :class:`SearchResult` fields."""
-    keys = ("item_id", "category", "attributes", "sku", "title", "source", "inliers", "verified", "same_sku")
+    keys = ("item_id", "category", "attributes", "sku", "title", "inliers", "verified", "same_sku")
     return {**{k: hit.get(k) for k in keys}, "score": round(float(hit["score"]), 5),
-            "category_path": split_path(hit.get("category_path")), "image_url": image_url(hit["item_id"], hit.get("image"))}
+            "source": source_of(hit.get("source")), "category_path": split_path(hit.get("category_path")),
+            "image_url": image_url(hit["item_id"], hit.get("image"))}
 
 
 def form_text(name: str, value: str | None, code: str = "invalid_request") -> str | None:
@@ -226,5 +339,6 @@ def parse_attributes(value: str | None) -> list[str] | None:
     return [a.strip() for a in text.split(",") if a.strip()]
 
 
-__all__ = ["ClassifyResponse", "ErrorResponse", "Health", "Item", "ItemList", "ItemPatch", "SearchResponse",
-           "classify_body", "form_text", "item_body", "parse_attributes", "result_body"]
+__all__ = ["AnswerBody", "ClassifyResponse", "ErrorResponse", "Health", "Item", "ItemList", "ItemPatch", "Labels",
+           "ReviewQueue", "SearchResponse", "classify_body", "form_text", "item_body", "parse_attributes",
+           "result_body", "review_body"]

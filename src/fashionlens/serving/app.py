@@ -15,11 +15,19 @@ Endpoints (uploads are the multipart/form-data file field ``image``: JPEG, PNG o
 
 * ``POST /v1/classify`` -> category (+ taxonomy path), top-5 scores, attributes, landmarks and garment
   box in the original image's pixels; form field ``target_accuracy`` adds the ``hedged`` taxonomy node.
-* ``POST /v1/search`` (form fields ``k``, ``category``, ``attribute``, ``crop``) -> the most similar items
+* ``POST /v1/search`` (form fields ``k``, ``category``, ``attribute``, ``crop``, ``q`` words) -> the most similar items
   (``crop`` with a model without a box head: 422 ``no_box_head``).
 * ``POST /v1/items`` (form fields ``sku``, ``title``, ``category``, ``attributes``, ``source``) -> 201 + item;
-  ``GET`` / ``PATCH`` / ``DELETE /v1/items/{id}``, ``GET /v1/items/{id}/image``, ``GET /v1/items``.
-* ``GET /healthz``, ``GET /metrics`` (Prometheus text).
+  ``GET`` / ``PATCH`` / ``DELETE /v1/items/{id}``, ``GET /v1/items/{id}/image``, ``GET /v1/items`` (``q``: search
+  by words, e.g. ``red striped dress``; ``sku``: one product's items).
+* ``GET /v1/labels`` -> every category and attribute the model knows, and whether hedged answers are available.
+* People's answers: ``POST /v1/items`` form field ``label`` (``confirmed`` / ``corrected``: a person checked the
+  category and attributes; absent: ``predicted`` when the model chose the category, ``given`` when the form sent
+  one); ``POST /v1/items/{id}/answer`` (JSON ``{"verdict": "yes"|"no", "category", "attributes"}``, a write);
+  ``GET /v1/review`` -> the items whose label is still the model's answer, least sure first.  Every item has
+  ``label`` (category, attributes, provenance, at, model).
+* Privacy: ``source`` shows a server file path only to requests with the API key (others get its file name).
+* ``GET /healthz``, ``GET /metrics`` (Prometheus text); ``/docs`` and ``/redoc`` with their scripts served here.
 """
 
 from __future__ import annotations
@@ -27,11 +35,13 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import Annotated, Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, File, Form, Path, Query, Security, UploadFile
-from fastapi.responses import FileResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -40,12 +50,15 @@ import fashionlens
 from fashionlens.serving._errors import ApiError, install_error_handlers
 from fashionlens.serving._metrics import MetricsMiddleware
 from fashionlens.serving._schemas import (
+    AnswerBody,
     ClassifyResponse,
     ErrorResponse,
     Health,
     Item,
     ItemList,
     ItemPatch,
+    Labels,
+    ReviewQueue,
     SearchResponse,
     category_of,
     classify_body,
@@ -53,15 +66,18 @@ from fashionlens.serving._schemas import (
     item_body,
     parse_attributes,
     result_body,
+    review_body,
 )
 from fashionlens.serving._service import Service
 from fashionlens.serving._uploads import FORM_OVERHEAD, BodyLimitMiddleware, decode_upload, read_upload, upload_source
+from fashionlens.serving._viewer import ViewerMiddleware
 from fashionlens.serving.settings import ServeSettings
 
 STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
 MAX_ITEM_ID = 2 ** 63 - 1  # SQLite's largest integer
 CONTENT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif"}
 RERANK_CANDIDATES = 50  # candidates the rerank field verifies (OpenCV SIFT + RANSAC on each)
+HEDGE_TARGETS = (0.8, 0.9, 0.95, 0.99)  # the target accuracies GET /v1/labels reports (the web page offers them)
 
 ImageField = Annotated[UploadFile, File(description="the picture: JPEG, PNG or WebP (first frame of animations)")]
 ItemId = Annotated[int, Path(ge=1, le=MAX_ITEM_ID, description="item id")]
@@ -83,10 +99,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
         yield
         service.close()
 
+    docs = _docs_assets()  # Swagger UI / ReDoc files served here (none: FastAPI's CDN-loaded pages)
     app = FastAPI(title="fashionlens", version=fashionlens.__version__, lifespan=lifespan,
-                  description=(__doc__ or "").split("Endpoints")[0].strip())
+                  description=(__doc__ or "").split("Endpoints")[0].strip(),
+                  **({"docs_url": None, "redoc_url": None} if docs else {}))
     app.state.service = service
     install_error_handlers(app)
+    app.add_middleware(ViewerMiddleware, holds_key=service.holds_key)  # innermost: the routes see who asks
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_upload_bytes + FORM_OVERHEAD,
                        max_file_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)  # outermost: counts the 413s too
@@ -94,7 +113,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
     writes = _guard(service, "writes")
     _add_model_routes(app, service, reads)
     _add_item_routes(app, service, reads, writes)
+    _add_review_routes(app, service, reads, writes)
     _add_ops_routes(app, service)
+    if docs:
+        _add_docs(app, docs)
     _add_web_page(app, settings.static_dir or STATIC_DIR)
     return app
 
@@ -149,6 +171,9 @@ def _add_model_routes(app: FastAPI, service: Service, reads: Callable[..., None]
                      rerank: Annotated[bool, Form(description=(
                          "re-rank the top candidates by geometric verification of local features (RootSIFT + "
                          "RANSAC): near-duplicates of the query first; results get inliers and verified"))] = False,
+                     q: Annotated[str | None, Form(max_length=500, description=(
+                         "words, e.g. 'red striped dress': only items whose stored category and attributes match "
+                         "every label the words name (query.words says what was understood)"))] = None,
                      ) -> dict[str, Any]:
         """The ``k`` catalog items most similar to the image, best first (cosine similarity), and the
         classification of the query image (the page uploads a photo once)."""
@@ -164,12 +189,47 @@ def _add_model_routes(app: FastAPI, service: Service, reads: Callable[..., None]
         if wanted == "auto":  # the predicted category, widened when the model is unsure (Catalog.auto_category)
             scope = await service.read(catalog.auto_category, answer, k, predictor=service.predictor)
             wanted = scope["category"]
-        hits = await service.read(catalog.search, answer["embedding"], k, category=wanted,
-                                  attribute=form_text("attribute", attribute),
-                                  rerank=RERANK_CANDIDATES if rerank else 0, image=picture, group_sku=group_sku)
+        options = {"category": wanted, "attribute": form_text("attribute", attribute),
+                   "rerank": RERANK_CANDIDATES if rerank else 0, "image": picture, "group_sku": group_sku}
+        words, understood = form_text("q", q), None
+        if words is not None:  # only items whose stored labels match the words
+            understood, hits = await service.read(catalog.search_words, answer["embedding"], k, words,
+                                                  predictor=service.predictor, **options)
+        else:
+            hits = await service.read(catalog.search, answer["embedding"], k, **options)
         return {"results": [result_body(h) for h in hits], "classification": classify_body(answer),
                 "query": {"category": category_of(answer), "bbox": answer.get("bbox"), "crop": answer.get("crop"),
-                          "scope": scope}}
+                          "scope": scope, "words": understood}}
+
+    @app.get("/v1/labels", response_model=Labels, dependencies=[Depends(reads)], tags=["model"],
+             responses=_errors(401, 403), summary="The labels the model knows")
+    async def labels() -> dict[str, Any]:
+        """Every category (with its taxonomy path) and attribute (with its group) the model predicts, and
+        whether hedged answers (``target_accuracy``) can be asked for: what the web page offers."""
+        return await run_in_threadpool(_labels_of, service.predictor)
+
+
+def _labels_of(predictor: Any) -> dict[str, Any]:
+    """GET /v1/labels of a Predictor (reads the run's calibration file once)."""
+    names, paths = list(predictor.categories), list(predictor.paths)
+    categories = [{"name": n, "path": paths[i].split(".") if len(paths) == len(names) else [n]}
+                  for i, n in enumerate(names)]
+    groups, group_names = list(predictor.groups), predictor.group_names
+    attributes = [{"name": a, "group": group_names.get(str(groups[j]), str(groups[j])) if len(groups) > j else None}
+                  for j, a in enumerate(predictor.attributes)]
+    try:
+        predictor.check_target(HEDGE_TARGETS[0])
+    except (FileNotFoundError, ValueError):  # not calibrated, or not for that target (the others are tried below)
+        pass
+    targets = []
+    for target in HEDGE_TARGETS if predictor.hedger is not None else ():
+        try:
+            predictor.hedger.lambda_for(target)
+            targets.append(target)
+        except ValueError:
+            pass
+    return {"categories": categories, "attributes": attributes,
+            "hedging": {"calibrated": predictor.hedger is not None, "targets": targets}}
 
 
 def _add_item_routes(app: FastAPI, service: Service, reads: Callable[..., None],
@@ -183,24 +243,46 @@ def _add_item_routes(app: FastAPI, service: Service, reads: Callable[..., None],
                            "category name; the model's prediction when absent"))] = None,
                        attributes: Annotated[str | None, Form(max_length=20000, description=(
                            "JSON list or comma-separated names; the model's prediction when absent"))] = None,
-                       source: Annotated[str | None, Form(max_length=2000)] = None) -> dict[str, Any]:
+                       source: Annotated[str | None, Form(max_length=2000)] = None,
+                       label: Annotated[str | None, Form(max_length=20, description=(
+                           "a person checked the labels: confirmed (the category / attributes stored are right: the "
+                           "form's, else the model's) or corrected (the form's category / attributes replace the "
+                           "model's answer); absent: predicted, or given when the form sends a category"))] = None,
+                       ) -> dict[str, Any]:
         """Store the image and its metadata (validated first: a refused upload leaves the catalog as it was)."""
         _ = service.catalog  # 503 before decoding the upload when no catalog is configured
         meta = {"sku": form_text("sku", sku), "title": form_text("title", title),
                 "category": form_text("category", category), "attributes": parse_attributes(attributes),
                 "source": form_text("source", source) or upload_source(image.filename)}
+        answered = _label_field(label, meta)
         data, picture, ext = await _decoded(service, image)
         answer = await service.infer(picture)  # batched with other requests; the writer thread only stores
         item = await service.write(service.add_item, data, picture, ext, {k: v for k, v in meta.items() if v is not None},
-                                   answer)
+                                   answer, answered)
         response.headers["Location"] = f"/v1/items/{item['item_id']}"
         return item_body(item)
 
     @app.get("/v1/items", response_model=ItemList, dependencies=[Depends(reads)], tags=["items"],
              responses=_errors(401, 403, 422, 503), summary="List items")
     async def list_items(offset: Annotated[int, Query(ge=0, le=MAX_ITEM_ID)] = 0,
-                         limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+                         limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                         q: Annotated[str | None, Query(max_length=500, description=(
+                             "words, e.g. 'red striped dress': the items whose stored category and attributes match "
+                             "most of them first, then by the model's stored probabilities (query says what was "
+                             "understood; each item's match how it matches)"))] = None,
+                         sku: Annotated[str | None, Query(max_length=500, description=(
+                             "only the items with exactly this SKU"))] = None) -> dict[str, Any]:
         catalog = service.catalog
+        words, wanted_sku = form_text("q", q), form_text("sku", sku)
+        if words is not None:
+            found = await service.read(catalog.find_words, words, offset, limit, sku=wanted_sku,
+                                       predictor=service.predictor)
+            return {"items": [{**item_body(i), "match": i["match"]} for i in found["items"]], "total": found["total"],
+                    "offset": offset, "limit": limit, "query": found["query"]}
+        if wanted_sku is not None:
+            found = await service.read(catalog.list_sku, wanted_sku, offset, limit)
+            return {"items": [item_body(i) for i in found["items"]], "total": found["total"], "offset": offset,
+                    "limit": limit}
         items = await service.read(catalog.list, offset, limit)
         total = await service.read(len, catalog)
         return {"items": [item_body(i) for i in items], "total": total, "offset": offset, "limit": limit}
@@ -235,6 +317,75 @@ def _add_item_routes(app: FastAPI, service: Service, reads: Callable[..., None],
         ext = os.path.splitext(item["image"])[1].lstrip(".").lower()
         return Response(data, media_type=CONTENT_TYPES.get(ext, "application/octet-stream"),
                         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"})
+
+
+def _label_field(value: str | None, meta: dict[str, Any]) -> str | None:
+    """The ``label`` form field of POST /v1/items checked (422 ``invalid_label`` naming it)."""
+    label = form_text("label", value, "invalid_label")
+    if label is not None and label not in ("confirmed", "corrected"):
+        raise ApiError(422, "invalid_label", f"label: expected confirmed or corrected (or no label), got {label!r}")
+    if label == "corrected" and meta.get("category") is None and meta.get("attributes") is None:
+        raise ApiError(422, "invalid_label", "label: corrected needs the right category or attributes in the form")
+    return label
+
+
+def _add_review_routes(app: FastAPI, service: Service, reads: Callable[..., None],
+                       writes: Callable[..., None]) -> None:
+    @app.post("/v1/items/{item_id}/answer", response_model=Item, dependencies=[Depends(writes)], tags=["review"],
+              responses=_errors(401, 403, 404, 422, 503), summary="Record a person's answer to an item's label")
+    async def answer_item(item_id: ItemId, body: AnswerBody) -> dict[str, Any]:
+        """``yes``: the stored category and attributes are right (label ``confirmed``).  ``no``: ``category``
+        and / or ``attributes`` are the right ones; the item takes them (label ``corrected``).  The history of
+        labels is kept; the item's ``label`` is the latest."""
+        fields = body.model_dump(exclude_unset=True)
+        return item_body(await service.write(service.catalog.answer, item_id, fields.pop("verdict"), **fields))
+
+    @app.get("/v1/review", response_model=ReviewQueue, dependencies=[Depends(reads)], tags=["review"],
+             responses=_errors(401, 403, 422, 503), summary="The items the model is least sure of")
+    async def review(offset: Annotated[int, Query(ge=0, le=MAX_ITEM_ID)] = 0,
+                     limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+        """Items whose label is still the model's answer (``predicted``), lowest ``margin`` first (best category
+        probability minus the second best); confirmed, corrected and given items are not listed."""
+        catalog = service.catalog
+        queue = await service.read(catalog.review_queue, limit, offset)
+        total = await service.read(catalog.review_count)
+        return {"items": [review_body(e) for e in queue], "total": total, "offset": offset, "limit": limit}
+
+
+def _docs_assets() -> str | None:
+    """The folder of Swagger UI and ReDoc files (package ``fastapi-offline``), None when not installed."""
+    try:
+        folder = resources.files("fastapi_offline") / "static"
+    except ModuleNotFoundError:
+        return None
+    with resources.as_file(folder) as path:
+        return str(path) if (path / "swagger-ui-bundle.js").is_file() else None
+
+
+def _add_docs(app: FastAPI, folder: str, prefix: str = "/docs-assets") -> None:
+    """/docs (Swagger UI) and /redoc with their scripts, styles and icon served from ``folder``: FastAPI's
+    recipe for self-hosted docs, so the pages work without the internet."""
+    app.mount(prefix, StaticFiles(directory=folder), name="docs-assets")
+    openapi = app.openapi_url or "/openapi.json"
+    redirect = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=openapi, title=f"{app.title} - Swagger UI", oauth2_redirect_url=redirect,
+                                   swagger_js_url=f"{prefix}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{prefix}/swagger-ui.css",
+                                   swagger_favicon_url=f"{prefix}/favicon.png",
+                                   swagger_ui_parameters=app.swagger_ui_parameters)
+
+    @app.get(redirect, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url=openapi, title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{prefix}/redoc.standalone.js", redoc_favicon_url=f"{prefix}/favicon.png",
+                              with_google_fonts=False)
 
 
 def _read_stored(path: str | None) -> bytes | None:
