@@ -158,9 +158,11 @@ def test_cli_clean_end_to_end_writes_a_trainable_manifest(render, tmp_path, caps
     run = make_run(tmp_path)
     manifest = tmp_path / "clean.csv"
     code = run_cli(["clean", "--model", run, "--data", f"garments:{render / 'g'}", "--out", str(manifest),
-                    "--seed-clean", "0.5", "--rounds", "2", "--threshold", "0.5", "--no-cache", "--quiet"])
+                    "--simulate-seed", "0.5", "--rounds", "2", "--threshold", "0.5", "--no-cache", "--quiet"])
     assert code == 0
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out.strip().splitlines()[-1])
+    assert report["seed_source"] == "simulated" and "SIMULATION" in captured.err
     data = fashionlens.read(f"manifest:{manifest}")
     assert len(data) == report["rows"] and report["passthrough"] == 21  # val + test copied unchanged
     train = data.split("train")
@@ -171,5 +173,9 @@ def test_cli_clean_end_to_end_writes_a_trainable_manifest(render, tmp_path, caps
         status = {row["status"] for row in csv.DictReader(f)}
     assert "seed" in status and "unchanged" in status and "dropped" not in status
     assert run_cli(["clean", "--model", run, "--data", f"garments:{render / 'g'}", "--out", str(manifest),
-                    "--seed-clean", "1.5", "--no-cache", "--quiet"]) == 2
+                    "--simulate-seed", "1.5", "--no-cache", "--quiet"]) == 2
     assert "seed fraction" in capsys.readouterr().err
+    # a fraction is no longer a trusted seed: --seed-clean takes a file of checked images
+    assert run_cli(["clean", "--model", run, "--data", f"garments:{render / 'g'}", "--out", str(manifest),
+                    "--seed-clean", "0.5", "--no-cache", "--quiet"]) == 2
+    assert "--simulate-seed 0.5" in capsys.readouterr().err

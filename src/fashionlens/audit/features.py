@@ -9,7 +9,8 @@ Two sources (``model`` argument):
   with the backbone's mean/std (0.5/0.5, i.e. [-1, 1]).
 * a run directory or checkpoint: the trained model with its own deterministic eval transform (the one
   ``Predictor.load`` uses), giving its fused ``"features"`` (N, hidden_dim; what the category head
-  reads) or its L2-normalised ``"embedding"`` (N, embedding_dim).
+  reads) or its L2-normalised ``"embedding"`` (N, embedding_dim); ``"category"`` gives the category head's
+  logits (N, categories), the network's own answer (``audit.network``).
 
 The cache file name holds a SHA-1 of the model identity (weights file, size, modification time; or
 the ImageNet backbone and image size), the feature kind and every image's path, size and modification
@@ -39,6 +40,8 @@ from fashionlens.training.checkpoint import find_checkpoint, load_model
 IMAGENET = "imagenet"
 IMAGENET_BACKBONE = "tf_efficientnet_lite0"
 FEATURE_KINDS = ("features", "embedding")
+#: The category head's logits of a trained run (what ``audit.network`` turns into probabilities).
+LOGITS = "category"
 
 
 @dataclass
@@ -99,10 +102,12 @@ def load_feature_model(model: str, *, image_size: int = 224, kind: str = "featur
                        flip: bool = False) -> FeatureModel:
     """``"imagenet"`` (pretrained EfficientNet-Lite0 at ``image_size`` pixels; ``"imagenet:NAME"`` for another
     backbone; ``flip``: average with the mirrored image) or a run directory / checkpoint (its own image size;
-    ``kind`` = ``"features"`` or ``"embedding"``)."""
-    if kind not in FEATURE_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(FEATURE_KINDS)}, got {kind!r}")
+    ``kind`` = ``"features"``, ``"embedding"`` or ``"category"`` (logits))."""
+    if kind not in FEATURE_KINDS + (LOGITS,):
+        raise ValueError(f"kind must be one of {', '.join(FEATURE_KINDS + (LOGITS,))}, got {kind!r}")
     if _is_imagenet(model):
+        if kind == LOGITS:
+            raise ValueError(f"--model {model} has no garment categories: category logits need a trained run")
         if image_size < 32:
             raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
         return _imagenet_model(image_size, _imagenet_backbone(model), flip)
@@ -145,6 +150,8 @@ def compute_features(samples: Sequence[Sample], model: str | FeatureModel = IMAG
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if flip and not _is_imagenet(model):
         raise ValueError("flip (test-time mirroring) applies to the ImageNet feature models only")
+    if kind == LOGITS and _is_imagenet(model):
+        raise ValueError(f"--model {model} has no garment categories: category logits need a trained run")
     if not samples:
         raise ValueError("no samples to compute features of")
     fm = model if isinstance(model, FeatureModel) else None
@@ -194,4 +201,4 @@ def _read_cache(path: str, key: str) -> tuple[np.ndarray, np.ndarray] | None:
         return None
 
 
-__all__ = ["FEATURE_KINDS", "IMAGENET", "FeatureModel", "cache_key", "compute_features", "load_feature_model"]
+__all__ = ["FEATURE_KINDS", "IMAGENET", "LOGITS", "FeatureModel", "cache_key", "compute_features", "load_feature_model"]

@@ -34,19 +34,26 @@ def _sorted(suspects: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_suspects_csv(path: str, suspects: Sequence[dict[str, Any]], images: Sequence[str]) -> str:
-    """CSV with columns :data:`CSV_COLUMNS`, one row per suspect sorted by confidence.
+    """CSV with columns :data:`CSV_COLUMNS`, one row per suspect sorted by confidence (plus ``in_sample``, 1
+    when the scoring network trained on that image, when the rows carry it: ``audit --scorer probabilities``).
 
     ``suspects``: rows of :func:`fashionlens.audit.label_audit.audit` (``index`` points into ``images``,
     the image paths of the audited samples)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    in_sample = any("in_sample" in r for r in suspects)
     with open(path, "w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
-        out.writerow(CSV_COLUMNS)
+        out.writerow(CSV_COLUMNS + (("in_sample",) if in_sample else ()))
         for r in _sorted(suspects):
             cleanlab = "" if r.get("cleanlab") is None else int(bool(r["cleanlab"]))
+            extra = [_flag(r.get("in_sample"))] if in_sample else []
             out.writerow([r["rank"], images[r["index"]], r["given"], r["suggested"], f"{r['confidence']:.6f}",
-                          f"{r['p_given']:.6f}", f"{r['p_suggested']:.6f}", cleanlab])
+                          f"{r['p_given']:.6f}", f"{r['p_suggested']:.6f}", cleanlab, *extra])
     return path
+
+
+def _flag(value: Any) -> str:
+    return "" if value is None else str(int(bool(value)))
 
 
 def thumbnail_uri(image: str | Sample, size: int = 128, quality: int = 80) -> str:
@@ -94,17 +101,21 @@ def write_suspects_html(path: str, suspects: Sequence[dict[str, Any]], samples: 
     body = [_summary_block(title, summary or {})]
     if len(rows) > len(shown):
         body.append(f"<p>showing the {len(shown)} most confident of {len(rows)} suspects (full list in the CSV)</p>")
+    in_sample = any("in_sample" in r for r in rows)
     body.append("<table><tr><th>rank</th><th>image</th><th>given</th><th>suggested</th><th>confidence</th>"
-                "<th>p(given)</th><th>p(suggested)</th><th>cleanlab</th></tr>")
+                "<th>p(given)</th><th>p(suggested)</th><th>cleanlab</th>"
+                + ("<th>trained on it</th>" if in_sample else "") + "</tr>")
     for r in shown:
         sample = samples[r["index"]]
         cleanlab = "" if r.get("cleanlab") is None else ("yes" if r["cleanlab"] else "no")
+        trained = "" if r.get("in_sample") is None else ("yes" if r["in_sample"] else "no")
         body.append(
             f'<tr><td class="num">{int(r["rank"])}</td>{_image_cell(sample, page_dir, thumb, embed_images)}'
             f'<td class="given">{html.escape(str(r["given"]))}<div class="path">{html.escape(sample.image)}</div></td>'
             f'<td class="suggested">{html.escape(str(r["suggested"]))}</td>'
             f'<td class="num">{r["confidence"]:.3f}</td><td class="num">{r["p_given"]:.3f}</td>'
-            f'<td class="num">{r["p_suggested"]:.3f}</td><td>{cleanlab}</td></tr>')
+            f'<td class="num">{r["p_suggested"]:.3f}</td><td>{cleanlab}</td>'
+            + (f"<td>{trained}</td>" if in_sample else "") + "</tr>")
     body.append("</table>")
     if not rows:
         body.append("<p>No suspected label errors.</p>")
@@ -116,4 +127,28 @@ def write_suspects_html(path: str, suspects: Sequence[dict[str, Any]], samples: 
     return path
 
 
-__all__ = ["CSV_COLUMNS", "thumbnail_uri", "write_suspects_csv", "write_suspects_html"]
+def write_review_html(path: str, samples: Sequence[Sample], *, csv_name: str, title: str = "Images to check",
+                      thumb: int = 160, embed_images: bool = True) -> str:
+    """A self-contained page showing the images of a review file (``cleaning.write_review``) with their given
+    category, to look at while filling in the CSV ``csv_name`` (the page itself records nothing)."""
+    page_dir = os.path.dirname(os.path.abspath(path))
+    how = (f"<h1>{html.escape(title)}</h1><p>{len(samples)} images. In <code>{html.escape(csv_name)}</code>, "
+           "correct the <b>category</b> of every image whose label is wrong and set <b>checked</b> to "
+           "<code>yes</code> on each row you have checked (leave it empty to skip an image), then run "
+           f"<code>fashionlens clean ... --seed-clean {html.escape(csv_name)}</code>.</p>")
+    body = [how,
+            "<table><tr><th>#</th><th>image</th><th>given category</th></tr>"]
+    for n, sample in enumerate(samples, 1):
+        body.append(f'<tr><td class="num">{n}</td>{_image_cell(sample, page_dir, thumb, embed_images)}'
+                    f'<td>{html.escape(str(sample.category_name or ""))}'
+                    f'<div class="path">{html.escape(sample.image)}</div></td></tr>')
+    body.append("</table>")
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>\n")
+    os.makedirs(page_dir, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+    return path
+
+
+__all__ = ["CSV_COLUMNS", "thumbnail_uri", "write_review_html", "write_suspects_csv", "write_suspects_html"]
