@@ -15,7 +15,7 @@ import math
 import os
 
 from fashionlens.config import IndexConfig
-from fashionlens.index.base import KINDS, VectorIndex, auto_nlist, l2_normalize, read_sidecar
+from fashionlens.index.base import KINDS, VectorIndex, l2_normalize, read_sidecar
 from fashionlens.index.faiss_index import FaissIndex
 
 BACKENDS = ("faiss", "milvus")
