@@ -2,6 +2,7 @@
 
     python benchmarks/bench_openset.py [--splits 3] [--variants NAME ...] [--epochs 4] [--image-size 192]
     python benchmarks/bench_openset.py wise [--alpha 0.5]   # weight-space ensembles of the trained runs
+    python benchmarks/bench_openset.py concat [--weights 0.5 1]  # frozen features + trained embedding, side by side
     python benchmarks/bench_openset.py table
 
 The deep-metric-learning protocol (Musgrave et al., "A Metric Learning Reality Check", 2020) on
@@ -189,6 +190,36 @@ def wise(alpha: float, work: str, per_class_limit: int, variant: str = SHIPPED) 
     return results
 
 
+def concat(weights: list[float], work: str, per_class_limit: int, image_size: int, variant: str = SHIPPED) -> dict:
+    """Search with the frozen ImageNet features and the trained embedding side by side, no training:
+    ``normalize([frozen, w * trained])`` for each weight ``w``, per split with a trained ``variant`` run."""
+    from fashionlens.data.readers import read
+    from fashionlens.recipes import load_recipe
+
+    results = _load()
+    eval_size = round(image_size * load_recipe("photos").data.eval_scale)
+    for s, (key, split) in enumerate(sorted(results["splits"].items())):
+        run_dir = os.path.join(work, f"split{s}", _run_name(variant))
+        if variant not in split["rows"] or not os.path.isfile(os.path.join(run_dir, "best.pt")):
+            continue
+        sets = {"unseen": per_class(list(read(f"folder:{os.path.join(work, f'split{s}', 'test-classes')}")),
+                                    per_class_limit),
+                "seen": list(read(f"folder:{os.path.join(work, f'split{s}', 'train-classes')}").split("val"))}
+        frozen = {part: embed(v, f"imagenet:{BACKBONE}", eval_size, "features", True) for part, v in sets.items()}
+        trained = {part: embed(v, run_dir, 0, "embedding", False)[0] for part, v in sets.items()}
+        for w in weights:
+            row: dict = {"weight": w}
+            for part in sets:
+                both = np.concatenate([frozen[part][0], w * trained[part]], 1)
+                row[part] = scores(both / np.linalg.norm(both, axis=1, keepdims=True), frozen[part][1])
+            name = f"frozen ImageNet features + {w:g} x trained embedding (concatenated)"
+            split["rows"][name] = row
+            _report(name, row)
+    results["mean"] = _means(results["splits"])
+    _save(results)
+    return results
+
+
 def _run_name(variant: str) -> str:
     return variant.replace(" ", "_").replace(",", "").replace("+", "p")
 
@@ -235,7 +266,8 @@ def _save(results: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="?", default="run", choices=("run", "wise", "table"))
+    ap.add_argument("what", nargs="?", default="run", choices=("run", "wise", "concat", "table"))
+    ap.add_argument("--weights", type=float, nargs="+", default=[0.5, 1.0], help="concat: trained embedding weights")
     ap.add_argument("--alpha", type=float, default=0.5, help="wise: weight of the fine-tuned backbone")
     ap.add_argument("--splits", type=int, default=3)
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
@@ -246,6 +278,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.what == "wise":
         results = wise(args.alpha, args.work, args.per_class)
+    elif args.what == "concat":
+        results = concat(args.weights, args.work, args.per_class, args.image_size)
     elif args.what == "table":
         results = _load()
     else:
