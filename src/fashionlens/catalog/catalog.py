@@ -2,14 +2,21 @@
 
 Layout of a catalog directory::
 
-    catalog.json      format version, model run, embedding dim, index backend / kind / parameters
+    catalog.json      format version, model run, embedding dim, index backend / kind / parameters (+ model_epoch
+                      after a reindex switched the model)
     items.db          SQLite (WAL): table items(id, sku, title, category, category_path, attributes JSON,
-                      image, source, created_at, updated_at, embedding BLOB float32, status, extra JSON)
+                      image, source, created_at, updated_at, embedding BLOB float32, status, extra JSON);
+                      table labels(item_id, category, category_path, attributes JSON, provenance, at, model): every
+                      label an item got (predicted / given / confirmed / corrected), appended, the latest current;
+                      table models(epoch, model, dim, at): the model switches (the source of truth over catalog.json);
+                      while a reindex is under way reindex_job + embeddings_next(item_id, embedding, error)
     images/<id>.<ext> stored copies under names the catalog chooses (never the uploaded file name):
                       JPEG / PNG / WebP / GIF bytes as uploaded, other formats re-encoded as PNG
-    vectors.index     the vector index (+ vectors.index.json); milvus-lite keeps its data in vectors.milvus.db,
+    vectors.index     the vector index (+ vectors.index.json); vectors.N.index after the N-th model switch;
+                      milvus-lite keeps its data in vectors.milvus.db,
                       a Milvus server (``IndexConfig.uri``) in a collection named after the catalog's path
     writer.lock       fcntl lock file: one writer at a time
+    reindex.lock      fcntl lock file: one reindex (re-embedding with a new model) at a time
 
 Design:
 
@@ -46,6 +53,17 @@ Design:
   without a box head (``model.use_bbox`` off) makes ``crop=True`` a ValueError before any image is read.
 * **Device**: ``Catalog.open(directory, device="cuda")`` / ``build(..., device=...)`` load the catalog's
   model there (default: the CPU); a Predictor passed in runs where it was loaded.
+* **Labels and people's answers**: each item's category + attributes carry a provenance — ``predicted`` (the
+  model's answer), ``given`` (metadata or an edit, unreviewed), ``confirmed`` / ``corrected`` (a person's answer:
+  ``add(..., label=)``, :meth:`Catalog.answer`) — with the time and the model run; the history is kept (rows
+  appended in the transaction that changes the item) and ``item["label"]`` is the latest.
+  :meth:`Catalog.review_queue` lists the unreviewed predictions by the model's margin, least sure first;
+  :func:`fashionlens.catalog.manifest.export_manifest` writes the answers as a training manifest.
+* **A new model** (:meth:`Catalog.reindex` with a model, :mod:`fashionlens.catalog.reindex`): every item is
+  re-embedded into a staging table while the catalog serves the old model, then one transaction switches
+  embeddings, ``model_run`` and ``dim`` (a new model epoch); other objects and processes adopt it on their next
+  read (the generation counter), and a query or add embedded before a switch and used after it raises
+  :class:`ModelChangedError` instead of comparing two models' vectors.
 """
 
 from __future__ import annotations
@@ -65,8 +83,19 @@ from tqdm.auto import tqdm
 
 from fashionlens.catalog.files import WriterLock, image_entry, sweep_images, unlink, write_images
 from fashionlens.catalog.index_cache import IndexCache
-from fashionlens.catalog.store import ItemStore, build_jobs, metadata_list, normalize_metadata
+from fashionlens.catalog.reindex import ModelChangedError, abort_reindex, reindex_status, run_reindex, sync_config_file
+from fashionlens.catalog.words import Vocabulary, matches_all, rank, vocabulary_from_labels
+from fashionlens.catalog.store import (
+    ItemStore,
+    build_jobs,
+    first_label,
+    label_choices,
+    label_row,
+    metadata_list,
+    normalize_metadata,
+)
 from fashionlens.config import IndexConfig
+from fashionlens.export import ModelSpec, load_predictor, model_key, model_label, same_model
 from fashionlens.files import atomic_write, fsync_dir
 from fashionlens.index import KINDS, VectorIndex, auto_index
 from fashionlens.inference import DeviceLike, Predictor
@@ -85,17 +114,35 @@ class Catalog:
 
     def __init__(self, directory: str, config: dict[str, Any]):
         self.directory = os.path.abspath(directory)
-        self.config = config
-        self.dim = int(config["dim"])
-        self.model_run: str | None = config.get("model_run")
+        self.config = config  # dim and model_run live here (a reindex switch changes them: see model_epoch)
         os.makedirs(os.path.join(self.directory, IMAGES), exist_ok=True)
         self.store = ItemStore(os.path.join(self.directory, DB))
         self._writer_lock = WriterLock(os.path.join(self.directory, LOCK))  # one writing process at a time
         self._state_lock = threading.RLock()  # this object's threads: index, predictor and generation
         self._predictor: Predictor | None = None
+        self._predictor_epoch = 0  # the model epoch _predictor was loaded for
         self.device: DeviceLike = None  # where the catalog's own model is loaded (None: the CPU)
         self._reranker: GeometricReranker | None = None
         self._cache = IndexCache(self.directory, config, self.store)  # the vector index, derived from the store
+
+    @property
+    def dim(self) -> int:
+        """The embedding size of the catalog's model."""
+        return int(self.config["dim"])
+
+    @property
+    def model_run(self) -> str | list[str] | None:
+        """The model whose embeddings the catalog holds (a run's path; a list of them for an ensemble)."""
+        return self.config.get("model_run")
+
+    @property
+    def model_epoch(self) -> int:
+        """How many times a reindex switched the catalog's model, read from the database (another process's
+        switch is adopted here: ``model_run``, ``dim`` and the index follow it).  Pass the epoch a query vector
+        was embedded at to :meth:`search` (``model_epoch=``) to have a switch in between refused."""
+        with self._state_lock:
+            self._cache.refresh()
+            return self._cache.epoch
 
     # -- opening -------------------------------------------------------------------------------------
     @classmethod
@@ -140,7 +187,7 @@ class Catalog:
             default = cfg.collection == IndexConfig.collection
             params.update(uri=cfg.uri, collection=_collection_for(directory) if default else cfg.collection)
         config = {"format": FORMAT, "version": FORMAT_VERSION, "dim": int(dim),
-                  "model_run": os.path.abspath(model_run) if model_run else None, "backend": backend,
+                  "model_run": model_key(model_run), "backend": backend,
                   "index": params}
         os.makedirs(os.path.join(directory, IMAGES), exist_ok=True)
         atomic_write(os.path.join(directory, CONFIG), json.dumps(config, indent=2).encode())
@@ -183,18 +230,23 @@ class Catalog:
 
     @property
     def predictor(self) -> "Predictor":
-        """The catalog's model (``model_run``), loaded on first use on :attr:`device`."""
-        if self._predictor is None:
+        """The catalog's model (``model_run``), loaded on first use on :attr:`device` (again after a reindex
+        switched the model)."""
+        epoch = self._cache.epoch
+        if self._predictor is None or self._predictor_epoch != epoch:
             if not self.model_run:
                 raise ValueError(f"catalog {self.directory} records no model run; pass a predictor")
 
-            self._predictor = Predictor.load(self.model_run, device=self.device)
+            # a run directory, an exported .onnx (ONNX Runtime) or a list of them (an ensemble, in order)
+            self._predictor = load_predictor(self.model_run, device=self.device)
+            self._predictor_epoch = epoch
         return self._predictor
 
     # -- writes --------------------------------------------------------------------------------------
     def add(self, images: Sequence[ImageLike], metadata: Sequence[dict[str, Any]] | None = None,
             predictor: "Predictor | None" = None, *, crop: bool = False,
-            answers: Sequence[dict[str, Any]] | None = None) -> list[int]:
+            answers: Sequence[dict[str, Any]] | None = None,
+            label: str | Sequence[str | None] | None = None, model_epoch: int | None = None) -> list[int]:
         """Add items from images (PIL images, file paths, uint8 arrays or decoded :class:`ImageEntry`
         uploads); returns their new ids, in order.
 
@@ -204,13 +256,28 @@ class Catalog:
         instead of running the model again.  Metadata keys ``sku``, ``title``, ``category``,
         ``category_path``, ``attributes`` (names), ``source`` fill the columns; other JSON values are kept
         in ``extra``.  Raises FileNotFoundError / ValueError naming the file for missing or unreadable
-        images; nothing is written then."""
-        return self._add_items(images, metadata, predictor, crop, save=True, answers=answers)
+        images; nothing is written then.
+
+        Every item starts with a label (see :meth:`answer`): ``label="confirmed"`` (a person agreed with the
+        category / attributes stored: the metadata's, else the model's) or ``"corrected"`` (a person gave them:
+        the metadata must hold a category or attributes), for every item or one (or None) per item; None:
+        ``given`` when the metadata has a category, else ``predicted`` (the model's answer).
+
+        ``model_epoch``: the catalog's :attr:`model_epoch` when the ``answers`` / ``predictor`` were chosen
+        (default: when ``add`` starts); a reindex that switched the model since is a :class:`ModelChangedError`,
+        nothing written (add them again: the catalog's model is the new one)."""
+        return self._add_items(images, metadata, predictor, crop, save=True, answers=answers, label=label,
+                               model_epoch=model_epoch)
 
     def _add_items(self, images: Sequence[ImageLike], metadata: Sequence[dict[str, Any]] | None,
                    predictor: "Predictor | None", crop: bool, save: bool,
-                   answers: Sequence[dict[str, Any]] | None = None) -> list[int]:
+                   answers: Sequence[dict[str, Any]] | None = None,
+                   label: str | Sequence[str | None] | None = None, model_epoch: int | None = None) -> list[int]:
+        epoch = self.model_epoch if model_epoch is None else model_epoch  # the model the embeddings come from
+        self._check_model(epoch)
         records = [normalize_metadata(m, i) for i, m in enumerate(metadata_list(metadata, len(images)))]
+        choices = label_choices(label, records)
+        had_category = ["category" in r for r in records]  # before the model fills it in
         entries = [image_entry(img, i) for i, img in enumerate(images)]  # decodes: bad files fail here
         if answers is not None and len(answers) != len(entries):
             raise ValueError(f"got {len(answers)} answers for {len(entries)} images")
@@ -224,7 +291,9 @@ class Catalog:
                 predictor.require_box()  # no box head: an error, not whole-image embeddings
             answers = self._analyse(predictor, [e.image for e in entries], records, crop)
         vectors = self._apply_answers(predictor, records, answers)
-        return self._commit(records, vectors, entries, save)
+        model = self._model_id(predictor)
+        labels = [first_label(r, c, h, model) for r, c, h in zip(records, choices, had_category)]
+        return self._commit(records, vectors, entries, save, labels, epoch)
 
     def add_embeddings(self, vectors: np.ndarray, metadata: Sequence[dict[str, Any]] | None = None,
                        images: Sequence[ImageLike] | None = None) -> list[int]:
@@ -244,7 +313,8 @@ class Catalog:
             entries = [image_entry(img, i) for i, img in enumerate(images)]
             for rec, entry in zip(records, entries):
                 rec.setdefault("source", entry.source)
-        return self._commit(records, vectors / norms, entries, True) if len(vectors) else []
+        labels = [first_label(r, None, True, None) for r in records]  # no model here: a category is given
+        return self._commit(records, vectors / norms, entries, True, labels) if len(vectors) else []
 
     def remove(self, ids: Sequence[int]) -> int:
         """Delete items (rows, image files, index entries); unknown ids are ignored.  Returns the count."""
@@ -260,7 +330,10 @@ class Catalog:
 
     def update(self, item_id: int, **fields: Any) -> dict[str, Any]:
         """Change an item's metadata (not its image or embedding; None clears a field; ``extra`` keys are
-        merged); returns the updated item.  KeyError for an unknown id, ValueError for reserved fields."""
+        merged); returns the updated item.  KeyError for an unknown id, ValueError for reserved fields.
+
+        A new category or attributes are a ``given`` label (an edit, not a review: :meth:`answer` records
+        a person's verdict)."""
         record = normalize_metadata(fields, 0, keep_none=True)
         with self._write():
             old = self.get(item_id)  # KeyError when unknown
@@ -268,14 +341,88 @@ class Catalog:
                 record["category_path"] = self.store.category_path_of(record["category"])
             if "extra" in record:
                 record["extra"] = {**old["extra"], **record["extra"]}
+            label = None
+            if "category" in record or "attributes" in record:
+                label = label_row({**old, **record}, "given", None)
             if record:
-                self.store.update(int(item_id), record)
+                self.store.update(int(item_id), record, label)
         return self.get(item_id)
 
-    def reindex(self) -> None:
-        """Rebuild the vector index from the stored embeddings (retrains IVF on the current items)."""
+    def answer(self, item_id: int, verdict: str, *, category: str | None = None,
+               attributes: Sequence[str] | str | None = None) -> dict[str, Any]:
+        """Record a person's answer to an item's label; returns the updated item.
+
+        ``verdict="yes"``: the stored category and attributes are right (a ``confirmed`` label; a category or
+        attributes passed must be the stored ones).  ``"no"``: they are not, and ``category`` and / or
+        ``attributes`` (names, or ``"a,b"``) are the right ones (a ``corrected`` label; the item's category,
+        taxonomy path and attributes change, what is not given stays).  The label names the model whose
+        answer was judged (the one of the item's previous label, else the catalog's ``model_run``).
+        KeyError for an unknown id, ValueError (nothing written) for a bad verdict or fields."""
+        if verdict not in ("yes", "no"):
+            raise ValueError(f"verdict must be 'yes' (the label is right) or 'no' (with the right category / "
+                             f"attributes), got {verdict!r}")
+        given = _answer_fields(category, attributes)
         with self._write():
-            self._cache.rebuild()
+            old = self.get(item_id)  # KeyError when unknown
+            previous = old.get("label") or {}
+            model = previous.get("model") or self.model_run
+            if verdict == "yes":
+                if not old["category"] and not old["attributes"]:
+                    raise ValueError(f"item {item_id} has no category or attributes to confirm: send verdict 'no' "
+                                     "with the right ones")
+                wrong = [k for k in ("category", "attributes") if k in given
+                         and (given[k] != old[k] if k == "category" else set(given[k]) != set(old[k] or []))]
+                if wrong:
+                    raise ValueError(f"verdict 'yes' confirms the stored {' and '.join(wrong)} "
+                                     f"({', '.join(repr(old[k]) for k in wrong)}): send verdict 'no' to correct them")
+                self.store.update(int(item_id), {}, label_row(old, "confirmed", model))
+                return self.get(item_id)
+            if not given:
+                raise ValueError("verdict 'no' needs the right category or attributes")
+            record = dict(given)
+            if "category" in record and record["category"] != old["category"]:
+                record["category_path"] = self.store.category_path_of(record["category"])
+            merged = {**old, **record}
+            same_attributes = set(merged["attributes"] or []) == set(old["attributes"] or [])
+            if merged["category"] == old["category"] and same_attributes:
+                raise ValueError("verdict 'no' with the stored category and attributes corrects nothing: send the "
+                                 "right ones, or verdict 'yes' to confirm them")
+            self.store.update(int(item_id), record, label_row(merged, "corrected", model))
+        return self.get(item_id)
+
+    def reindex(self, model: "Predictor | ModelSpec | None" = None, *, batch_size: int = 32, crop: bool = False,
+                skip_bad: bool = False, switch: bool = True, progress: bool = True,
+                device: DeviceLike = None) -> dict[str, Any] | None:
+        """Without ``model``: rebuild the vector index from the stored embeddings (retrains IVF on the current
+        items).
+
+        With ``model`` (a Predictor loaded from a run, or a model spec: run directory, .onnx, a list of them, loaded
+        on ``device``, default the catalog's): re-embed every item's stored image (its garment crop with ``crop``)
+        with it while the catalog keeps serving the old model, ``batch_size`` items per committed batch, then switch
+        to it atomically — embeddings, ``model_run``, ``dim`` (the new model's), catalog.json and the index
+        (:mod:`fashionlens.catalog.reindex`).  An interrupted reindex resumes when run again with the same model;
+        :meth:`abort_reindex` forgets it.  ``switch=False`` stages only.  A missing or unreadable stored image is
+        an error naming the item, or with ``skip_bad`` reported in ``skipped`` and the item removed at the switch.
+
+        Returns ``{"catalog", "model_run", "previous_model_run", "dim", "previous_dim", "switched", "epoch",
+        "items", "reembedded" (this run), "resumed" (staged by an earlier run), "skipped" (messages), "removed"
+        (ids), "seconds"}``."""
+        if model is None:
+            with self._write():
+                self._cache.rebuild()
+            return None
+        return run_reindex(self, model, batch_size=batch_size, crop=crop, skip_bad=skip_bad, switch=switch,
+                           progress=progress, device=device)
+
+    def abort_reindex(self) -> dict[str, Any] | None:
+        """Forget an unfinished reindex (its staged embeddings): the catalog is exactly as before it started.
+        Returns the job dropped (:meth:`reindex_status`), None when there was none."""
+        return abort_reindex(self)
+
+    def reindex_status(self) -> dict[str, Any] | None:
+        """The unfinished reindex (``model_run``, ``dim``, ``crop``, ``started_at``, ``staged``, ``failed``,
+        ``items``), None when there is none."""
+        return reindex_status(self)
 
     # -- reads ---------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -295,6 +442,38 @@ class Catalog:
         with self._state_lock:
             return [self._public(r) for r in self.store.page(offset, limit)]
 
+    def labels(self, item_id: int) -> list[dict[str, Any]]:
+        """An item's label history, oldest first (its ``label`` is the last); KeyError if unknown."""
+        self.get(item_id)
+        with self._state_lock:
+            return self.store.label_history(int(item_id))
+
+    def labelled(self, provenances: Sequence[str] = ("confirmed", "corrected")) -> list[dict[str, Any]]:
+        """The items whose current label has one of ``provenances``, by id."""
+        with self._state_lock:
+            return [self._public(row) for row, _ in self.store.labelled(list(provenances))]
+
+    def review_queue(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """The items a person should look at first: those whose label is still the model's answer
+        (``predicted``; items stored before labels existed count when their category is the stored
+        prediction), least sure first — by ``margin``, the probability of the model's best category minus
+        its second best (from ``extra.prediction.category_scores``).  Confirmed, corrected and given items
+        are left out.  Each entry: ``item``, ``margin``, ``guesses`` (the stored top categories and scores)."""
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+            raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
+        if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
+            raise ValueError(f"offset must be an integer >= 0, got {offset!r}")
+        with self._state_lock:
+            page = self.store.review_page(int(offset), int(limit))
+        return [{"item": self._public(row), "margin": round(margin, 5),
+                 "guesses": list((row["extra"].get("prediction") or {}).get("category_scores") or [])}
+                for row, margin in page]
+
+    def review_count(self) -> int:
+        """How many items :meth:`review_queue` holds in all."""
+        with self._state_lock:
+            return self.store.review_count()
+
     def ids(self) -> np.ndarray:
         """Ids of every item, (N,) int64 ascending."""
         with self._state_lock:
@@ -309,7 +488,7 @@ class Catalog:
     def search(self, query: ImageLike | np.ndarray, k: int = 10, *, category: str | None = None,
                attribute: str | None = None, crop: bool = False, predictor: "Predictor | None" = None,
                nprobe: int | None = None, rerank: int = 0, image: ImageLike | None = None,
-               group_sku: bool = False) -> list[dict[str, Any]]:
+               group_sku: bool = False, model_epoch: int | None = None) -> list[dict[str, Any]]:
         """The ``k`` items most similar to an image (PIL / path) or an embedding (dim,), best first.
 
         ``category`` keeps items whose category name, taxonomy path or path prefix (``"upper"``) matches;
@@ -325,11 +504,19 @@ class Catalog:
         items remain (:meth:`auto_category`).
 
         ``group_sku``: one result per SKU (its best-ranked item; items without a SKU stand alone), each with
-        ``same_sku``: the ids of that SKU's other items among the candidates (4k searched)."""
+        ``same_sku``: the ids of that SKU's other items among the candidates (4k searched).
+
+        ``model_epoch``: the catalog's :attr:`model_epoch` when an embedding ``query`` was made (an image query is
+        embedded here, at the current one); a reindex that switched the model since is a
+        :class:`ModelChangedError`: a query is never compared with another model's vectors."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
         if isinstance(rerank, bool) or not isinstance(rerank, (int, np.integer)) or rerank < 0:
             raise ValueError(f"rerank must be an integer >= 0 (candidates to verify), got {rerank!r}")
+        if model_epoch is not None or not isinstance(query, np.ndarray):
+            current = self.model_epoch  # (refreshed: a switch in another process is adopted before anything)
+            model_epoch = current if model_epoch is None else model_epoch
+            self._check_model(model_epoch)
         if crop and not isinstance(query, np.ndarray):  # an embedding query is not cropped: nothing to check
             (predictor or self.predictor).require_box()
         picture = None  # the decoded query image, where one is needed (re-ranking, category "auto")
@@ -346,8 +533,9 @@ class Catalog:
             category = self.auto_category(answer, int(k), predictor=predictor)["category"]
             query = query if isinstance(query, np.ndarray) else answer["embedding"]
         vector = self._query_vector(query, crop, predictor)
-        with self._state_lock:
+        with self._state_lock, self.store.snapshot():  # one database state: index, vectors, rows
             self._cache.refresh()
+            self._check_model(model_epoch, vector)  # the model switched while the query was embedded: refused
             allowed = None
             if category is not None or attribute is not None:
                 allowed = self.store.filter_ids(category, attribute)
@@ -411,6 +599,93 @@ class Catalog:
                 self._reranker = GeometricReranker()
             return self._reranker
 
+    # -- words (catalog/words.py) -------------------------------------------------------------------
+    def vocabulary(self, predictor: "Predictor | None" = None) -> Vocabulary:
+        """The labels a words query can name: the model's (``predictor``, else the catalog's model when it is
+        loaded: categories, taxonomy, attributes with their groups), the stored taxonomy and what items store.
+        Never loads a model."""
+        labels = getattr(predictor or self._predictor, "labels", None) or {}
+        with self._state_lock:
+            categories, attributes = self.store.known_labels()
+        key = (*(tuple(labels.get(k) or ()) for k in ("categories", "category_paths", "attributes", "attribute_groups")),
+               tuple(sorted((labels.get("group_names") or {}).items())), tuple(categories), tuple(attributes))
+        cached = getattr(self, "_words_vocabulary", None)  # (key, Vocabulary): rebuilt when the labels change
+        if cached is None or cached[0] != key:
+            cached = (key, vocabulary_from_labels(labels, categories, attributes))
+            self._words_vocabulary = cached
+        return cached[1]
+
+    def find_words(self, text: str, offset: int = 0, limit: int = 50, *, sku: str | None = None,
+                   predictor: "Predictor | None" = None) -> dict[str, Any]:
+        """Items for a words query such as ``"red striped dress"``, best first
+        (:func:`fashionlens.catalog.words.rank`: the items whose stored labels match most terms, then by the
+        stored predictions' log-probabilities of the terms).
+
+        Returns ``{"query": what was understood (matched / unknown / ignored words, suggestions),
+        "items": the ``limit`` items from position ``offset``, each with ``match`` (exact, matched_terms,
+        terms, log_probability), "total": items ranked}``; ``sku`` keeps that SKU's items only."""
+        vocabulary = self.vocabulary(predictor)
+        parsed = vocabulary.parse(text)
+        terms = parsed.terms
+        with self._state_lock:
+            ids = self.store.sku_ids(sku) if sku is not None else None
+            rows = self.store.label_rows(ids) if terms and (ids is None or len(ids)) else []
+        ranked = rank(rows, terms, vocabulary)
+        page = ranked[int(offset):int(offset) + int(limit)]
+        with self._state_lock:
+            full = self.store.rows([r.item_id for r in page])
+        items = [{**self._public(full[r.item_id]), "match": r.as_dict()} for r in page if r.item_id in full]
+        return {"query": parsed.as_dict(), "items": items, "total": len(ranked)}
+
+    def list_sku(self, sku: str, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+        """The items with exactly this SKU, by id: ``{"items": limit of them from position offset, "total"}``."""
+        with self._state_lock:
+            ids = [int(i) for i in self.store.sku_ids(sku)]
+            page = ids[int(offset):int(offset) + int(limit)]
+            rows = self.store.rows(page)
+        return {"items": [self._public(rows[i]) for i in page if i in rows], "total": len(ids)}
+
+    def search_words(self, query: np.ndarray, k: int, text: str, *, category: str | None = None,
+                     attribute: str | None = None, predictor: "Predictor | None" = None, nprobe: int | None = None,
+                     rerank: int = 0, image: ImageLike | None = None, group_sku: bool = False,
+                     model_epoch: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """:meth:`search` by an embedding ``query``, among the items whose stored labels match every term of
+        the words ``text`` (:func:`fashionlens.catalog.words.matches_all`) and the ``category`` / ``attribute``
+        filters: (what was understood of the words, the hits).  Words that name no label leave no term, and then
+        no item matches.  ``rerank`` needs the query ``image``; ``model_epoch`` as in :meth:`search`."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        if rerank and image is None:
+            raise ValueError("rerank needs the query image: pass image=")
+        if model_epoch is not None and model_epoch != self.model_epoch:  # (refreshed: a switch elsewhere adopted)
+            self._check_model(model_epoch)
+        parsed = self.vocabulary(predictor).parse(text)
+        vector = self._query_vector(np.asarray(query, np.float32), False, predictor)
+        with self._state_lock, self.store.snapshot():  # one database state: index, vectors, rows
+            self._cache.refresh()
+            self._check_model(model_epoch, vector)
+            rows = self.store.label_rows() if parsed.terms else []
+            allowed = np.array([r["item_id"] for r in rows if matches_all(r, parsed.terms)], np.int64)
+            if len(allowed) and (category is not None or attribute is not None):
+                allowed = np.intersect1d(allowed, self.store.filter_ids(category, attribute))
+            if not len(allowed):
+                return parsed.as_dict(), []
+            wanted = max(int(k) * (4 if group_sku else 1), int(rerank))
+            if self._cache.index.is_trained:
+                scores, ids = self._cache.index.search(vector[None], wanted, allowed_ids=allowed, nprobe=nprobe)
+                hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+            else:
+                hits = self._exact_search(vector, wanted, allowed)
+            found_rows = self.store.rows([i for i, _ in hits])
+        found = [{"item_id": i, "score": s, **_result_fields(self._public(found_rows[i]))}
+                 for i, s in hits if i in found_rows]
+        if rerank:
+            picture = image if isinstance(image, Image.Image) else image_entry(image, 0, keep_bytes=False).image
+            found = rerank_hits(self.reranker, picture, found)
+        if group_sku:
+            found = group_by_sku(found)
+        return parsed.as_dict(), found[: int(k)]
+
     # -- internals: analysis -------------------------------------------------------------------------
     def _analyse(self, predictor: "Predictor", images: list[Image.Image], records: list[dict[str, Any]],
                  crop: bool) -> list[dict[str, Any]]:
@@ -466,6 +741,21 @@ class Catalog:
         order = np.lexsort((best_ids, -best_scores))[:k]
         return [(int(best_ids[j]), float(best_scores[j])) for j in order]
 
+    def _check_model(self, epoch: int | None, vector: np.ndarray | None = None) -> None:
+        """ModelChangedError when a reindex switched the catalog's model since ``epoch`` (the model epoch a query
+        or items were embedded at; None: unknown, not checked) or ``vector`` does not fit the catalog's model (the
+        caller holds the state lock, after a refresh)."""
+        if (epoch is not None and epoch != self._cache.epoch) or (vector is not None and vector.size != self.dim):
+            raise ModelChangedError(f"catalog {self.directory} switched to model {model_label(self.model_run)} "
+                                    f"({self.dim}-dimensional embeddings, reindex) after these embeddings were "
+                                    "made: embed them again with the catalog's model")
+
+    def _model_id(self, predictor: "Predictor | None") -> str | list[str] | None:
+        """The model a new label names: the predictor's run (absolute path; a list of them for an ensemble), else
+        the catalog's ``model_run``."""
+        run = getattr(predictor, "run", None)
+        return (model_key(run) if run else None) or self.model_run
+
     def _public(self, row: dict[str, Any]) -> dict[str, Any]:
         """A stored row as the library returns it: ``item_id`` (the key search results use too), the image's
         full path."""
@@ -489,10 +779,13 @@ class Catalog:
                 self._writer_lock.release()
 
     def _commit(self, records: list[dict[str, Any]], vectors: np.ndarray, entries: list | None,
-                save: bool) -> list[int]:
-        """Two-phase insert (pending rows, image files, ready) then the index; returns the new ids."""
+                save: bool, labels: Sequence[dict[str, Any] | None] | None = None,
+                epoch: int | None = None) -> list[int]:
+        """Two-phase insert (pending rows + their first labels, image files, ready) then the index; returns
+        the new ids.  ``epoch``: the model epoch the vectors were embedded at (a switch since: refused)."""
         with self._write():
-            ids = self.store.insert_pending(records, vectors)
+            self._check_model(epoch)
+            ids = self.store.insert_pending(records, vectors, labels)
             try:
                 names = (write_images(os.path.join(self.directory, IMAGES), ids, entries)
                          if entries is not None else [None] * len(ids))
@@ -510,6 +803,8 @@ class Catalog:
         """After a crash (called holding the writer lock): roll back pending rows, delete orphan image
         files, and bring the index in line with the database, saving it."""
         with self._state_lock:
+            self._cache.follow_model()  # a reindex switched the model since this object was made
+            sync_config_file(self.directory, self.config)  # catalog.json behind the database's model: a crash
             pending = self.store.pending()
             if pending:
                 self.store.delete([i for i, _ in pending])
@@ -525,8 +820,8 @@ def _collection_for(directory: str) -> str:
 
 
 # -- building from a data set or a folder --------------------------------------------------------------
-def build(directory: str, predictor: "Predictor | str", source: Any, *, split: str | None = None,
-          model_run: str | None = None, batch_size: int = 32, progress: bool = True, crop: bool = False,
+def build(directory: str, predictor: "Predictor | ModelSpec", source: Any, *, split: str | None = None,
+          model_run: ModelSpec | None = None, batch_size: int = 32, progress: bool = True, crop: bool = False,
           index: IndexConfig | None = None, skip_bad: bool = False, device: DeviceLike = None) -> dict[str, Any]:
     """Embed a data set into the catalog at ``directory`` (created when absent), ``batch_size`` images per
     committed batch, with a progress bar.
@@ -534,16 +829,17 @@ def build(directory: str, predictor: "Predictor | str", source: Any, *, split: s
     ``source`` is a data spec (``garments:DIR``, ``folder:DIR``, ...; ``split`` keeps some splits,
     comma-separated), a ``SampleSet``, or a folder of image files (searched recursively).  Data-set
     labels (category, attributes, item id as ``sku``) are stored where the data set has them, model
-    predictions otherwise.  ``predictor`` is a Predictor or a run directory (then it is also the
-    catalog's ``model_run``, loaded on ``device``: default the CPU).  ``crop`` with a model without a box
+    predictions otherwise.  ``predictor`` is a Predictor or a model spec (a run directory, an exported .onnx,
+    or a list of them: an ensemble; then it is also the catalog's ``model_run``, loaded on ``device``: default
+    the CPU).  ``crop`` with a model without a box
     head is a ValueError before anything is done.  An interrupted build resumes: sources already stored
     are skipped.  A bad image stops the build (its batch is not written) unless ``skip_bad``, which
     reports and skips it.
 
     Returns a summary: catalog, added, already_present, bad (list of "file: error"), items."""
-    if isinstance(predictor, (str, os.PathLike)):
-        model_run = os.fspath(predictor)
-        predictor = Predictor.load(model_run, device=device)
+    if isinstance(predictor, (str, os.PathLike, list, tuple)):
+        model_run = model_key(predictor)
+        predictor = load_predictor(predictor, device=device)
     if crop:  # before the catalog is created or any image read
         predictor.require_box()
     jobs = build_jobs(source, split)
@@ -593,7 +889,7 @@ def _open_for_build(directory: str, predictor: "Predictor", model_run: str | Non
     if os.path.exists(os.path.join(directory, CONFIG)):
         catalog = Catalog.open(directory)
         known = catalog.model_run
-        if model_run and known and os.path.realpath(known) != os.path.realpath(model_run):
+        if not same_model(known, model_run):
             catalog.close()
             raise ValueError(f"catalog {directory} was built with model {known}, not {model_run}: "
                              "its embeddings would not be comparable (use a new catalog)")
@@ -650,9 +946,25 @@ def _apply_prediction(record: dict[str, Any], answer: dict[str, Any]) -> None:
         "bbox": answer.get("bbox")}
 
 
+def _answer_fields(category: Any, attributes: Any) -> dict[str, Any]:
+    """The category / attributes of :meth:`Catalog.answer`, checked (ValueError naming the field)."""
+    out: dict[str, Any] = {}
+    if category is not None:
+        if not isinstance(category, str) or not category.strip():
+            raise ValueError(f"category must be a non-blank name, got {category!r}")
+        out["category"] = category.strip()
+    if attributes is not None:
+        if isinstance(attributes, str):
+            attributes = [a for a in attributes.split(",")]
+        if not isinstance(attributes, (list, tuple)) or not all(isinstance(a, str) for a in attributes):
+            raise ValueError(f"attributes must be a list of names or 'a,b,c', got {attributes!r}")
+        out["attributes"] = list(dict.fromkeys(a.strip() for a in attributes if a.strip()))
+    return out
+
+
 def _result_fields(item: dict[str, Any]) -> dict[str, Any]:
     keys = ("category", "category_path", "attributes", "image", "source", "sku", "title", "extra")
     return {k: item.get(k) for k in keys}
 
 
-__all__ = ["Catalog", "build"]
+__all__ = ["Catalog", "ModelChangedError", "build"]

@@ -8,7 +8,10 @@ file, or a collection on a Milvus server) is derived from it and can always be r
   256 stored vectors per cluster) and tunes its nprobe when the catalog asked for auto (nprobe 0);
 * :meth:`IndexCache.refresh` catches up with other processes' writes: the saved index is reloaded when its
   description file changed, then the difference from the database is applied in memory;
-* an unreadable or foreign index file is replaced by a new index that ``sync`` fills.
+* an unreadable or foreign index file is replaced by a new index that ``sync`` fills;
+* a model switch (``Catalog.reindex(model)``, :mod:`fashionlens.catalog.reindex`) is seen through the database's
+  model epoch: :meth:`IndexCache.follow_model` adopts the new model (run, dim) and replaces the index by the one
+  saved for that epoch (``vectors.N.index``) or builds it from the new embeddings.
 
 Locks are the catalog's: it calls these methods holding its state lock (and its writer lock for writes).
 """
@@ -35,6 +38,7 @@ class IndexCache:
 
     def __init__(self, directory: str, config: dict[str, Any], store: ItemStore):
         self.directory, self.config, self.store = directory, config, store
+        self.adopt_model()  # a switch committed before catalog.json was rewritten (a crash): the database wins
         self.dim = int(config["dim"])
         self.index: VectorIndex = self._load()
         self._stamp = file_stamp(sidecar_path(self.path))
@@ -42,11 +46,19 @@ class IndexCache:
 
     @property
     def path(self) -> str:
-        return os.path.join(self.directory, INDEX)
+        """``vectors.index``; after the N-th model switch ``vectors.N.index``: an index file is named after the
+        model epoch whose vectors it holds, so no process ever loads another model's index."""
+        epoch = self.epoch
+        return os.path.join(self.directory, INDEX if not epoch else f"vectors.{epoch}.index")
 
     @property
     def params(self) -> dict[str, Any]:
         return self.config["index"]
+
+    @property
+    def epoch(self) -> int:
+        """The model epoch the index holds the vectors of (how many times a reindex switched the model)."""
+        return int(self.config.get("model_epoch", 0))
 
     def close(self) -> None:
         self.index.close()
@@ -77,6 +89,38 @@ class IndexCache:
             unlink(stale)
         self.sync(persist=True)
 
+    def discard(self) -> None:
+        """Delete the saved index (its description first) before the database switches to another model's
+        vectors, so that nothing loads the old model's index afterwards; the in-memory FAISS index still answers
+        (the catalog holds its locks until :meth:`follow_model` replaces it), a Milvus collection is dropped."""
+        drop = getattr(self.index, "drop", None)
+        if drop is not None:
+            drop()
+        for stale in (sidecar_path(self.path), self.path, self.path + ".ids.npy", self.path + ".exact"):
+            unlink(stale)  # (the description first; hnsw's id table and ivfpq's exact vectors beside the index)
+        self._stamp = None
+
+    def adopt_model(self) -> bool:
+        """Take the model (run, dim, epoch) the database records into ``config`` (in place: the catalog's too)
+        when a switch changed it; returns whether it did."""
+        record = self.store.model_record()
+        if record is None or record["epoch"] == self.epoch:
+            return False
+        self.config.update(model_run=record["model_run"], dim=record["dim"], model_epoch=record["epoch"])
+        return True
+
+    def follow_model(self) -> bool:
+        """After a model switch (a reindex, in this process or another): adopt the new model and replace the index
+        by the one saved since the switch (the switch deletes the old one before its commit), else by a new one
+        that ``sync`` fills from the new embeddings.  Returns whether the model changed."""
+        if not self.adopt_model():
+            return False
+        self.dim = int(self.config["dim"])
+        self.index.close()
+        self.index = self._load()
+        self._stamp = file_stamp(sidecar_path(self.path))
+        return True
+
     def sync(self, persist: bool) -> bool:
         """Make the index hold exactly the ready ids of the database; returns whether it changed."""
         db_ids = self.store.ready_ids()
@@ -103,16 +147,17 @@ class IndexCache:
     def refresh(self) -> None:
         """Catch up with other processes' writes: reload the saved index if it changed, then apply the
         difference from the database in memory."""
-        generation = self.store.generation()
-        if generation == self.generation:
-            return
-        stamp = file_stamp(sidecar_path(self.path))  # the description is written after the index
-        if stamp != self._stamp:
-            self.index.close()
-            self.index = self._load()
-            self._stamp = stamp
-        self.sync(persist=False)
-        self.generation = generation
+        with self.store.snapshot():  # one state of the database: ids, embeddings and model agree
+            generation = self.store.generation()
+            if generation == self.generation:
+                return
+            stamp = file_stamp(sidecar_path(self.path))  # the description is written after the index
+            if not self.follow_model() and stamp != self._stamp:  # (a model switch: nothing of the old index kept)
+                self.index.close()
+                self.index = self._load()
+                self._stamp = stamp
+            self.sync(persist=False)
+            self.generation = generation
 
     # -- internals ---------------------------------------------------------------------------------------
     def _new(self) -> VectorIndex:

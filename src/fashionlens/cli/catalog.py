@@ -1,4 +1,6 @@
-"""``fashionlens catalog build|add|remove|list``: build and edit a catalog (:mod:`fashionlens.catalog`).
+"""``fashionlens catalog build|add|remove|list|reindex|export|review|answer``: build and edit a catalog, re-embed
+it with a new model, export the labels people gave as a training manifest, review the model's least sure answers
+(:mod:`fashionlens.catalog`).
 
 Each command parses its arguments and calls the library, nothing more; ValueError / FileNotFoundError become
 exit code 2 in ``cli.main``.
@@ -18,17 +20,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.catalog import build
     from fashionlens.config import IndexConfig
-    from fashionlens.inference import Predictor
+    from fashionlens.export import check_device, load_predictor
     from fashionlens.utils import resolve_device
 
-    device = resolve_device(args.device)  # an absent GPU is one clear error, before anything is read
+    check_device(args.model, args.device)  # a GPU asked of an .onnx model: one clear error, before anything is read
+    resolve_device(args.device)  # an absent GPU is one clear error, before anything is read
     given = {k: v for k, v in (("nlist", args.nlist), ("nprobe", args.nprobe), ("pq_m", args.pq_m),
                                ("refine", args.refine), ("hnsw_m", args.hnsw_m), ("ef_search", args.ef_search),
                                ("sq_bits", args.sq_bits)) if v is not None}
     if args.milvus_uri:
         given.update(uri=args.milvus_uri)
     index = IndexConfig(backend="milvus" if args.milvus_uri else args.backend, kind=args.index, **given)
-    predictor = Predictor.load(args.model, device=device)
+    predictor = load_predictor(args.model, device=args.device)  # a run directory or an exported .onnx
     if args.crop:  # before the catalog is created or any image read
         predictor.require_box("--crop")
     summary = build(args.out, predictor, args.data or args.images, split=args.split, model_run=args.model,
@@ -72,14 +75,16 @@ def cmd_add(args: argparse.Namespace) -> int:
     from fashionlens.utils import resolve_device
 
     metadata = _metadata(args)
-    with Catalog.open(args.catalog, device=resolve_device(args.device)) as catalog:
+    resolve_device(args.device)  # an absent GPU: one clear error; the catalog's model resolves "auto" itself
+    with Catalog.open(args.catalog, device=args.device) as catalog:  # (an .onnx model: auto = the CPU)
         if args.crop:  # before any image is read
             catalog.predictor.require_box("--crop")
-        ids = catalog.add(args.images, metadata, crop=args.crop)
+        ids = catalog.add(args.images, metadata, crop=args.crop, label=args.label)
         for item_id in ids:
             item = catalog.get(item_id)
             print(json.dumps({"item_id": item_id, "image": item["image"], "source": item["source"],
-                              "category": item["category"], "attributes": item["attributes"]}))
+                              "category": item["category"], "attributes": item["attributes"],
+                              "label": (item["label"] or {}).get("provenance")}))
     return 0
 
 
@@ -119,12 +124,133 @@ def cut(text: Any, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
+    from fashionlens.catalog import export_manifest
+
+    summary = export_manifest(args.catalog, args.out, args.labels)
+    counts = ", ".join(f"{n} {p}" for p, n in summary["by_provenance"].items())
+    skipped = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in summary["skipped"].items() if n)
+    print(f"wrote {summary['rows']} row(s) to {summary['manifest']}: {counts}"
+          + (f" (skipped: {skipped})" if skipped else ""))
+    print("train on them: fashionlens train --recipe finetune --init-from SERVED_RUN "
+          f"--data manifest:{summary['manifest']} --out NEW_RUN")
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
+    from fashionlens.catalog import Catalog
+
+    with Catalog.open(args.catalog) as catalog:
+        queue, total = catalog.review_queue(args.limit, args.offset), catalog.review_count()
+    if args.json:
+        print(json.dumps(queue))
+        return 0
+    print(f"{'id':>6}  {'margin':>7}  {'category':<16} guesses")
+    for entry in queue:
+        item = entry["item"]
+        guesses = ", ".join(f"{g['name']} {g['score']:.2f}" for g in entry["guesses"][:3])
+        print(f"{item['item_id']:>6}  {entry['margin']:>7.3f}  {cut(item['category'], 16):<16} {guesses}")
+    print(f"{len(queue)} of {total} item(s) to review shown (least sure first)")
+    return 0
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
+    from fashionlens.catalog import Catalog
+
+    with Catalog.open(args.catalog) as catalog:
+        try:
+            item = catalog.answer(args.item, args.verdict, category=args.category, attributes=args.attributes)
+        except KeyError as e:
+            raise ValueError(f"no item {args.item} in catalog {args.catalog}; nothing recorded") from e
+    label = item["label"]
+    print(json.dumps({"item_id": item["item_id"], "category": item["category"], "attributes": item["attributes"],
+                      "label": label["provenance"], "at": label["at"]}))
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
+    from fashionlens.catalog import Catalog
+    from fashionlens.export import check_device, load_predictor, model_label
+    from fashionlens.utils import resolve_device
+
+    if args.abort or args.status:
+        if args.model or (args.abort and args.status):
+            raise ValueError("--abort and --status take no --model (and not each other)")
+        with Catalog.open(args.catalog) as catalog:
+            job = catalog.abort_reindex() if args.abort else catalog.reindex_status()
+        if args.json:
+            print(json.dumps(job))
+        elif job is None:
+            print(f"no reindex under way in {args.catalog}" + ("; nothing to abort" if args.abort else ""))
+        elif args.abort:
+            print(f"aborted the reindex to {model_label(job['model_run'])}: {job['staged']} staged embedding(s) "
+                  "dropped; the catalog is as it was before it started")
+        else:
+            print(f"a reindex to {job['model_run']} (dim {job['dim']}) is under way since {job['started_at']}: "
+                  f"{job['staged']} of {job['items']} item(s) staged, {job['failed']} failed; resume it with "
+                  f"`fashionlens catalog reindex {args.catalog} --model {job['model_run']}` or drop it with --abort")
+        return 0
+    if not args.model:
+        raise ValueError("catalog reindex needs --model NEW_RUN (or --abort / --status)")
+    check_device(args.model, args.device)  # a GPU asked of an .onnx model: one clear error, before anything is read
+    resolve_device(args.device)  # an absent GPU is one clear error, before anything is read
+    predictor = load_predictor(args.model, device=args.device)  # a run directory or an exported .onnx
+    if args.crop:
+        predictor.require_box("--crop")
+    with Catalog.open(args.catalog, device=args.device) as catalog:
+        summary = catalog.reindex(predictor, batch_size=args.batch_size, crop=args.crop, skip_bad=args.skip_bad,
+                                  switch=not args.stage_only, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    for line in summary["skipped"]:
+        print(f"skipped {line}")
+    print(f"re-embedded {summary['reembedded']} item(s) in {summary['seconds']:.1f} s ({summary['resumed']} staged "
+          f"by an earlier run), skipped {len(summary['skipped'])}")
+    if summary["switched"]:
+        removed = summary["removed"]
+        print(f"catalog {summary['catalog']} now uses {model_label(summary['model_run'])} ({summary['dim']}-dimensional "
+              f"embeddings; was {model_label(summary['previous_model_run'])}, {summary['previous_dim']}): "
+              f"{summary['items']} item(s)" + (f"; removed {len(removed)} skipped item(s): {', '.join(map(str, removed))}"
+                                               if removed else ""))
+    else:
+        print(f"staged only: the catalog still serves {model_label(summary['previous_model_run'])}; run the same "
+              "command without --stage-only to switch")
+    return 0
+
+
 def add_commands(subparsers: Any) -> None:
-    """Register ``catalog {build,add,remove,list}`` on the ``fashionlens`` subparsers."""
+    """Register ``catalog {build,add,remove,list,reindex,export,review,answer}`` on the ``fashionlens`` subparsers."""
     catalog = subparsers.add_parser("catalog", help="build and edit a searchable catalog of garment images")
     sub = catalog.add_subparsers(dest="catalog_command", required=True)
     _add_build(sub)
     _add_edit_commands(sub)
+    _add_reindex(sub)
+    _add_label_commands(sub)
+
+
+def _add_reindex(sub: Any) -> None:
+    p = sub.add_parser("reindex", help="re-embed every item with a new model while the catalog serves the old one, "
+                       "then switch to it at once (resumable; --abort)")
+    p.add_argument("catalog", help="catalog directory")
+    p.add_argument("--model", help="run directory (or .onnx) of the new model")
+    p.add_argument("--crop", action="store_true", help="embed the garment crop (predicted box) of each stored image")
+    p.add_argument("--batch-size", type=int, default=32, help="images per committed batch")
+    p.add_argument("--skip-bad", action="store_true", help=(
+        "leave out items whose stored image is missing or unreadable (reported; removed from the catalog at the "
+        "switch: their old embeddings can not be compared with the new model's) instead of stopping"))
+    p.add_argument("--stage-only", action="store_true", help="embed and stage, but keep serving the old model "
+                   "(the same command without it switches later)")
+    p.add_argument("--abort", action="store_true", help="drop an unfinished reindex: the catalog stays as it was")
+    p.add_argument("--status", action="store_true", help="show the unfinished reindex, if any")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_argument(p, "run the new model")
+    p.set_defaults(func=cmd_reindex)
 
 
 def _add_build(sub: Any) -> None:
@@ -167,6 +293,9 @@ def _add_edit_commands(sub: Any) -> None:
     p.add_argument("--meta-json", metavar="FILE",
                    help="JSON object (for every image) or list of objects (one per image)")
     p.add_argument("--crop", action="store_true", help="embed the garment crop (predicted box)")
+    p.add_argument("--label", choices=("confirmed", "corrected"), help=(
+        "a person checked these labels: confirmed (the stored category / attributes are right) or corrected "
+        "(the --meta category / attributes are the right ones); default: predicted, or given with a category"))
     add_device_argument(p, "run the catalog's model")
     p.set_defaults(func=cmd_add)
 
@@ -181,6 +310,31 @@ def _add_edit_commands(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=cmd_list)
+
+
+def _add_label_commands(sub: Any) -> None:
+    p = sub.add_parser("export", help="write the items people labelled as a training manifest (manifest: reader)")
+    p.add_argument("catalog", help="catalog directory")
+    p.add_argument("--out", required=True, help="manifest file to write: .csv or .jsonl")
+    p.add_argument("--labels", default="confirmed,corrected", help=(
+        "label provenances to export, comma-separated: confirmed, corrected, given, predicted "
+        "(default: confirmed,corrected, the answers people gave)"))
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("review", help="the items the model is least sure of, whose labels nobody checked yet")
+    p.add_argument("catalog", help="catalog directory")
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=cmd_review)
+
+    p = sub.add_parser("answer", help="record a person's answer to an item's label")
+    p.add_argument("catalog", help="catalog directory")
+    p.add_argument("item", type=int, help="item id")
+    p.add_argument("verdict", choices=("yes", "no"), help="yes: the label is right; no: --category / --attributes are")
+    p.add_argument("--category", help="the right category (with no)")
+    p.add_argument("--attributes", help="the right attributes, comma-separated (with no)")
+    p.set_defaults(func=cmd_answer)
 
 
 __all__ = ["add_commands"]
