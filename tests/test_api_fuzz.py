@@ -20,10 +20,11 @@ from test_api import KEY, build_fixture
 
 from fashionlens.serving import ServeSettings, create_app
 
-MAX_EXAMPLES = 30  # per run: 21 runs x 30 requests
+MAX_EXAMPLES = 30  # per run: 28 runs x 30 requests
 OPERATIONS = [("POST", "/v1/classify"), ("POST", "/v1/search"), ("POST", "/v1/items"), ("GET", "/v1/items"),
               ("GET", "/v1/items/{item_id}"), ("PATCH", "/v1/items/{item_id}"), ("DELETE", "/v1/items/{item_id}"),
-              ("GET", "/v1/items/{item_id}/image"), ("GET", "/healthz"), ("GET", "/metrics")]
+              ("GET", "/v1/items/{item_id}/image"), ("POST", "/v1/items/{item_id}/answer"), ("GET", "/v1/review"),
+              ("GET", "/v1/labels"), ("GET", "/healthz"), ("GET", "/metrics")]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,9 @@ def test_every_operation_is_fuzzed(api):
     assert found == set(OPERATIONS)
 
 
-PARAMETERLESS = {"/healthz", "/metrics"}  # nothing to get wrong: no negative cases exist
-WRITES = {("POST", "/v1/items"), ("PATCH", "/v1/items/{item_id}"), ("DELETE", "/v1/items/{item_id}")}
+PARAMETERLESS = {"/healthz", "/metrics", "/v1/labels"}  # nothing to get wrong: no negative cases exist
+WRITES = {("POST", "/v1/items"), ("PATCH", "/v1/items/{item_id}"), ("DELETE", "/v1/items/{item_id}"),
+          ("POST", "/v1/items/{item_id}/answer")}
 RUNS = [(m, p, mode, (m, p) in WRITES) for m, p in OPERATIONS for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
         if not (p in PARAMETERLESS and mode == GenerationMode.NEGATIVE)]
 RUNS += [(m, p, GenerationMode.POSITIVE, False) for m, p in OPERATIONS if (m, p) in WRITES]  # the key check itself
