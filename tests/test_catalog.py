@@ -25,9 +25,10 @@ LABELS = {
 DIM = 32
 
 
-def make_run(out, images, dim=DIM, use_bbox=True):
+def make_run(out, images, dim=DIM, use_bbox=True, *, seed=0, tta_flip=False, labels=None, jitter=0.0):
     """A tiny random-weight FashionNet checkpoint (a run directory) in a second or two (``use_bbox=False``:
-    a model without the box head).
+    a model without the box head; ``seed`` another model; ``jitter`` adds that much Gaussian noise to every
+    weight, so answers differ more between images; ``labels`` another label set).
 
     Its BatchNorm statistics are measured on ``images`` so that eval-mode embeddings differ between images
     (with untouched running statistics a random network maps every image to nearly the same vector)."""
@@ -41,10 +42,15 @@ def make_run(out, images, dim=DIM, use_bbox=True):
 
     cfg = RunConfig()
     cfg.model.backbone, cfg.model.pretrained, cfg.model.embedding_dim, cfg.model.hidden_dim = "tiny_cnn", False, dim, 32
-    cfg.model.use_bbox, cfg.data.image_size = use_bbox, 48
-    torch.manual_seed(0)
-    model = build_model(cfg.model, num_categories=len(LABELS["categories"]), num_attributes=len(LABELS["attributes"]))
-    batch = torch.stack([Predictor(model, cfg, LABELS).preprocess(load_image(f))[0] for f in images])
+    cfg.model.use_bbox, cfg.model.tta_flip, cfg.data.image_size = use_bbox, tta_flip, 48
+    labels = labels or LABELS
+    torch.manual_seed(seed)
+    model = build_model(cfg.model, num_categories=len(labels["categories"]), num_attributes=len(labels["attributes"]))
+    if jitter:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * jitter)
+    batch = torch.stack([Predictor(model, cfg, labels).preprocess(load_image(f))[0] for f in images])
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.momentum = None  # cumulative average over the calibration batch
@@ -54,7 +60,7 @@ def make_run(out, images, dim=DIM, use_bbox=True):
         model(batch)
     os.makedirs(out, exist_ok=True)
     save_checkpoint(os.path.join(out, "best.pt"), {"model": model.eval().state_dict(), "config": to_dict(cfg),
-                                                  "labels": LABELS})
+                                                  "labels": labels})
     return str(out)
 
 

@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 from PIL import Image
+from test_catalog import make_run
 
 from fashionlens.cli import main
 from fashionlens.export import (
@@ -56,34 +57,9 @@ def write_photos(root, per_class: int = 8, seed: int = 0) -> list[str]:
 
 
 def tiny_run(out, images, *, seed: int = 0, tta_flip: bool = False, labels=None, dim: int = 32) -> str:
-    """A random-weight tiny_cnn FashionNet run (box head on) whose BatchNorm statistics are measured on
-    ``images``, so that its answers differ between images; ``seed`` gives another model."""
-    from fashionlens.config import RunConfig, to_dict
-    from fashionlens.data.decode import load_image
-    from fashionlens.models import build_model
-    from fashionlens.training.checkpoint import save_checkpoint
-
-    labels = labels or LABELS
-    cfg = RunConfig()
-    cfg.model.backbone, cfg.model.pretrained, cfg.model.embedding_dim, cfg.model.hidden_dim = "tiny_cnn", False, dim, 32
-    cfg.model.use_bbox, cfg.model.tta_flip, cfg.data.image_size = True, tta_flip, 48
-    torch.manual_seed(seed)
-    model = build_model(cfg.model, num_categories=len(labels["categories"]), num_attributes=len(labels["attributes"]))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    batch = torch.stack([Predictor(model, cfg, labels).preprocess(load_image(f))[0] for f in images])
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None
-            m.reset_running_stats()
-    model.train()
-    with torch.no_grad():
-        model(batch)
-    os.makedirs(out, exist_ok=True)
-    save_checkpoint(os.path.join(out, "best.pt"), {"model": model.eval().state_dict(), "config": to_dict(cfg),
-                                                  "labels": labels})
-    return str(out)
+    """A random-weight tiny_cnn FashionNet run (box head on, weights jittered) whose BatchNorm statistics are
+    measured on ``images``, so that its answers differ between images; ``seed`` gives another model."""
+    return make_run(out, images, dim, True, seed=seed, tta_flip=tta_flip, labels=labels or LABELS, jitter=0.05)
 
 
 def calibrate(run: str, images: list[str]) -> dict:
