@@ -541,19 +541,8 @@ class Catalog:
                 allowed = self.store.filter_ids(category, attribute)
                 if not len(allowed):
                     return []
-            wanted = max(int(k) * (4 if group_sku else 1), int(rerank))
-            if self._cache.index.is_trained:
-                scores, ids = self._cache.index.search(vector[None], wanted, allowed_ids=allowed, nprobe=nprobe)
-                hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
-            else:
-                hits = self._exact_search(vector, wanted, allowed)
-            rows = self.store.rows([i for i, _ in hits])
-        found = [{"item_id": i, "score": s, **_result_fields(self._public(rows[i]))} for i, s in hits if i in rows]
-        if rerank:
-            found = rerank_hits(self.reranker, picture, found)
-        if group_sku:
-            found = group_by_sku(found)
-        return found[: int(k)]
+            found = self._nearest(vector, max(int(k) * (4 if group_sku else 1), int(rerank)), allowed, nprobe)
+        return self._finish(found, int(k), picture if rerank else None, group_sku)
 
     def auto_category(self, answer: dict[str, Any], k: int = 10, target_accuracy: float = 0.9,
                       predictor: "Predictor | None" = None) -> dict[str, Any]:
@@ -670,21 +659,32 @@ class Catalog:
                 allowed = np.intersect1d(allowed, self.store.filter_ids(category, attribute))
             if not len(allowed):
                 return parsed.as_dict(), []
-            wanted = max(int(k) * (4 if group_sku else 1), int(rerank))
-            if self._cache.index.is_trained:
-                scores, ids = self._cache.index.search(vector[None], wanted, allowed_ids=allowed, nprobe=nprobe)
-                hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
-            else:
-                hits = self._exact_search(vector, wanted, allowed)
-            found_rows = self.store.rows([i for i, _ in hits])
-        found = [{"item_id": i, "score": s, **_result_fields(self._public(found_rows[i]))}
-                 for i, s in hits if i in found_rows]
+            found = self._nearest(vector, max(int(k) * (4 if group_sku else 1), int(rerank)), allowed, nprobe)
+        picture = None
         if rerank:
             picture = image if isinstance(image, Image.Image) else image_entry(image, 0, keep_bytes=False).image
+        return parsed.as_dict(), self._finish(found, int(k), picture, group_sku)
+
+    def _nearest(self, vector: np.ndarray, wanted: int, allowed: np.ndarray | None,
+                 nprobe: int | None) -> list[dict[str, Any]]:
+        """The ``wanted`` stored items nearest ``vector`` among ``allowed`` ids (None: all), as result dicts;
+        the caller holds the state lock and a database snapshot (index, vectors and rows of one state)."""
+        if self._cache.index.is_trained:
+            scores, ids = self._cache.index.search(vector[None], wanted, allowed_ids=allowed, nprobe=nprobe)
+            hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        else:
+            hits = self._exact_search(vector, wanted, allowed)
+        rows = self.store.rows([i for i, _ in hits])
+        return [{"item_id": i, "score": s, **_result_fields(self._public(rows[i]))} for i, s in hits if i in rows]
+
+    def _finish(self, found: list[dict[str, Any]], k: int, picture: Image.Image | None,
+                group_sku: bool) -> list[dict[str, Any]]:
+        """Re-ranked by geometric verification against ``picture`` (when given), one per SKU, the first ``k``."""
+        if picture is not None:
             found = rerank_hits(self.reranker, picture, found)
         if group_sku:
             found = group_by_sku(found)
-        return parsed.as_dict(), found[: int(k)]
+        return found[:k]
 
     # -- internals: analysis -------------------------------------------------------------------------
     def _analyse(self, predictor: "Predictor", images: list[Image.Image], records: list[dict[str, Any]],
