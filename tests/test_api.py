@@ -163,6 +163,12 @@ def test_search_finds_each_item_first(client, world):
     name = hits[0]["category"]
     filtered = client.post("/v1/search", files=upload(read(world.images[9])), data={"k": "100", "category": name})
     assert filtered.status_code == 200 and {h["category"] for h in filtered.json()["results"]} == {name}
+    assert filtered.json()["query"]["filter_hint"] is None  # it matched: no hint
+    typo = client.post("/v1/search", files=upload(read(world.images[9])), data={"category": name.lower() + "x"}).json()
+    hint = typo["query"]["filter_hint"]["category"]
+    assert typo["results"] == [] and hint["known"] is False and name in hint["suggestions"]  # said, with the fix
+    missing = client.post("/v1/search", files=upload(read(world.images[9])), data={"attribute": "no-such-attr"}).json()
+    assert missing["results"] == [] and missing["query"]["filter_hint"]["attribute"]["known"] is False
     path = hits[0]["category_path"][0]
     by_path = client.post("/v1/search", files=upload(read(world.images[9])), data={"category": path}).json()
     assert all(h["category_path"][0] == path for h in by_path["results"])

@@ -68,6 +68,8 @@ Design:
 
 from __future__ import annotations
 
+import difflib
+
 import dataclasses
 import hashlib
 import json
@@ -664,6 +666,30 @@ class Catalog:
         if rerank:
             picture = image if isinstance(image, Image.Image) else image_entry(image, 0, keep_bytes=False).image
         return parsed.as_dict(), self._finish(found, int(k), picture, group_sku)
+
+    def filter_hint(self, category: str | None = None, attribute: str | None = None) -> dict[str, Any] | None:
+        """Why a ``category`` / ``attribute`` filter matches no stored item, with close names the catalog knows
+        (None when it matches some): ``{"category": name, "known": bool, "suggestions": [...]}`` and / or the
+        same for ``"attribute"``.  "known" = the model or an item has that label, but no item stored has it now."""
+        with self._state_lock:
+            if not len(self.store.filter_ids(category, attribute)):
+                categories, attributes = self.store.known_labels()
+            else:
+                return None
+        labels = getattr(self._predictor, "labels", None) or {}
+        names = {c for c, _ in categories} | set(labels.get("categories") or [])
+        for _, path in categories:  # every taxonomy node is a valid filter too ("upper", "upper.tops")
+            parts = str(path or "").split(".")
+            names |= {".".join(parts[: i + 1]) for i in range(len(parts)) if path}
+        attrs = set(attributes) | set(labels.get("attributes") or [])
+        hint: dict[str, Any] = {}
+        for field, wanted, pool in (("category", category, names), ("attribute", attribute, attrs)):
+            if wanted is not None:
+                close = difflib.get_close_matches(wanted, sorted(pool), n=5, cutoff=0.5)
+                folded = [n for n in sorted(pool) if n.lower() == wanted.lower() and n != wanted]
+                hint[field] = {"name": wanted, "known": wanted in pool,
+                               "suggestions": list(dict.fromkeys(folded + close))}
+        return hint
 
     def _nearest(self, vector: np.ndarray, wanted: int, allowed: np.ndarray | None,
                  nprobe: int | None) -> list[dict[str, Any]]:

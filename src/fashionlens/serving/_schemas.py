@@ -134,6 +134,17 @@ class ItemMatch(BaseModel):
     probability: float = Field(description="exp(log_probability)")
 
 
+class FilterName(BaseModel):
+    name: str = Field(description="the filter value asked for")
+    known: bool = Field(description="the model or some item has this label (but no stored item has it now)")
+    suggestions: list[str] = Field(description="close names the catalog knows")
+
+
+class FilterHint(BaseModel):
+    category: FilterName | None = None
+    attribute: FilterName | None = None
+
+
 class SearchQuery(BaseModel):
     category: Category | None = Field(description="the model's category for the query image")
     bbox: list[float] | None = Field(description="the garment box found in the query image, pixels")
@@ -141,6 +152,8 @@ class SearchQuery(BaseModel):
         "with crop: the [left, top, right, bottom] pixels that were embedded (null: the whole image)"))
     scope: SearchScope | None = Field(None, description="with category=auto: where the search looked")
     words: WordsQuery | None = Field(None, description="with q: what was understood of the words")
+    filter_hint: FilterHint | None = Field(None, description=(
+        "when the category / attribute filter matches no stored item: whether the name is known, and close names"))
 
 
 class SearchResponse(BaseModel):

@@ -197,9 +197,12 @@ def _add_model_routes(app: FastAPI, service: Service, reads: Callable[..., None]
                                                   predictor=service.predictor, **options)
         else:
             hits = await service.read(catalog.search, answer["embedding"], k, **options)
+        hint = None
+        if not hits and (options["category"] is not None or options["attribute"] is not None):
+            hint = await service.read(catalog.filter_hint, options["category"], options["attribute"])
         return {"results": [result_body(h) for h in hits], "classification": classify_body(answer),
                 "query": {"category": category_of(answer), "bbox": answer.get("bbox"), "crop": answer.get("crop"),
-                          "scope": scope, "words": understood}}
+                          "scope": scope, "words": understood, "filter_hint": hint}}
 
     @app.get("/v1/labels", response_model=Labels, dependencies=[Depends(reads)], tags=["model"],
              responses=_errors(401, 403), summary="The labels the model knows")
