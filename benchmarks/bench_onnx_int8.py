@@ -7,7 +7,7 @@ inputs of ``--split``; their speed is measured on one batch in interleaved round
 drifting during the run hits them alike).
 
     python benchmarks/bench_onnx_int8.py --model RUN --data folder:../shared/data/clothing-small --split val \
-        [--limit 200] [--calibration-images 32] [--batch 8] [--threads 2] [--rounds 3] [--seconds 3]
+        [--limit 200] [--calibration-images 32] [--float-first-convs N] [--out NAME] [--batch 8] [--threads 2] [--rounds 3] [--seconds 3]
 
 Writes benchmarks/results/onnx_int8.json.
 """
@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--calibration-split", default="train", help="split the INT8 activation ranges come from")
     parser.add_argument("--calibration-images", type=int, default=32)
     parser.add_argument("--quantization", choices=("static", "dynamic"), default="static")
+    parser.add_argument("--float-first-convs", type=int, default=0,
+                        help="keep the first N convolutions and the heads in float (static INT8)")
+    parser.add_argument("--out", default="onnx_int8", help="result name under benchmarks/results/")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch and ORT intra-op threads")
     parser.add_argument("--rounds", type=int, default=3)
@@ -68,7 +71,7 @@ def main() -> None:
                                          limit=args.calibration_images)[0]
         t0 = time.perf_counter()
         int8_path = quantize_onnx(float_path, os.path.join(tmp, "int8.onnx"), method=args.quantization,
-                                  calibration=calibration)
+                                  calibration=calibration, float_first_convs=args.float_first_convs)
         quantize_s = time.perf_counter() - t0
         int8_model = OnnxEmbedder(int8_path, threads=args.threads)
         inputs, labels, _ = network_inputs(float_model, args.data, split=args.split, limit=args.limit)
@@ -114,9 +117,9 @@ def main() -> None:
         mib = "-" if r["mib"] is None else f"{r['mib']:.1f}"
         print(f"| {name} | {acc} | {r['top1_agreement_with_float']:.4f} | {r['embedding_cosine_with_float']:.4f} | "
               f"{r['images_per_s']:.1f} | {r['over_onnx_float']:.2f} | {mib} |")
-    path = write("onnx_int8", {
+    path = write(args.out, {
         "model": os.path.abspath(args.model), "data": args.data, "split": args.split, "images": len(inputs),
-        "labelled": int(known.sum()), "quantization": args.quantization, "calibration_split": args.calibration_split,
+        "labelled": int(known.sum()), "quantization": args.quantization, "float_first_convs": args.float_first_convs, "calibration_split": args.calibration_split,
         "calibration_images": 0 if calibration is None else len(calibration), "batch": args.batch,
         "threads": args.threads, "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
         "quantize_seconds": quantize_s, "wall_seconds": time.perf_counter() - start, "results": rows})

@@ -257,6 +257,24 @@ def test_static_int8_loads_keeps_the_labels_and_agrees(world, tmp_path):
     assert all(a["category"] in LABELS["categories"] and "hedged" in a for a in answers)
 
 
+def test_static_int8_can_keep_the_first_convolutions_float(world, tmp_path):
+    float_model = OnnxEmbedder(world["onnx"], threads=1)
+    inputs = network_inputs(float_model, world["data"], split="train")[0]
+    path = quantize_onnx(world["onnx"], str(tmp_path / "int8.onnx"), method="static", calibration=inputs,
+                         float_first_convs=2)
+    graph = onnx.load(path).graph
+    weights = {i.name for i in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    # a float Conv reads its weight initializer itself; a quantised one through DequantizeLinear (QDQ). The
+    # mirror-TTA export runs each convolution twice on one weight: both stay float.
+    order = list(dict.fromkeys(c.input[1] for c in convs))
+    raw = {w: all(c.input[1] in weights for c in convs if c.input[1] == w) for w in order}
+    assert [raw[w] for w in order[:2]] == [True, True] and not any(raw[w] for w in order[2:]), raw
+    gemms = [n for n in graph.node if n.op_type == "Gemm"]
+    assert gemms and all(n.input[1] in weights for n in gemms)  # the heads stay float too
+    assert load_predictor(path).quantization["float_first_convs"] == 2
+
+
 def test_dynamic_int8_and_static_without_images(world, tmp_path):
     path = quantize_onnx(world["onnx"], str(tmp_path / "dyn.onnx"), method="dynamic")
     model = OnnxEmbedder(path, threads=1)

@@ -431,7 +431,8 @@ QUANTIZATIONS = ("static", "dynamic")
 
 
 def quantize_onnx(float_path: str, out_path: str, *, method: str = "static",
-                  calibration: np.ndarray | None = None, per_channel: bool = True, batch_size: int = 8) -> str:
+                  calibration: np.ndarray | None = None, per_channel: bool = True, batch_size: int = 8,
+                  float_first_convs: int = 0) -> str:
     """An INT8 copy of the exported ``float_path`` at ``out_path`` (ONNX Runtime's quantisation tools); the
     fashionlens metadata (config, labels, calibration) is kept and ``fashionlens.quantization`` added.
 
@@ -440,6 +441,8 @@ def quantize_onnx(float_path: str, out_path: str, *, method: str = "static",
     (a few dozen real images through the eval transform: :meth:`OnnxEmbedder.preprocess`).  ``"dynamic"``:
     weights only, activations quantised on the fly (ONNX Runtime's default operators, convolutions as
     ConvInteger); no calibration images, but on CPUs without VNNI it was 4x SLOWER than float here (README).
+    ``float_first_convs`` keeps the first N convolutions (in graph order) and the fully connected heads in
+    float (static only): EfficientNet's early depthwise convolutions are the ones INT8 hurts most (README).
     """
     from onnxruntime.quantization import (  # lazy: the quantisation tools load only for --int8
         CalibrationDataReader,
@@ -462,7 +465,8 @@ def quantize_onnx(float_path: str, out_path: str, *, method: str = "static",
     input_name = source.graph.input[0].name
     info: dict[str, Any] = {"method": method, "weights": "int8" + (" per channel" if per_channel else ""),
                             "activations": "uint8 (static ranges)" if method == "static" else "uint8 (dynamic)",
-                            "calibration_images": len(calibration) if method == "static" else 0}
+                            "calibration_images": len(calibration) if method == "static" else 0,
+                            "float_first_convs": int(float_first_convs) if method == "static" else 0}
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
 
     class Batches(CalibrationDataReader):
@@ -481,8 +485,15 @@ def quantize_onnx(float_path: str, out_path: str, *, method: str = "static",
                 # symbolic shape inference cannot follow FashionNet's 'SAME' padding arithmetic: ONNX's is enough
                 quant_pre_process(float_path, prepared, skip_symbolic_shape=True)
                 if method == "static":
+                    graph = onnx.load(prepared).graph
+                    conv_nodes = [n for n in graph.node if n.op_type == "Conv"]
+                    # by weight: a mirror-TTA export runs each convolution twice on one shared weight
+                    first = list(dict.fromkeys(n.input[1] for n in conv_nodes))[:float_first_convs]
+                    convs = [n.name for n in conv_nodes if n.input[1] in first]
+                    heads = [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul")] if float_first_convs else []
                     quantize_static(prepared, tmp, Batches(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                    nodes_to_exclude=convs + heads)
                 else:
                     quantize_dynamic(prepared, tmp, per_channel=per_channel, weight_type=QuantType.QUInt8)
         finally:
