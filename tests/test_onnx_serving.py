@@ -288,11 +288,12 @@ def test_export_onnx_int8_cli_reports_agreement_and_speed(world, tmp_path, capsy
     out = tmp_path / "q.onnx"
     code, text, _ = run_cli(["export-onnx", "--model", world["run"], "--out", out, "--int8", "--data", world["data"],
                              "--calibration-images", "12", "--eval-images", "20", "--seconds", "0.05",
-                             "--threads", "1", "--float-out", tmp_path / "f.onnx"], capsys)
+                             "--threads", "1", "--float-out", tmp_path / "f.onnx", "--float-first-convs", "1"], capsys)
     assert code == 0
     summary = json.loads(text)
     comparison = summary["comparison"]
     assert summary["quantization"]["method"] == "static" and summary["quantization"]["calibration_images"] == 12
+    assert summary["quantization"]["float_first_convs"] == 1
     assert comparison["images"] == 20 and comparison["labelled_images"] == 20 and comparison["top1_agreement"] >= 0.7
     assert {"float_accuracy", "int8_accuracy", "accuracy_change", "int8_over_float"} <= comparison.keys()
     assert os.path.isfile(out) and os.path.isfile(tmp_path / "f.onnx") and summary["float_bytes"] > 0

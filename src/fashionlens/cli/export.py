@@ -65,7 +65,8 @@ def export_int8(args: argparse.Namespace) -> dict[str, Any]:
             size = reference.size
             calibration = None
             inputs = np.random.default_rng(0).standard_normal((8, 3, size, size)).astype(np.float32)
-        path = quantize_onnx(float_path, args.out, method=method, calibration=calibration)
+        path = quantize_onnx(float_path, args.out, method=method, calibration=calibration,
+                             float_first_convs=args.float_first_convs if method == "static" else 0)
         report = compare_onnx(float_path, path, inputs, labels, threads=args.threads, seconds=args.seconds)
         float_bytes = os.path.getsize(float_path)
     if not args.data:  # random inputs: only the speed means something
@@ -95,6 +96,8 @@ def add_commands(subparsers: Any) -> None:
     q.add_argument("--data", help="data spec or image folder: calibration images and the comparison with float")
     q.add_argument("--split", help="only these splits of --data (comma-separated), e.g. val")
     q.add_argument("--calibration-images", type=int, default=32, help="images to measure activation ranges on")
+    q.add_argument("--float-first-convs", type=int, default=0, metavar="N",
+                   help="static: keep the first N convolutions and the heads in float (accuracy for speed; README)")
     q.add_argument("--eval-images", type=int, default=200, help="other images to compare float and INT8 on")
     q.add_argument("--threads", type=int, help="ONNX Runtime threads for the comparison (default: all cores)")
     q.add_argument("--seconds", type=float, default=2.0, help="timing per model per round (3 interleaved rounds)")
