@@ -119,12 +119,7 @@ def write_suspects_html(path: str, suspects: Sequence[dict[str, Any]], samples: 
     body.append("</table>")
     if not rows:
         body.append("<p>No suspected label errors.</p>")
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>\n")
-    os.makedirs(page_dir, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(page)
-    return path
+    return _write_page(path, title, body)
 
 
 def write_review_html(path: str, samples: Sequence[Sample], *, csv_name: str, title: str = "Images to check",
@@ -143,12 +138,17 @@ def write_review_html(path: str, samples: Sequence[Sample], *, csv_name: str, ti
                     f'<td>{html.escape(str(sample.category_name or ""))}'
                     f'<div class="path">{html.escape(sample.image)}</div></td></tr>')
     body.append("</table>")
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>\n")
-    os.makedirs(page_dir, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(page)
-    return path
+    return _write_page(path, title, body)
 
 
 __all__ = ["CSV_COLUMNS", "thumbnail_uri", "write_review_html", "write_suspects_csv", "write_suspects_html"]
+
+
+def _write_page(path: str, title: str, body: Sequence[str]) -> str:
+    """``body`` (HTML fragments) as one self-contained page at ``path`` (its folder made if needed)."""
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>\n")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+    return path
