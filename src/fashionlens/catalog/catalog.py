@@ -917,11 +917,28 @@ def _open_for_build(directory: str, predictor: "Predictor", model_run: str | Non
         known = catalog.model_run
         if not same_model(known, model_run):
             catalog.close()
-            raise ValueError(f"catalog {directory} was built with model {known}, not {model_run}: "
-                             "its embeddings would not be comparable (use a new catalog)")
+            raise ValueError(f"catalog {directory} was built with model {_models_text(known)}, not "
+                             f"{_models_text(model_run)}: its embeddings would not be comparable "
+                             f"({_reorder_hint(known, model_run)}use a new catalog)")
         return catalog
     dim = int(predictor.cfg.model.embedding_dim)
     return Catalog.create(directory, dim=dim, model_run=model_run, index=index)
+
+
+def _models_text(model: ModelSpec | None) -> str:
+    """A recorded model for a message: the path, or an ensemble's paths joined by `` + `` (in order)."""
+    if model is None:
+        return "no model"
+    return os.fspath(model) if isinstance(model, (str, os.PathLike)) else " + ".join(map(os.fspath, model))
+
+
+def _reorder_hint(known: ModelSpec | None, given: ModelSpec | None) -> str:
+    """For two specs naming the same ensemble members in another order, the sentence saying the order matters."""
+    listed = [m for m in (known, given) if m is not None and not isinstance(m, (str, os.PathLike))]
+    if len(listed) == 2 and sorted(map(os.path.realpath, listed[0])) == sorted(map(os.path.realpath, listed[1])):
+        return ("the same models in another order: an ensemble's embeddings are concatenated in order; give them "
+                f"as --model {' --model '.join(map(os.fspath, listed[0]))}, or ")
+    return ""
 
 
 def scope_chain(probabilities: np.ndarray, categories: Sequence[str],

@@ -1,10 +1,14 @@
 """``fashionlens calibrate`` (and the ``--target-accuracy`` argument that predict / evaluate share).
 
     fashionlens calibrate --model RUN_DIR --data SPEC [--split val] [--targets 0.9,0.95,0.99]
+    fashionlens calibrate --model A --model B --data SPEC     (an ensemble)
 
 Fits, on the split's outputs, the temperature of the category logits, the hedging lambdas for every
 target accuracy and the stacked level fusion, and writes them to RUN_DIR/calibration.json; afterwards
-``predict`` / ``evaluate`` / the API accept ``--target-accuracy T`` (see fashionlens.hierarchy).
+``predict`` / ``evaluate`` / the API accept ``--target-accuracy T`` (see fashionlens.hierarchy).  With several
+``--model`` the same is fitted on the ensemble's averaged calibrated probabilities and written to
+A/calibration.ensemble-<key>.json (``runs.calibrate``: keyed by the member set, found in any order); the
+members' own calibration.json stay as they are.
 """
 
 from __future__ import annotations
@@ -53,9 +57,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     from fashionlens.hierarchy.calibration import DEFAULT_TARGETS
     from fashionlens.runs import calibrate_run
+    from fashionlens.runs.ensemble import calibrate_ensemble
 
-    state = calibrate_run(args.model, args.data, split=args.split, targets=args.targets or DEFAULT_TARGETS,
-                          batch_size=args.batch_size, progress=not args.quiet)
+    fit = calibrate_run if len(args.model) == 1 else calibrate_ensemble
+    state = fit(args.model[0] if len(args.model) == 1 else args.model, args.data, split=args.split,
+                targets=args.targets or DEFAULT_TARGETS, batch_size=args.batch_size, progress=not args.quiet)
     summary = _summary(state)
     if args.json:
         print(json.dumps(summary))
@@ -74,7 +80,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def add_commands(subparsers: Any) -> None:
     """Register ``calibrate`` on the ``add_subparsers()`` object of the main parser."""
     p = subparsers.add_parser("calibrate", help="fit temperature scaling and hedged-answer lambdas on validation data")
-    p.add_argument("--model", required=True, help="run directory or checkpoint file (calibration.json goes next to it)")
+    p.add_argument("--model", action="append", required=True, help=(
+        "run directory or checkpoint file (calibration.json goes next to it); repeat it (--model A --model B) to "
+        "calibrate their ensemble (A/calibration.ensemble-<key>.json; the members' own files are untouched)"))
     p.add_argument("--data", required=True, help="data spec with the model's categories")
     p.add_argument("--split", default="val", help="held-out split(s) to fit on, comma-separated (not the test split)")
     p.add_argument("--targets", type=targets_list, help="target accuracies, comma-separated (default 0.80..0.99 by 0.01)")

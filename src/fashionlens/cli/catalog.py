@@ -3,7 +3,9 @@ it with a new model, export the labels people gave as a training manifest, revie
 (:mod:`fashionlens.catalog`).
 
 Each command parses its arguments and calls the library, nothing more; ValueError / FileNotFoundError become
-exit code 2 in ``cli.main``.
+exit code 2 in ``cli.main``.  ``catalog build --model A --model B`` builds an ensemble catalog (the members'
+normalised embeddings concatenated, ``inference.EnsemblePredictor``): the catalog records both runs, in order,
+and ``catalog add``, ``search`` and ``serve`` on it use the same ensemble.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 from typing import Any
 
+from fashionlens.cli.predict import add_model_argument, model_spec
 from fashionlens.utils import add_device_argument
 
 
@@ -23,7 +26,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from fashionlens.export import check_device, load_predictor
     from fashionlens.utils import resolve_device
 
-    check_device(args.model, args.device)  # a GPU asked of an .onnx model: one clear error, before anything is read
+    model = model_spec(args.model)  # one path, or the list of an ensemble (the catalog records it, in order)
+    check_device(model, args.device)  # a GPU asked of an .onnx model: one clear error, before anything is read
     resolve_device(args.device)  # an absent GPU is one clear error, before anything is read
     given = {k: v for k, v in (("nlist", args.nlist), ("nprobe", args.nprobe), ("pq_m", args.pq_m),
                                ("refine", args.refine), ("hnsw_m", args.hnsw_m), ("ef_search", args.ef_search),
@@ -31,10 +35,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.milvus_uri:
         given.update(uri=args.milvus_uri)
     index = IndexConfig(backend="milvus" if args.milvus_uri else args.backend, kind=args.index, **given)
-    predictor = load_predictor(args.model, device=args.device)  # a run directory or an exported .onnx
+    predictor = load_predictor(model, device=args.device)  # a run directory, an exported .onnx, or several
     if args.crop:  # before the catalog is created or any image read
         predictor.require_box("--crop")
-    summary = build(args.out, predictor, args.data or args.images, split=args.split, model_run=args.model,
+    summary = build(args.out, predictor, args.data or args.images, split=args.split, model_run=model,
                     batch_size=args.batch_size, progress=not args.quiet, crop=args.crop, index=index,
                     skip_bad=args.skip_bad)
     print(json.dumps(summary))
@@ -255,7 +259,9 @@ def _add_reindex(sub: Any) -> None:
 
 def _add_build(sub: Any) -> None:
     p = sub.add_parser("build", help="embed a data set or a folder of images into a catalog (resumable)")
-    p.add_argument("--model", required=True, help="run directory of the model that embeds the images")
+    add_model_argument(p, help_text="run directory (or .onnx) of the model that embeds the images; repeat it "
+                       "(--model A --model B) for an ensemble catalog: the models' normalised embeddings concatenated "
+                       "(add, search and serve use the same models, in the same order)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="data spec, e.g. garments:DIR, folder:DIR, deepfashion-inshop:DIR")
     source.add_argument("--images", help="folder of image files (searched recursively)")

@@ -14,7 +14,9 @@ Several models sharing one label set answer as one:
   when every member saw the same input geometry, else the first member's).
 
 :func:`check_same_labels` is the ValueError naming the runs whose labels differ; :func:`collect_ensemble`
-is :func:`~fashionlens.runs.outputs.collect_run` for several runs (what ``evaluate --model A --model B`` uses).
+is :func:`~fashionlens.runs.outputs.collect_run` for several runs (what ``evaluate --model A --model B`` uses);
+:func:`calibrate_ensemble` fits the ensemble's own hedging calibration on those outputs
+(``calibrate --model A --model B``; stored as ``runs.calibrate`` describes).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fashionlens.runs.calibrate import calibration_path, load_calibration
+from fashionlens.hierarchy.calibration import DEFAULT_TARGETS
+from fashionlens.runs.calibrate import calibration_path, calibration_state, load_calibration, write_ensemble_calibration
 from fashionlens.runs.outputs import RunOutputs, collect_run
 from fashionlens.utils import softmax
 
@@ -145,5 +148,20 @@ def collect_ensemble(runs: Sequence[str], spec: str, **kw: Any) -> RunOutputs:
     return RunOutputs(preds, first.targets, first.samples, first.labels, first.data, first.protocol, agreement)
 
 
-__all__ = ["SHARED_LABELS", "as_binary_logits", "as_logits", "check_same_labels", "collect_ensemble",
-           "concat_embeddings", "ensemble_outputs", "mean_probabilities", "mean_sigmoid", "run_temperature"]
+def calibrate_ensemble(runs: Sequence[str], spec: str, *, split: str = "val", targets: Sequence[float] = DEFAULT_TARGETS,
+                       batch_size: int = 64, progress: bool = True, num_workers: int = 0) -> dict[str, Any]:
+    """:func:`~fashionlens.runs.calibrate.calibrate_run` for an ensemble: the hedging calibration (temperature,
+    lambda table, level fusion) fitted on the ensemble's outputs on ``spec``'s ``split`` (:func:`collect_ensemble`:
+    the mean of the members' calibrated probabilities; the members' own calibration.json are left as they are),
+    written to the first member's run directory under a name keyed by the member set
+    (``runs.calibrate.ensemble_calibration_path``).  Returns the stored state plus ``path``."""
+    runs = [os.fspath(r) for r in runs]
+    out = collect_ensemble(runs, spec, split=split, batch_size=batch_size, progress=progress, num_workers=num_workers)
+    state = calibration_state(out.preds, out.targets, out.samples, out.labels, " + ".join(runs), spec, targets)
+    state.update(data=spec, split=split)
+    return write_ensemble_calibration(runs, [run_temperature(r) for r in runs], state)
+
+
+__all__ = ["SHARED_LABELS", "as_binary_logits", "as_logits", "calibrate_ensemble", "check_same_labels",
+           "collect_ensemble", "concat_embeddings", "ensemble_outputs", "mean_probabilities", "mean_sigmoid",
+           "run_temperature"]

@@ -70,12 +70,10 @@ def evaluate_run(run: str | Sequence[str], spec: str, *, split: str = AUTO, out_
     trade-off curve.
 
     ``run`` a list of several runs evaluates their ensemble (``runs.ensemble.collect_ensemble``: mean calibrated
-    probabilities, concatenated embeddings; no hedged answers, no attention figure)."""
+    probabilities, concatenated embeddings; hedged answers with the ensemble's own calibration, ``calibrate
+    --model A --model B``; no attention figure)."""
     runs = [run] if isinstance(run, (str, os.PathLike)) else [os.fspath(r) for r in run]
     run = runs[0] if len(runs) == 1 else runs
-    if target_accuracy is not None and len(runs) > 1:
-        raise ValueError("hedged answers (--target-accuracy) are not available for an ensemble: its averaged "
-                         "probabilities have no fitted lambda table; evaluate one calibrated run for them")
     if target_accuracy is not None:
         load_hedger(run).lambda_for(target_accuracy)  # no calibration / a bad target fails before the forward passes
     collect = collect_run if len(runs) == 1 else collect_ensemble
