@@ -20,7 +20,7 @@ LAYERS = {
     "config": 0, "utils": 0, "files": 0, "recipes": 0,
     "data": 1, "models": 1, "losses": 1, "index": 1,
     "training": 2, "evaluation": 2, "hierarchy": 2, "audit": 2, "baselines": 2, "rerank": 2,
-    "runs": 3, "inference": 3, "export": 3, "embedding": 3, "catalog": 3, "demo": 3,
+    "runs": 3, "inference": 3, "export": 3, "embedding": 3, "catalog": 3, "demo": 3, "openworld": 3,
     "cli": 4, "serving": 4, "__main__": 4,
 }
 #: The package's own ``__init__`` re-exports the data readers: it is as high as layer 1.

@@ -187,3 +187,27 @@ def test_api_fills_hedged_when_a_target_is_given(calibrated):
         r = client.post("/v1/classify", files=files, data={"target_accuracy": "0.9"})
         assert r.status_code == 422 and r.json()["error"]["code"] == "not_calibrated"
         assert "fashionlens calibrate" in r.json()["error"]["message"] and "/tmp" not in r.text
+
+
+def test_calibrate_familiarity_writes_what_the_model_was_trained_on(run, tmp_path):
+    from fashionlens.data.decode import load_image
+    from fashionlens.data.readers import read
+    from fashionlens.openworld import Familiarity, ImageNetGuide
+
+    copy = tmp_path / "run"
+    shutil.copytree(run["run"], copy)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["calibrate", "--model", str(copy), "--data", run["data"], "--familiarity", "--json",
+                     "--quiet"]) == 0
+    fam = json.loads(out.getvalue())["familiarity"][0]
+    assert fam["path"] == f"{copy}/familiarity.npz" and fam["reference"] > 0 and fam["validation"] > 0
+    loaded = Familiarity.load(fam["path"])
+    assert abs(loaded.threshold - fam["threshold"]) < 1e-9 and len(loaded.reference) == fam["reference"]
+    assert fam["space"] == "imagenet:tf_efficientnet_lite0@224"  # a tiny_cnn run: guided by Lite0's features
+    train = [s for s in read(run["data"]).samples if s.split == "train"][:4]
+    vectors = ImageNetGuide().look([load_image(s) for s in train])[0]
+    assert (loaded.scores(vectors) >= 0.999).all()  # a training photo is found in the reference
+    assert (loaded.scores(vectors) >= loaded.threshold - 1e-3).all()
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--model", str(copy), "--data", run["data"], "--familiarity", "--train-split"])

@@ -698,7 +698,7 @@ def test_hedged_answers_and_the_sureness_control(browser, server, tmp_path):
 
 def test_an_uncalibrated_model_hides_the_sureness_control(browser, server, garments):
     labels = api(server, "GET", "/v1/labels").json()
-    assert labels["hedging"] == {"calibrated": False, "targets": []}
+    assert labels["hedging"] == {"calibrated": False, "targets": [], "default": None}
     page, errors = open_page(browser, server, viewport={"width": 1280, "height": 800})
     assert page.is_hidden("#sureness")
     page.close()
@@ -737,4 +737,58 @@ def test_repeated_path_parts_are_shown_once(browser, server, tmp_path):
     page.wait_for_selector("#result:not([hidden])")
     assert page.locator("#breadcrumbs li").all_inner_texts() == ["Lower", "Trousers"]
     assert page.get_attribute("#breadcrumbs li:last-child", "aria-current") == "page"
+    assert not errors
+
+
+def test_what_the_model_knows_and_photos_it_does_not(browser, server, tmp_path):
+    """The demo's serving (answers fixed here): the page says what the model was trained on, asks for the
+    server's default sureness first, and says "shoes: not among this model's categories" / "not a garment I
+    know" instead of a garment label."""
+    from PIL import Image
+
+    photo = tmp_path / "shoe.png"
+    Image.new("RGB", (120, 90), (30, 30, 30)).save(photo)
+    labels = {**KNIT_LABELS, "hedging": {"calibrated": True, "targets": [0.9, 0.95], "default": 0.9},
+              "trained_on": {"data": "rendered garments (fashionlens synth)", "categories": 6, "kinds": ["garment"],
+                             "guide": True}}
+    base = {"category": {"name": "Trousers", "path": ["lower", "trousers", "trousers"], "score": 0.31},
+            "category_scores": [{"name": "Trousers", "score": 0.31}, {"name": "Tee", "score": 0.2}],
+            "attributes": [], "landmarks": [], "bbox": None, "image": {"width": 120, "height": 90}, "hedged": None}
+    scopes = [{"verdict": "outside", "kind": "footwear", "looks_like": "running shoe", "familiar": False,
+               "message": "shoes (running shoe): not among this model's categories", "fused": 0.0,
+               "model_category": "Trousers", "masses": {"footwear": 0.8}},
+              {"verdict": "unknown", "kind": None, "looks_like": "tabby", "familiar": False, "fused": 0.0,
+               "message": "not a garment I know (looks like: tabby)", "model_category": "Trousers", "masses": {}}]
+    searches = []
+
+    def search(route):
+        searches.append(route.request.post_data_buffer)
+        scope = scopes[min(len(searches), 2) - 1]
+        route.fulfill(json={"results": [], "query": {}, "classification": {**base, "scope": scope}})
+
+    page, errors = open_page(browser, server, viewport={"width": 1280, "height": 800},
+                             routes={"**/v1/labels": lambda r: r.fulfill(json=labels), "**/v1/search": search})
+    note = page.inner_text("#trained-on")
+    assert note == ("This model was trained on rendered garments (fashionlens synth): 6 categories. It has no "
+                    "categories for shoes, hats, bags or accessories, and says so when a photo shows one.")
+    assert page.input_value("#target-accuracy") == "0.9"  # the server's first choice
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector("#outside:not([hidden])")
+    assert form_field(searches[0], "target_accuracy") == "0.9"
+    assert page.inner_text("#category-name") == "Shoes"
+    assert page.inner_text("#category-score") == "not among this model's categories"
+    assert page.inner_text("#outside-text") == ("Shoes (running shoe): not among this model's categories. This "
+                                                "model's best guess anyway: Trousers (31%) — likely wrong.")
+    assert page.get_attribute("#category-icon", "data-icon") == "footwear" and page.is_hidden("#hedge")
+    assert page.locator("#breadcrumbs li").count() == 0
+    assert "shoes (running shoe)" in page.inner_text("#status-text")
+    page.click("#add-button")
+    assert "not sure what it is: check the category" in page.inner_text("#proposal-attributes")
+    page.keyboard.press("Escape")
+    page.set_input_files("#file", str(photo))  # the next photo: something else entirely
+    page.wait_for_selector("#outside[data-verdict=unknown]")
+    assert page.inner_text("#category-name") == "Not a garment I know"
+    assert page.get_attribute("#category-icon", "data-icon") == "generic"
+    assert page.inner_text("#status-text").startswith("This does not look like a garment I know (it looks like: tabby)")
+    screenshot(page, "web-not-a-garment")
     assert not errors

@@ -314,4 +314,4 @@ def test_labels(client):
     assert [c["name"] for c in body["categories"]] == LABELS["categories"]
     assert body["categories"][0]["path"] == ["upper", "tops", "tee"]
     assert body["attributes"] == [{"name": a, "group": "texture"} for a in LABELS["attributes"]]
-    assert body["hedging"] == {"calibrated": False, "targets": []}  # the test run is not calibrated
+    assert body["hedging"] == {"calibrated": False, "targets": [], "default": None}  # the test run is not calibrated

@@ -18,7 +18,8 @@ from fashionlens.data.readers import read
 from fashionlens.data.show import contact_sheet
 from fashionlens.data.stats import dataset_stats, format_stats
 from fashionlens.recipes import load_recipe
-from fashionlens.runs import evaluate_run
+from fashionlens.runs import calibrate_run, calibration_path, evaluate_run
+from fashionlens.runs.familiarity import familiarity_path, fit_familiarity
 from fashionlens.training.fit import fit
 
 
@@ -66,11 +67,25 @@ def run_demo(s: DemoSettings, log: Callable[[str], None] = print) -> dict:
         log(f"training the multi-task model for at most {s.minutes:g} minutes into {run}")
         fit(demo_config(s, spec), run, resume=True, progress=not s.quick, log=log)
         open(os.path.join(run, "DONE"), "w").close()
+    prepare_answers(run, spec, log=log)
     metrics = evaluate_run(run, spec, split="test", out_dir=os.path.join(s.workdir, "report"), progress=False)
     log(metrics_table(metrics))
     catalog = build_demo_catalog(spec, run, os.path.join(s.workdir, "catalog"), quick=s.quick, log=log)
     return {"data": spec, "run": run, "sheet": sheet, "report": os.path.join(s.workdir, "report"), "metrics": metrics,
             "catalog": catalog}
+
+
+def prepare_answers(run: str, spec: str, *, log: Callable[[str], None] = print) -> None:
+    """Calibrate the run on the validation split (hedged answers: the page asks for 90% first) and write its
+    familiarity file (what it was trained on, for "not a garment I know"); kept when already there."""
+    if not os.path.isfile(calibration_path(run)):
+        state = calibrate_run(run, spec, split="val", progress=False)
+        log(f"calibrated the model on the validation split (temperature {state['temperature']:.2f}): "
+            f"{calibration_path(run)}")
+    if not os.path.isfile(familiarity_path(run)):
+        fit = fit_familiarity(run, spec, progress=False)
+        log(f"familiarity: {fit['reference']} training photos, threshold {fit['threshold']:.3f} "
+            f"(95% of validation photos are this close): {fit['path']}")
 
 
 def build_demo_catalog(spec: str, run: str, directory: str, *, quick: bool = False, log=print) -> str:

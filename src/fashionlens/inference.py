@@ -30,7 +30,15 @@ from fashionlens.config import RunConfig
 from fashionlens.data.decode import load_image
 from fashionlens.data.samples import LANDMARK_SLOTS, NUM_SLOTS, SLOTS_BY_TYPE
 from fashionlens.data.transforms import build_transforms, eval_size
-from fashionlens.runs.calibrate import calibration_path, load_calibration, load_hedger
+from fashionlens.openworld import FAMILIARITY_FILE, Familiarity, ImageNetGuide, fuse, guide_backbone
+from fashionlens.runs.calibrate import (
+    calibration_path,
+    find_ensemble_calibration,
+    load_calibration,
+    load_ensemble_calibration,
+    load_ensemble_hedger,
+    load_hedger,
+)
 from fashionlens.runs.ensemble import check_same_labels, concat_embeddings
 from fashionlens.training.checkpoint import load_model
 from fashionlens.utils import resolve_device, softmax
@@ -67,14 +75,54 @@ class Predictor:
         self.channels_last = bool(cfg.train.channels_last)
         self.run: str | None = None  # the run directory / checkpoint it was loaded from, when known
         self.hedger: Any = None  # hierarchy.hedging.HedgedClassifier, read from the run's calibration.json on first use
+        self.guide: Any = None  # openworld.ImageNetGuide (attach_guide): answers get "scope" (known / outside / unknown)
+        self._familiarity: Any = False  # openworld.Familiarity of the run (its familiarity.npz), read on first use
 
     @classmethod
-    def load(cls, run: str, *, device: DeviceLike = None, **kw: Any) -> "Predictor":
-        """The model of a run directory or checkpoint, on ``device`` (default: the CPU); ``kw`` as the constructor."""
+    def load(cls, run: str, *, device: DeviceLike = None, guide: Any = None, **kw: Any) -> "Predictor":
+        """The model of a run directory or checkpoint, on ``device`` (default: the CPU); ``guide="imagenet"``
+        attaches the open-world guide (:meth:`attach_guide`); ``kw`` as the constructor."""
         model, cfg, labels = load_model(run)
         predictor = cls(model, cfg, labels, device=device, **kw)
         predictor.run = run
-        return predictor
+        return predictor.attach_guide(guide) if guide else predictor
+
+    def attach_guide(self, guide: Any = "imagenet") -> "Predictor":
+        """Give every answer a ``"scope"`` (``openworld``): whether the photo shows a kind of thing this model
+        has categories for (``known``), a wardrobe thing it lacks (``outside``: "shoes (sandal): not among this
+        model's categories") or something else (``unknown``: "not a garment I know").  ``"imagenet"``: the
+        offline ImageNet classifier of the model's EfficientNet-Lite (Lite0 for other backbones); or an
+        ``ImageNetGuide``; None detaches.  Photos as close to the training photos as the validation photos
+        (the run's ``familiarity.npz``, ``fashionlens calibrate --familiarity``) always stay ``known``."""
+        if isinstance(guide, str):
+            if guide != "imagenet":
+                raise ValueError(f"unknown guide {guide!r}: the one guide is 'imagenet'")
+            guide = ImageNetGuide(guide_backbone(str(self.cfg.model.backbone)), device=self.device)
+        self.guide = guide
+        return self
+
+    def familiarity(self) -> Any:
+        """The run's ``openworld.Familiarity`` (its familiarity.npz), None when it has none."""
+        if self._familiarity is False:
+            folder = self.run if self.run and os.path.isdir(self.run) else os.path.dirname(os.path.abspath(self.run or "."))
+            path = os.path.join(folder, FAMILIARITY_FILE) if self.run else None
+            self._familiarity = Familiarity.load(path) if path and os.path.isfile(path) else None
+        return self._familiarity
+
+    def add_scope(self, images: Sequence[Image.Image], answers: list[dict[str, Any]]) -> None:
+        """Set ``answer["scope"]`` of every answer (needs :meth:`attach_guide`).  A photo of a kind the model knows
+        but not familiar to it (far from its training photos: a real photo for a model trained on renders) gets
+        its category from the model's probabilities mixed with ImageNet's reading of them (``openworld.fuse``);
+        ``scope.fused`` is ImageNet's weight and ``scope.model_category`` the model's own answer."""
+        scopes = self.guide.scope(list(images), self.categories, self.paths, self.familiarity())
+        for answer, scope in zip(answers, scopes):
+            mass = scope.pop("category_mass")
+            scope["fused"], scope["model_category"] = 0.0, answer.get("category")
+            if scope["verdict"] == "known" and not scope["familiar"] and "probabilities" in answer:
+                probs, scope["fused"] = fuse(answer["probabilities"], mass)
+                answer.update(self._category_fields(probs))
+            scope["fused"] = round(scope["fused"], 4)
+            answer["scope"] = scope
 
     @property
     def has_box(self) -> bool:
@@ -209,6 +257,8 @@ class Predictor:
             self.check_target(target_accuracy)
         out, affines = self.forward(images)
         answers = [self._answer(out, i, affines[i], images[i].size) for i in range(len(images))]
+        if self.guide is not None:  # first: it may mix ImageNet into the probabilities the hedged answer reads
+            self.add_scope(images, answers)
         if target_accuracy is not None:
             for answer in answers:
                 answer["hedged"] = self.hedge(answer["probabilities"], target_accuracy)
@@ -241,15 +291,7 @@ class Predictor:
         """The answer dict of one image from its :meth:`_decode` numbers (``size``: the image's (width, height))."""
         answer: dict[str, Any] = {"width": size[0], "height": size[1]}
         if "probabilities" in parts:
-            probs = parts["probabilities"]
-            order = np.argsort(-probs)[:5]
-            best = int(order[0])
-            answer["category"] = self.categories[best]
-            answer["category_index"] = best
-            if self.paths:
-                answer["category_path"] = self.paths[best]
-            answer["category_scores"] = [{"name": self.categories[j], "score": round(float(probs[j]), 5)} for j in order]
-            answer["probabilities"] = probs
+            answer.update(self._category_fields(parts["probabilities"]))
         if "attribute_scores" in parts:
             answer["attributes"] = self._attributes_from_scores(parts["attribute_scores"])
         if "landmarks" in parts:
@@ -264,6 +306,17 @@ class Predictor:
             box = np.clip(parts["bbox"], 0, [size[0], size[1], size[0], size[1]])
             answer["bbox"] = [round(float(v), 1) for v in box]
         return answer
+
+    def _category_fields(self, probs: np.ndarray) -> dict[str, Any]:
+        """category, category_index, category_path, category_scores (top 5) and probabilities of (C,) ``probs``."""
+        order = np.argsort(-probs)[:5]
+        best = int(order[0])
+        fields: dict[str, Any] = {"category": self.categories[best], "category_index": best}
+        if self.paths:
+            fields["category_path"] = self.paths[best]
+        fields["category_scores"] = [{"name": self.categories[j], "score": round(float(probs[j]), 5)} for j in order]
+        fields["probabilities"] = probs
+        return fields
 
     def _slots(self, category: int | None) -> tuple[int, ...]:
         """The landmark slots of the predicted category's clothes type (all 8 when unknown)."""
@@ -335,9 +388,11 @@ class EnsemblePredictor(Predictor):
       (dimension = the sum; cosine similarity = the mean of the members').  A catalog must be built with
       the same ensemble (same runs, same order).
 
-    Hedged answers (``target_accuracy``) are refused with a ValueError: the members' lambda tables were fitted
-    to their own probabilities, not to the average.  Members whose label names (categories, their paths,
-    attributes) differ are a ValueError naming them.
+    Hedged answers (``target_accuracy``) use the ensemble's own calibration, fitted on its averaged probabilities
+    by ``fashionlens calibrate --model A --model B --data SPEC`` (``runs.ensemble.calibrate_ensemble``; a file in
+    a member's run directory keyed by the member set, found again whatever their order); without it they are the
+    FileNotFoundError naming that command (the members' lambda tables fit their own probabilities, not the
+    average).  Members whose label names (categories, their paths, attributes) differ are a ValueError naming them.
     """
 
     def __init__(self, members: Sequence[Predictor], *, batch_size: int | None = None):
@@ -360,6 +415,7 @@ class EnsemblePredictor(Predictor):
         self.cfg.model.use_bbox = any(m.has_box for m in members)
         self.run: Any = [m.run for m in members]  # the members' runs / .onnx paths, in order
         self.hedger = None
+        self.guide = None
 
     @property
     def has_box(self) -> bool:
@@ -372,12 +428,17 @@ class EnsemblePredictor(Predictor):
                              f"(model.use_bbox is off): {option} cannot localise the garment")
 
     def _load_hedger(self) -> Any:
-        raise ValueError("hedged answers (target_accuracy) are not available for an ensemble: its averaged "
-                         "probabilities have no fitted lambda table (each member's was fitted to its own); ask one "
-                         "calibrated model for hedged answers")
+        """The ensemble's HedgedClassifier (FileNotFoundError: "run fashionlens calibrate --model A --model B")."""
+        if any(run is None for run in self.run):
+            raise ValueError("hedged answers need a calibrated ensemble of runs: build it with "
+                             "export.load_predictor([A, B]) after `fashionlens calibrate --model A --model B --data SPEC`")
+        return load_ensemble_hedger(self.run, self.labels, self.temperatures)
 
     def calibration(self) -> dict[str, Any] | None:
-        return None
+        """The ensemble's own calibration state (``fashionlens calibrate --model A --model B``), None without."""
+        if any(run is None for run in self.run) or find_ensemble_calibration(self.run) is None:
+            return None
+        return load_ensemble_calibration(self.run)
 
     @property
     def temperature(self) -> float:
@@ -406,7 +467,17 @@ class EnsemblePredictor(Predictor):
         for member, temperature in zip(self.members, self.temperatures):
             out, affines = member.forward(images)
             decoded.append([member._decode(out, i, affines[i], temperature) for i in range(len(images))])
-        return [self._format(self._combine([d[i] for d in decoded]), image.size) for i, image in enumerate(images)]
+        answers = [self._format(self._combine([d[i] for d in decoded]), image.size) for i, image in enumerate(images)]
+        if self.guide is not None:
+            self.add_scope(images, answers)
+        if target_accuracy is not None:  # the ensemble's own lambda table, fitted to these averaged probabilities
+            for answer in answers:
+                answer["hedged"] = self.hedge(answer["probabilities"], target_accuracy)
+        return answers
+
+    def familiarity(self) -> Any:
+        """The first member's familiarity file (guide features: the same for members of one backbone)."""
+        return next((f for f in (m.familiarity() for m in self.members) if f is not None), None)
 
     @staticmethod
     def _combine(parts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
     fashionlens calibrate --model RUN_DIR --data SPEC [--split val] [--targets 0.9,0.95,0.99]
     fashionlens calibrate --model A --model B --data SPEC     (an ensemble)
+    fashionlens calibrate --model RUN_DIR --data SPEC --familiarity   (also RUN_DIR/familiarity.npz)
 
 Fits, on the split's outputs, the temperature of the category logits, the hedging lambdas for every
 target accuracy and the stacked level fusion, and writes them to RUN_DIR/calibration.json; afterwards
@@ -63,6 +64,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     state = fit(args.model[0] if len(args.model) == 1 else args.model, args.data, split=args.split,
                 targets=args.targets or DEFAULT_TARGETS, batch_size=args.batch_size, progress=not args.quiet)
     summary = _summary(state)
+    if args.familiarity:
+        from fashionlens.runs.familiarity import fit_familiarity  # lazy: as above
+
+        summary["familiarity"] = [fit_familiarity(run, args.data, train_split=args.train_split, val_split=args.split,
+                                                  progress=not args.quiet) for run in args.model]
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -74,6 +80,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         lam = "root" if row["lambda"] is None else f"{row['lambda']:.4g}"
         print(f"{row['target_accuracy']:<7g} {lam:<11} {row['val_accuracy']:<13.4f} {row['val_specificity']:.3f}")
     print("fusion accuracy (out-of-fold for stacked):", json.dumps(summary["fusion_accuracy"]), file=sys.stdout)
+    for fam in summary.get("familiarity", []):
+        print(f"familiarity written to {fam['path']}: {fam['reference']} training photos; a photo is familiar at "
+              f"similarity >= {fam['threshold']:.3f} (as {1 - fam['quantile']:.0%} of the validation photos are)")
     return 0
 
 
@@ -87,6 +96,10 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--split", default="val", help="held-out split(s) to fit on, comma-separated (not the test split)")
     p.add_argument("--targets", type=targets_list, help="target accuracies, comma-separated (default 0.80..0.99 by 0.01)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--familiarity", action="store_true", help=(
+        "also write familiarity.npz (each run's embeddings of --train-split): photos as close to them as the "
+        "split's photos are count as known to the model when it answers with --guide imagenet"))
+    p.add_argument("--train-split", default="train", help="the split the model was trained on (with --familiarity)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_calibrate)

@@ -15,7 +15,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from fashionlens.demo import DemoSettings, run_demo
 
     settings = DemoSettings(workdir=args.workdir, items=args.items, views=args.views, size=args.size, seed=args.seed,
-                            minutes=args.minutes, quick=args.quick, fresh=args.fresh)
+                            minutes=args.minutes, epochs=args.epochs, quick=args.quick, fresh=args.fresh)
     result = run_demo(settings)
     print(f"report: {os.path.abspath(result['report'])}/report.md")
     if not args.no_serve:
@@ -32,6 +32,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=5.0, help="training time budget")
+    p.add_argument("--epochs", type=int, default=12, help="training epochs (the time budget may stop earlier)")
     p.add_argument("--quick", action="store_true", help="tiny data and model (a smoke test in seconds)")
     p.add_argument("--no-serve", action="store_true", help="stop after building the catalog")
     p.add_argument("--host", default="127.0.0.1", help="where the demo serves the page")

@@ -35,6 +35,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # an absent GPU, or a GPU asked of an .onnx model, is one clear error before any model is read
     predictor = load_predictor(args.model, attribute_threshold=args.threshold, batch_size=args.batch_size,
                                device=args.device)
+    if args.guide:
+        predictor.attach_guide(args.guide)
     for answer in predictor.predict_paths(args.images, target_accuracy=args.target_accuracy):
         print(json.dumps(answer), flush=True)
     return 0
@@ -48,5 +50,14 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="attribute score threshold")
     p.add_argument("--batch-size", type=int, default=16)
     add_target_accuracy(p)
+    add_guide_argument(p)
     add_device_argument(p, "run the model")
     p.set_defaults(func=cmd_predict)
+
+
+def add_guide_argument(parser: Any) -> None:
+    """``--guide imagenet``: answers say when a photo shows something the model has no category for."""
+    parser.add_argument("--guide", choices=("imagenet",), help=(
+        "add a 'scope' to every answer: known / outside ('shoes (sandal): not among this model's categories') / "
+        "unknown ('not a garment I know'), from the backbone's offline ImageNet classifier and the run's "
+        "familiarity.npz (fashionlens calibrate --familiarity)"))

@@ -7,7 +7,7 @@ import os
 import secrets
 from typing import Any
 
-from fashionlens.cli.predict import add_model_argument, model_spec
+from fashionlens.cli.predict import add_guide_argument, add_model_argument, model_spec
 from fashionlens.utils import add_device_argument
 
 
@@ -23,6 +23,10 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--api-key-file", help="file whose first line is the write key (else $FASHIONLENS_API_KEY)")
     p.add_argument("--private-reads", action="store_true", help="reads need the API key too")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload")
+    add_guide_argument(p)
+    p.add_argument("--target-accuracy", type=float, help=(
+        "the page's first choice of how sure answers must be (0.8, 0.9, 0.95 or 0.99; needs a calibrated model); "
+        "default: the best guess"))
     add_device_argument(p, "run the model")
     p.set_defaults(func=cmd_serve)
 
@@ -42,7 +46,8 @@ def settings_from_args(args: argparse.Namespace):
     resolve_device(args.device)  # an absent GPU: one clear error before the model is loaded or a port bound
     settings = ServeSettings(model_run=model, catalog_dir=args.catalog, api_key_file=args.api_key_file,
                              public_reads=not args.private_reads, inference_threads=args.workers,
-                             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), device=args.device)
+                             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), device=args.device,
+                             guide=args.guide, target_accuracy=args.target_accuracy)
     settings.validate()
     return settings
 
@@ -57,13 +62,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_TARGET_ACCURACY = 0.9  # the demo page's first choice of how sure an answer must be
+
+
 def serve_demo(model_run: str, catalog_dir: str, host: str, port: int) -> None:
-    """Serve the demo's model and catalog; a write key is made up unless $FASHIONLENS_API_KEY is set."""
+    """Serve the demo's model and catalog; a write key is made up unless $FASHIONLENS_API_KEY is set.  The
+    answers are hedged at 90% when the run is calibrated (the demo calibrates it) and say when a photo shows
+    something the model does not know (the ImageNet guide)."""
     # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
+    from fashionlens.runs import calibration_path
     from fashionlens.serving import ServeSettings, serve
 
     key = os.environ.get("FASHIONLENS_API_KEY") or secrets.token_urlsafe(12)
-    settings = ServeSettings(model_run=model_run, catalog_dir=catalog_dir, api_key=key)
+    target = DEMO_TARGET_ACCURACY if os.path.isfile(calibration_path(model_run)) else None
+    settings = ServeSettings(model_run=model_run, catalog_dir=catalog_dir, api_key=key, guide="imagenet",
+                             target_accuracy=target)
     settings.validate()
     print(f"\nfashionlens is serving the demo at http://{host}:{port}  (API docs: /docs)")
     print(f"API key for adding items (the page asks for it): {key}", flush=True)

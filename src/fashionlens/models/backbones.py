@@ -120,6 +120,19 @@ def create_backbone(name: str, pretrained: bool | str = False, **kw) -> nn.Modul
     return model
 
 
+def create_imagenet_classifier(name: str = "tf_efficientnet_lite0") -> nn.Module:
+    """The whole ImageNet network of an offline EfficientNet-Lite, its 1,000-class classifier included
+    (``model(x) -> (B, 1000)`` logits; inputs scaled to [-1, 1], see :func:`backbone_normalization`).
+
+    What fine-tuning never touches: ``openworld.ImageNetGuide`` asks it what kind of thing a photo shows."""
+    if name not in EFFICIENTNET_LITE:
+        raise ValueError(f"an offline ImageNet classifier exists only for {', '.join(EFFICIENTNET_LITE)}, "
+                         f"not {name!r}")
+    model = _timm().create_model(name, pretrained=False, num_classes=1000)
+    _load_into(model, efficientnet_lite_state_dict(name, model), f"efficientnet-lite package ({name})")
+    return model.eval()
+
+
 def _create_timm(name: str, download: bool, **kw) -> nn.Module:
     timm = _timm()
     if not timm.is_model(name):

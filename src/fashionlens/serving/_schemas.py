@@ -74,6 +74,21 @@ class Hedged(BaseModel):
     target_accuracy: float = Field(description="the accuracy asked for, 0..1")
 
 
+class Scope(BaseModel):
+    verdict: str = Field(description=(
+        "known: a kind of thing the model has categories for (its answer stands); outside: a wardrobe thing it "
+        "has no category for (shoes, a hat, a bag, an accessory); unknown: not a garment it knows"))
+    kind: str | None = Field(description="garment, footwear, headwear, bag or accessory (null when unknown)")
+    looks_like: str = Field(description="the most probable ImageNet class (e.g. 'running shoe', 'tabby')")
+    message: str = Field(description="what to tell a person when the verdict is not known (empty otherwise)")
+    familiar: bool = Field(description="as close to the model's training photos as its validation photos are")
+    fused: float = Field(description=(
+        "for a known kind of photo far from the model's training photos: the weight of ImageNet's reading in the "
+        "category answered (0: the model's own answer)"))
+    model_category: str | None = Field(description="the model's own best category, before ImageNet was mixed in")
+    masses: dict[str, float] = Field(description="ImageNet probability summed per kind, 0..1")
+
+
 class ClassifyResponse(BaseModel):
     category: Category | None
     category_scores: list[Score] = Field(description="the 5 most likely categories, best first")
@@ -84,6 +99,9 @@ class ClassifyResponse(BaseModel):
     hedged: Hedged | None = Field(None, description=(
         "with the form field target_accuracy: the most specific taxonomy node that is right with that probability "
         "(needs a calibrated model); null otherwise"))
+    scope: Scope | None = Field(None, description=(
+        "with the server's open-world guide (serve --guide imagenet): whether the photo shows a kind of thing "
+        "the model knows; null without a guide"))
 
 
 class SearchResult(BaseModel):
@@ -239,12 +257,23 @@ class LabelAttribute(BaseModel):
 class Hedging(BaseModel):
     calibrated: bool = Field(description="whether target_accuracy can be asked for (`fashionlens calibrate` ran)")
     targets: list[float] = Field(description="of 0.8, 0.9, 0.95 and 0.99: the target accuracies the calibration fits")
+    default: float | None = Field(None, description="the target accuracy the page asks for first (serve "
+                                  "--target-accuracy); null: the best guess")
+
+
+class TrainedOn(BaseModel):
+    data: str = Field(description="what the model was trained on, in words (e.g. 'rendered garments')")
+    categories: int = Field(description="how many categories it tells apart")
+    kinds: list[str] = Field(description="the kinds of wardrobe things it has categories for (garment, footwear, ...)")
+    guide: bool = Field(description="whether answers say when a photo shows something the model does not know")
 
 
 class Labels(BaseModel):
     categories: list[LabelCategory] = Field(description="every category the model predicts, in its order")
     attributes: list[LabelAttribute] = Field(description="every attribute the model predicts, in its order")
     hedging: Hedging
+    trained_on: TrainedOn | None = Field(None, description="what the model knows (null for an ensemble of "
+                                         "different data)")
 
 
 class ItemPatch(BaseModel):
@@ -282,7 +311,7 @@ def classify_body(answer: dict[str, Any]) -> dict[str, Any]:
     return {"category": category_of(answer), "category_scores": answer.get("category_scores") or [],
             "attributes": answer.get("attributes") or [], "landmarks": answer.get("landmarks") or [],
             "bbox": answer.get("bbox"), "image": {"width": answer["width"], "height": answer["height"]},
-            "hedged": answer.get("hedged")}
+            "hedged": answer.get("hedged"), "scope": answer.get("scope")}
 
 
 def image_url(item_id: int, stored: str | None) -> str | None:

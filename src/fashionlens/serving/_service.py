@@ -62,7 +62,7 @@ class Service:
             if not run:
                 raise ValueError(f"catalog {settings.catalog_dir} records no model run: give ServeSettings.model_run")
             # a run directory, an exported .onnx (ONNX Runtime, the CPU) or a list of them (an ensemble)
-            self._predictor = load_predictor(run, device=settings.device)
+            self._predictor = self._load(run)
             self._check_catalog_model()
         except BaseException:
             self.close()
@@ -91,6 +91,11 @@ class Service:
             if self._catalog is not None:
                 self._catalog.close()
                 self._catalog = None
+
+    def _load(self, run: Any) -> Any:
+        """The predictor of ``run`` on the settings' device, with the open-world guide when the settings ask."""
+        predictor = load_predictor(run, device=self.settings.device)
+        return predictor.attach_guide(self.settings.guide) if self.settings.guide else predictor
 
     def _check_catalog_model(self) -> None:
         """The catalog's embeddings must come from this model: same run and same embedding size."""
@@ -127,7 +132,7 @@ class Service:
                 if epoch != self._model_epoch:
                     run = catalog.model_run
                     try:
-                        predictor = load_predictor(run, device=self.settings.device)
+                        predictor = self._load(run)
                     except (OSError, ValueError) as e:
                         raise ApiError(503, "model_unavailable", f"the catalog switched to model {model_label(run)} "
                                        f"(reindex), which this server can not load: {e}") from e

@@ -47,6 +47,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 import fashionlens
+from fashionlens.openworld import covered_kinds
 from fashionlens.serving._errors import ApiError, install_error_handlers
 from fashionlens.serving._metrics import MetricsMiddleware
 from fashionlens.serving._schemas import (
@@ -209,10 +210,30 @@ def _add_model_routes(app: FastAPI, service: Service, reads: Callable[..., None]
     async def labels() -> dict[str, Any]:
         """Every category (with its taxonomy path) and attribute (with its group) the model predicts, and
         whether hedged answers (``target_accuracy``) can be asked for: what the web page offers."""
-        return await run_in_threadpool(_labels_of, service.predictor)
+        return await run_in_threadpool(_labels_of, service.predictor, service.settings.target_accuracy)
 
 
-def _labels_of(predictor: Any) -> dict[str, Any]:
+#: What a model was trained on, in words, by the reader of its training data spec.
+TRAINED_ON = {"garments": "rendered garments (fashionlens synth)", "folder": "photos (an image folder)",
+              "images": "photos", "manifest": "photos (a manifest)", "fashion-mnist": "Fashion-MNIST (28 px product images)",
+              "deepfashion-category": "DeepFashion (category and attribute benchmark)",
+              "deepfashion-fine": "DeepFashion (fine-grained attributes)", "deepfashion-inshop": "DeepFashion In-shop",
+              "deepfashion-c2s": "DeepFashion consumer-to-shop"}
+
+
+def trained_on(predictor: Any) -> dict[str, Any] | None:
+    """{data, categories, kinds, guide} of a Predictor: what its answers can be about."""
+    cfg = getattr(predictor, "cfg", None)
+    spec = str(getattr(getattr(cfg, "data", None), "spec", "") or "")
+    if cfg is None or not predictor.categories:
+        return None
+    kind = spec.partition(":")[0]
+    return {"data": TRAINED_ON.get(kind, kind or "unknown data"), "categories": len(predictor.categories),
+            "kinds": sorted(covered_kinds(predictor.categories, predictor.paths)),
+            "guide": getattr(predictor, "guide", None) is not None}
+
+
+def _labels_of(predictor: Any, default_target: float | None = None) -> dict[str, Any]:
     """GET /v1/labels of a Predictor (reads the run's calibration file once)."""
     names, paths = list(predictor.categories), list(predictor.paths)
     categories = [{"name": n, "path": paths[i].split(".") if len(paths) == len(names) else [n]}
@@ -231,8 +252,9 @@ def _labels_of(predictor: Any) -> dict[str, Any]:
             targets.append(target)
         except ValueError:
             pass
-    return {"categories": categories, "attributes": attributes,
-            "hedging": {"calibrated": predictor.hedger is not None, "targets": targets}}
+    default = default_target if default_target in targets else None
+    return {"categories": categories, "attributes": attributes, "trained_on": trained_on(predictor),
+            "hedging": {"calibrated": predictor.hedger is not None, "targets": targets, "default": default}}
 
 
 def _add_item_routes(app: FastAPI, service: Service, reads: Callable[..., None],

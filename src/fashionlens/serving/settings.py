@@ -44,6 +44,10 @@ class ServeSettings:
     inference_threads: int = 1  # worker threads running forward passes
     static_dir: str | None = None  # the web page's folder; None: fashionlens/serving/static
     device: str = "cpu"  # where the model runs: auto, cpu, cuda, cuda:N or mps (fashionlens.utils.resolve_device)
+    # "imagenet": every answer says whether the photo shows a kind of thing the model knows (openworld); None: not
+    guide: str | None = None
+    # the target accuracy the page asks hedged answers for first (one of /v1/labels' targets); None: best guess
+    target_accuracy: float | None = None
 
     def validate(self) -> None:
         """Raise ValueError naming the first setting out of range."""
@@ -51,6 +55,8 @@ class ServeSettings:
             "max_upload_bytes": self.max_upload_bytes >= 1, "max_pixels": self.max_pixels >= 1,
             "request_timeout_s": self.request_timeout_s > 0, "batch_max": self.batch_max >= 1,
             "batch_wait_ms": self.batch_wait_ms >= 0, "inference_threads": self.inference_threads >= 1,
+            "guide": self.guide in (None, "imagenet"),
+            "target_accuracy": self.target_accuracy is None or 0 < self.target_accuracy < 1,
         }
         for name, ok in checks.items():
             if not ok:

@@ -155,6 +155,7 @@ async function loadLabels() {
     state.labels = null;  // an older server, or private reads without a key: top guesses only, no hedging
   }
   setupHedging(state.labels?.hedging);
+  setupTrainedOn(state.labels?.trained_on);
   $("attribute-names").replaceChildren(...(state.labels?.attributes || []).map((a) =>
     el("option", { value: humanise(a.name), label: a.group ? humanise(a.group) : null })));
 }
@@ -167,8 +168,32 @@ function setupHedging(hedging) {
     if (option.value) option.hidden = option.disabled = !state.hedging?.targets.includes(Number(option.value));
   }
   if (!state.hedging) select.value = "";
+  else if (!state.hedgingSet && state.hedging.default != null) select.value = String(state.hedging.default);
+  state.hedgingSet = Boolean(state.hedging);  // the server's first choice once; the person's choice after that
   $("sureness").hidden = !state.hedging;
 }
+
+/** "This model was trained on rendered garments (14 categories) and has no categories for shoes, hats, ...". */
+const KIND_PLURALS = { footwear: "shoes", headwear: "hats", bag: "bags", accessory: "accessories" };
+
+function setupTrainedOn(trained) {
+  const note = $("trained-on");
+  note.hidden = !trained;
+  if (!trained) return;
+  const lacks = Object.keys(KIND_PLURALS).filter((k) => !(trained.kinds || []).includes(k)).map((k) => KIND_PLURALS[k]);
+  const missing = lacks.length ? ` It has no categories for ${lacks.join(", ").replace(/, ([^,]*)$/, " or $1")}` +
+    (trained.guide ? ", and says so when a photo shows one." : ".") : "";
+  note.textContent = `This model was trained on ${trained.data}: ${trained.categories} categories.${missing}`;
+}
+
+/** The open-world verdict of an answer when the photo is not of a kind the model knows (else null). */
+function outsideScope(result) {
+  const scope = result?.scope;
+  return scope && scope.verdict !== "known" ? scope : null;
+}
+
+const SCOPE_ICONS = { footwear: "footwear", bag: "bag", accessory: "bag" };
+const SCOPE_NAMES = { footwear: "Shoes", headwear: "A hat", bag: "A bag", accessory: "An accessory", garment: "A garment" };
 
 function targetAccuracy() {
   return state.hedging && $("target-accuracy").value ? $("target-accuracy").value : null;
@@ -281,7 +306,7 @@ function showAnswer(answer) {
   renderResult(state.result);
   if (answer.results) showSimilar(answer);
   else $("similar-status").textContent = "No catalog is configured on this server, so there is nothing to search.";
-  setStatus(`It looks like ${describe(state.result)}.` + (answer.results ? ` ${answer.results.length} similar items found.` : ""));
+  setStatus(`${seenAs(state.result)}.` + (answer.results ? ` ${answer.results.length} similar items found.` : ""));
 }
 
 /** A photo over the upload limit re-encoded as JPEG of at most MAX_SIDE pixels (EXIF orientation applied). */
@@ -337,8 +362,18 @@ function hedgeWords(h) {
   return `${article(kind)} ${kind} item — not sure which kind`;
 }
 
+/** The status line's first sentence: "It looks like a knitwear item — …" or the open-world message. */
+function seenAs(result) {
+  const scope = state.stored ? null : outsideScope(result);
+  if (!scope) return `It looks like ${describe(result)}`;
+  return scope.verdict === "unknown" ? `This does not look like a garment I know (it looks like: ${scope.looks_like})`
+    : `It looks like ${scope.message}`;
+}
+
 function describe(result) {
   if (state.stored) return humanise(state.stored.category) || "an item";
+  const scope = outsideScope(result);
+  if (scope) return scope.message;
   const h = hedgedAbove(result);
   if (h) return hedgeWords(h);
   return humanise(result.category?.name) || "an unknown garment";
@@ -381,26 +416,40 @@ function setIcon(icon) {
 function renderCategory(result) {
   const cat = result.category || { name: "unknown", path: [], score: 0 };
   const stored = state.stored;
-  const h = stored ? null : hedgedAbove(result);
+  const scope = stored ? null : outsideScope(result);
+  const h = stored || scope ? null : hedgedAbove(result);
   let name = cat.name, path = cat.path, score = cat.score != null ? `${percent(cat.score)} sure` : "";
   if (stored) {
     name = stored.category || "unknown";
     path = stored.category_path || [name];
     score = "as stored in your catalog";
+  } else if (scope) {
+    name = scope.verdict === "unknown" ? "Not a garment I know" : SCOPE_NAMES[scope.kind] || "Something else";
+    path = [];
+    score = scope.verdict === "unknown" ? "" : "not among this model's categories";
   } else if (h) {
     name = h.path?.length ? h.name : "garment";
     path = h.path || [];
     score = h.probability != null ? `${percent(h.probability)} sure` : "";
   }
-  const icon = iconFor(path, name);
+  const icon = scope ? SCOPE_ICONS[scope.kind] || "generic" : iconFor(path, name);
   setIcon(icon);
   $("category-name").textContent = humanise(name);
   $("category-name").dataset.name = name;
   $("category-name").dataset.hedged = h ? "true" : "false";
   $("category-score").textContent = score;
-  const crumbs = collapsePath(path?.length ? path : [name]);
+  const crumbs = scope ? [] : collapsePath(path?.length ? path : [name]);
   $("breadcrumbs").replaceChildren(...crumbs.map((node, i) =>
     el("li", { text: humanise(node), "aria-current": i === crumbs.length - 1 ? "page" : null })));
+  const outside = $("outside");
+  outside.hidden = !scope;
+  outside.dataset.verdict = scope ? scope.verdict : "";
+  if (scope) {
+    $("outside-icon").querySelector("use").setAttribute("href", `icons.svg#icon-${icon}`);
+    const message = scope.message.charAt(0).toUpperCase() + scope.message.slice(1);
+    $("outside-text").textContent = `${message}. This model's best guess anyway: ${humanise(cat.name)} ` +
+      `(${percent(cat.score)}) — likely wrong.`;
+  }
   const hedge = $("hedge");
   hedge.hidden = !h;
   if (h) {
@@ -511,7 +560,7 @@ async function searchSimilar({ reclassify = false } = {}) {
   if (!answer) { $("similar-status").textContent = "The search failed."; return; }
   if (reclassify) { showAnswer(answer); return; }
   showSimilar(answer);
-  setStatus(`It looks like ${describe(state.result)}. ${answer.results?.length || 0} similar items found.`);
+  setStatus(`${seenAs(state.result)}. ${answer.results?.length || 0} similar items found.`);
 }
 
 function showSimilar(answer) {
@@ -701,8 +750,8 @@ function setupDialog() {
 function proposal() {
   const h = hedgedAbove(state.result);
   const category = h?.path?.length ? h.name : state.result.category?.name;
-  return { category, hedged: Boolean(h?.path?.length), unsure: Boolean(h && !h.path?.length),
-    attributes: visibleAttributes(state.result).map((a) => a.name) };
+  return { category, hedged: Boolean(h?.path?.length), unsure: Boolean(h && !h.path?.length) ||
+    Boolean(outsideScope(state.result)), attributes: visibleAttributes(state.result).map((a) => a.name) };
 }
 
 function openAddPanel() {
