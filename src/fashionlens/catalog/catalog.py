@@ -378,6 +378,7 @@ class Catalog:
                     raise ValueError(f"verdict 'yes' confirms the stored {' and '.join(wrong)} "
                                      f"({', '.join(repr(old[k]) for k in wrong)}): send verdict 'no' to correct them")
                 self.store.update(int(item_id), {}, label_row(old, "confirmed", model))
+                self.store.drop_suspect(int(item_id))  # a person looked at it: the audit's doubt is answered
                 return self.get(item_id)
             if not given:
                 raise ValueError("verdict 'no' needs the right category or attributes")
@@ -390,6 +391,7 @@ class Catalog:
                 raise ValueError("verdict 'no' with the stored category and attributes corrects nothing: send the "
                                  "right ones, or verdict 'yes' to confirm them")
             self.store.update(int(item_id), record, label_row(merged, "corrected", model))
+            self.store.drop_suspect(int(item_id))
         return self.get(item_id)
 
     def reindex(self, model: "Predictor | ModelSpec | None" = None, *, batch_size: int = 32, crop: bool = False,
@@ -467,9 +469,54 @@ class Catalog:
             raise ValueError(f"offset must be an integer >= 0, got {offset!r}")
         with self._state_lock:
             page = self.store.review_page(int(offset), int(limit))
-        return [{"item": self._public(row), "margin": round(margin, 5),
-                 "guesses": list((row["extra"].get("prediction") or {}).get("category_scores") or [])}
-                for row, margin in page]
+        return [{"item": self._public(row), "margin": None if margin is None else round(margin, 5),
+                 "guesses": list((row["extra"].get("prediction") or {}).get("category_scores") or []),
+                 "reason": "suspect" if suspect else "unsure",
+                 "suspect": None if not suspect else {
+                     "score": round(float(suspect["p_given"]), 5), "model_category": suspect["suggested"],
+                     "confidence": round(float(suspect["confidence"]), 5), "at": suspect["at"]}}
+                for row, margin, suspect in page]
+
+    def audit(self, *, labels: Sequence[str] = ("given", "predicted"), folds: int = 5,
+              seed: int = 0) -> dict[str, Any]:
+        """Audit the stored categories (confident learning on out-of-fold probabilities of a logistic regression on
+        the items' stored embeddings, ``audit.label_audit``) and put the suspects into the review queue, first.
+
+        ``labels``: the provenances audited (default: given and predicted; a person's answers are not questioned).
+        Categories with fewer than ``folds`` audited items take no part (the folds need one of each).  Replaces
+        the previous audit's suspects; a person's answer to an item removes it.  Returns the audit's summary with
+        ``suspects`` (the flagged items, most certainly wrong first)."""
+        from fashionlens.audit.label_audit import audit_labels  # lazy: scikit-learn only when auditing
+
+        wanted = set(labels)
+        if not wanted or wanted - {"predicted", "given", "confirmed", "corrected"}:
+            raise ValueError(f"labels must be some of predicted, given, confirmed, corrected; got {sorted(labels)}")
+        with self._write():
+            ids = self.store.ready_ids()
+            current = self.store.latest_labels([int(i) for i in ids])
+            rows = self.store.rows([int(i) for i in ids])
+            chosen = [int(i) for i in ids if rows.get(int(i), {}).get("category")
+                      and (current.get(int(i)) or {}).get("provenance", "given") in wanted]
+            counts: dict[str, int] = {}
+            for i in chosen:
+                counts[rows[i]["category"]] = counts.get(rows[i]["category"], 0) + 1
+            names = sorted(c for c, n in counts.items() if n >= folds)
+            chosen = [i for i in chosen if rows[i]["category"] in names]
+            if len(names) < 2:
+                raise ValueError(f"the audit needs at least two categories with {folds} or more items of labels "
+                                 f"{', '.join(sorted(wanted))}; this catalog has {counts or 'none'}")
+            vectors = {}
+            for part_ids, part in self.store.embeddings(chosen):
+                vectors.update(zip(part_ids.tolist(), part))
+            x = np.stack([vectors[i] for i in chosen])
+            y = np.array([names.index(rows[i]["category"]) for i in chosen])
+            result = audit_labels(x, y, folds=folds, seed=seed, class_names=names, compare_cleanlab=False)
+            suspects = [{"item_id": chosen[r["index"]], "category": r["given"], "suggested": r["suggested"],
+                         "confidence": r["confidence"], "p_given": r["p_given"]} for r in result.suspects]
+            self.store.replace_suspects(suspects)
+        summary = result.summary()
+        return {**summary, "audited": len(chosen), "categories": names, "labels": sorted(wanted),
+                "suspects": suspects}
 
     def review_count(self) -> int:
         """How many items :meth:`review_queue` holds in all."""

@@ -62,6 +62,16 @@ CREATE TABLE IF NOT EXISTS labels (
     model TEXT                             -- the model run that predicted / was answered (NULL for 'given')
 );
 CREATE INDEX IF NOT EXISTS labels_item ON labels(item_id, id);
+-- The label audit's suspects (``Catalog.audit``; created on open too): items whose stored category the audit
+-- found probably wrong.  Replaced as a whole by each audit; a person's answer to an item removes its row.
+CREATE TABLE IF NOT EXISTS suspects (
+    item_id INTEGER PRIMARY KEY,           -- items.id
+    category TEXT NOT NULL,                -- the stored category the audit judged
+    suggested TEXT NOT NULL,               -- the audit's most probable other category
+    confidence REAL NOT NULL,              -- p(suggested) - p(category), out of fold: 1 = surely wrong
+    p_given REAL NOT NULL,                 -- the audit's probability of the stored category
+    at TEXT NOT NULL
+);
 """
 
 #: Where a label comes from: the model's answer stored as it is (``predicted``), the caller's metadata without a
@@ -262,15 +272,58 @@ class ItemStore:
                " WHERE margin IS NOT NULL AND (provenance = 'predicted' OR (provenance IS NULL"
                " AND category = json_extract(extra, '$.prediction.category')))")
 
-    def review_page(self, offset: int, limit: int) -> list[tuple[dict[str, Any], float]]:
-        """(item row, margin) of the review queue, least sure first (ties by id)."""
-        found = self.db.execute(f"SELECT id, margin {self._REVIEW} ORDER BY margin, id LIMIT ? OFFSET ?",
+    #: The review queue: the audit's suspects first (most certainly wrong first), then the model's own unreviewed
+    #: answers, least sure first; an item in both is listed once, as a suspect.
+    _QUEUE = ("SELECT s.item_id AS id, 0 AS kind, -s.confidence AS rank FROM suspects s JOIN items i"
+              " ON i.id = s.item_id AND i.status='ready'"
+              f" UNION ALL SELECT id, 1 AS kind, margin AS rank {_REVIEW}"
+              " AND id NOT IN (SELECT item_id FROM suspects)")
+
+    def review_page(self, offset: int, limit: int) -> list[tuple[dict[str, Any], float | None,
+                                                                 dict[str, Any] | None]]:
+        """(item row, margin or None, suspect row or None) of the review queue (:attr:`_QUEUE`)."""
+        found = self.db.execute(f"SELECT id, kind FROM ({self._QUEUE}) ORDER BY kind, rank, id LIMIT ? OFFSET ?",
                                 (int(limit), int(offset))).fetchall()
         rows = self.rows([r["id"] for r in found])
-        return [(rows[int(r["id"])], float(r["margin"])) for r in found if int(r["id"]) in rows]
+        suspects = self.suspects([int(r["id"]) for r in found if r["kind"] == 0])
+        out = []
+        for r in found:
+            row = rows.get(int(r["id"]))
+            if row is None:
+                continue
+            scores = (row["extra"].get("prediction") or {}).get("category_scores") or []
+            margin = (float(scores[0]["score"]) - (float(scores[1]["score"]) if len(scores) > 1 else 0.0)
+                      if scores else None)
+            out.append((row, margin, suspects.get(int(r["id"]))))
+        return out
 
     def review_count(self) -> int:
-        return int(self.db.execute(f"SELECT COUNT(*) {self._REVIEW}").fetchone()[0])
+        return int(self.db.execute(f"SELECT COUNT(*) FROM ({self._QUEUE})").fetchone()[0])
+
+    def replace_suspects(self, rows: Sequence[dict[str, Any]]) -> None:
+        """The audit's suspects (item_id, category, suggested, confidence, p_given) replace the old ones at once."""
+        stamp = now_iso()
+        with self._txn():
+            self.db.execute("DELETE FROM suspects")
+            self.db.executemany("INSERT INTO suspects(item_id, category, suggested, confidence, p_given, at)"
+                                " VALUES (?,?,?,?,?,?)",
+                                [(int(r["item_id"]), r["category"], r["suggested"], float(r["confidence"]),
+                                  float(r["p_given"]), stamp) for r in rows])
+            self._bump()
+
+    def drop_suspect(self, item_id: int) -> None:
+        self.db.execute("DELETE FROM suspects WHERE item_id=?", (int(item_id),))
+
+    def suspects(self, ids: Sequence[int] | None = None) -> dict[int, dict[str, Any]]:
+        """item id -> suspect row (category, suggested, confidence, p_given, at); all of them without ``ids``."""
+        if ids is None:
+            found = self.db.execute("SELECT * FROM suspects").fetchall()
+        else:
+            found = []
+            for part in _chunks([int(i) for i in ids], 500):
+                found += self.db.execute(f"SELECT * FROM suspects WHERE item_id IN ({','.join('?' * len(part))})",
+                                         part).fetchall()
+        return {int(r["item_id"]): dict(r) for r in found}
 
     def embeddings(self, ids: Sequence[int] | None = None, *,
                    chunk: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -1,4 +1,4 @@
-"""``fashionlens catalog build|add|remove|list|reindex|export|review|answer``: build and edit a catalog, re-embed
+"""``fashionlens catalog build|add|remove|list|reindex|export|review|answer|audit``: build and edit a catalog, re-embed
 it with a new model, export the labels people gave as a training manifest, review the model's least sure answers
 (:mod:`fashionlens.catalog`).
 
@@ -151,12 +151,35 @@ def cmd_review(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(queue))
         return 0
-    print(f"{'id':>6}  {'margin':>7}  {'category':<16} guesses")
+    print(f"{'id':>6}  {'why':<8} {'margin':>7}  {'category':<16} guesses")
     for entry in queue:
-        item = entry["item"]
+        item, suspect = entry["item"], entry.get("suspect")
         guesses = ", ".join(f"{g['name']} {g['score']:.2f}" for g in entry["guesses"][:3])
-        print(f"{item['item_id']:>6}  {entry['margin']:>7.3f}  {cut(item['category'], 16):<16} {guesses}")
-    print(f"{len(queue)} of {total} item(s) to review shown (least sure first)")
+        if suspect:
+            guesses = f"audit: {suspect['model_category']} more likely ({item['category']} {suspect['score']:.2f})"
+        margin = "-" if entry["margin"] is None else f"{entry['margin']:.3f}"
+        print(f"{item['item_id']:>6}  {entry['reason']:<8} {margin:>7}  {cut(item['category'], 16):<16} {guesses}")
+    print(f"{len(queue)} of {total} item(s) to review shown (the audit's suspects first, then least sure first)")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
+    from fashionlens.catalog import Catalog
+
+    with Catalog.open(args.catalog) as catalog:
+        summary = catalog.audit(labels=[p.strip() for p in args.labels.split(",") if p.strip()], folds=args.folds,
+                                seed=args.seed)
+    if args.json:
+        print(json.dumps(summary, default=float))
+        return 0
+    print(f"audited {summary['audited']} items of {len(summary['categories'])} categories (labels: "
+          f"{', '.join(summary['labels'])}); out-of-fold accuracy {summary['oof_accuracy']:.3f}; "
+          f"{len(summary['suspects'])} suspect(s) put first in the review queue")
+    for row in summary["suspects"][:args.show]:
+        print(f"  item {row['item_id']}: stored {row['category']}, more likely {row['suggested']} "
+              f"(confidence {row['confidence']:.2f})")
+    print(f"review them: fashionlens catalog review {args.catalog}  (or the page's Review view)")
     return 0
 
 
@@ -228,7 +251,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers: Any) -> None:
-    """Register ``catalog {build,add,remove,list,reindex,export,review,answer}`` on the ``fashionlens`` subparsers."""
+    """Register ``catalog {build,add,remove,list,reindex,export,review,answer,audit}`` on the ``fashionlens`` subparsers."""
     catalog = subparsers.add_parser("catalog", help="build and edit a searchable catalog of garment images")
     sub = catalog.add_subparsers(dest="catalog_command", required=True)
     _add_build(sub)
@@ -333,6 +356,18 @@ def _add_label_commands(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=cmd_review)
+
+    p = sub.add_parser("audit", help=(
+        "flag items whose stored category is probably wrong (confident learning on the stored embeddings); the "
+        "suspects go first in the review queue"))
+    p.add_argument("catalog", help="catalog directory")
+    p.add_argument("--labels", default="given,predicted", help=(
+        "label provenances to audit, comma-separated (default: given,predicted; people's answers are not questioned)"))
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (categories with fewer items are left out)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--show", type=int, default=10, help="suspects printed")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("answer", help="record a person's answer to an item's label")
     p.add_argument("catalog", help="catalog directory")

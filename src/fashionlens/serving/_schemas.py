@@ -219,14 +219,26 @@ class AnswerBody(BaseModel):
         "with no: the right attribute names (what is not sent stays)"))
 
 
+class ReviewSuspect(BaseModel):
+    score: float = Field(description="the audit's probability of the stored category, 0..1")
+    model_category: str = Field(description="the category the audit finds more likely")
+    confidence: float = Field(description="its probability minus the stored category's: 1 = surely wrong")
+    at: str = Field(description="when the audit ran (ISO 8601, UTC)")
+
+
 class ReviewEntry(BaseModel):
     item: Item
-    margin: float = Field(description="the model's best category probability minus its second best: low = unsure")
+    margin: float | None = Field(description="the model's best category probability minus its second best: low = "
+                                 "unsure (null when the item has no stored prediction)")
     guesses: list[Score] = Field(description="the model's top categories for the item, best first")
+    reason: str = Field(description="suspect (the label audit, `fashionlens catalog audit`, doubts the stored "
+                        "category) or unsure (the model's own answer, not yet checked by a person)")
+    suspect: ReviewSuspect | None = Field(None, description="with reason suspect: what the audit found")
 
 
 class ReviewQueue(BaseModel):
-    items: list[ReviewEntry] = Field(description="items whose label is the model's answer, least sure first")
+    items: list[ReviewEntry] = Field(description="the audit's suspects (most certainly wrong first), then items "
+                                     "whose label is the model's answer, least sure first")
     total: int = Field(description="items waiting for review")
     offset: int
     limit: int
@@ -343,7 +355,8 @@ def item_body(item: dict[str, Any]) -> dict[str, Any]:
 def review_body(entry: dict[str, Any]) -> dict[str, Any]:
     """A ``Catalog.review_queue`` entry -> :class:`ReviewEntry` fields."""
     return {"item": item_body(entry["item"]), "margin": entry["margin"],
-            "guesses": [{"name": g["name"], "score": g["score"]} for g in entry["guesses"]]}
+            "guesses": [{"name": g["name"], "score": g["score"]} for g in entry["guesses"]],
+            "reason": entry.get("reason", "unsure"), "suspect": entry.get("suspect")}
 
 
 def result_body(hit: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,8 @@ Endpoints (uploads are the multipart/form-data file field ``image``: JPEG, PNG o
 * People's answers: ``POST /v1/items`` form field ``label`` (``confirmed`` / ``corrected``: a person checked the
   category and attributes; absent: ``predicted`` when the model chose the category, ``given`` when the form sent
   one); ``POST /v1/items/{id}/answer`` (JSON ``{"verdict": "yes"|"no", "category", "attributes"}``, a write);
-  ``GET /v1/review`` -> the items whose label is still the model's answer, least sure first.  Every item has
+  ``GET /v1/review`` -> the audit's suspects, then the items whose label is still the model's answer, least sure
+  first.  Every item has
   ``label`` (category, attributes, provenance, at, model).
 * Privacy: ``source`` shows a server file path only to requests with the API key (others get its file name).
 * ``GET /healthz``, ``GET /metrics`` (Prometheus text); ``/docs`` and ``/redoc`` with their scripts served here.
@@ -369,8 +370,10 @@ def _add_review_routes(app: FastAPI, service: Service, reads: Callable[..., None
              responses=_errors(401, 403, 422, 503), summary="The items the model is least sure of")
     async def review(offset: Annotated[int, Query(ge=0, le=MAX_ITEM_ID)] = 0,
                      limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
-        """Items whose label is still the model's answer (``predicted``), lowest ``margin`` first (best category
-        probability minus the second best); confirmed, corrected and given items are not listed."""
+        """The label audit's suspects first (``fashionlens catalog audit``: the stored category is probably wrong;
+        ``reason`` suspect, most certainly wrong first), then items whose label is still the model's answer
+        (``predicted``; ``reason`` unsure), lowest ``margin`` first (best category probability minus the second
+        best).  A person's answer takes an item out."""
         catalog = service.catalog
         queue = await service.read(catalog.review_queue, limit, offset)
         total = await service.read(catalog.review_count)
