@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--quantization", choices=("static", "dynamic"), default="static")
     parser.add_argument("--float-first-convs", type=int, default=0,
                         help="keep the first N convolutions and the heads in float (static INT8)")
+    parser.add_argument("--float-depthwise", action="store_true",
+                        help="keep every depthwise convolution and the heads in float (static INT8)")
+    parser.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax")
     parser.add_argument("--out", default="onnx_int8", help="result name under benchmarks/results/")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch and ORT intra-op threads")
@@ -71,7 +74,8 @@ def main() -> None:
                                          limit=args.calibration_images)[0]
         t0 = time.perf_counter()
         int8_path = quantize_onnx(float_path, os.path.join(tmp, "int8.onnx"), method=args.quantization,
-                                  calibration=calibration, float_first_convs=args.float_first_convs)
+                                  calibration=calibration, float_first_convs=args.float_first_convs,
+                                  float_depthwise=args.float_depthwise, calibration_method=args.calibration_method)
         quantize_s = time.perf_counter() - t0
         int8_model = OnnxEmbedder(int8_path, threads=args.threads)
         inputs, labels, _ = network_inputs(float_model, args.data, split=args.split, limit=args.limit)
@@ -119,7 +123,8 @@ def main() -> None:
               f"{r['images_per_s']:.1f} | {r['over_onnx_float']:.2f} | {mib} |")
     path = write(args.out, {
         "model": os.path.abspath(args.model), "data": args.data, "split": args.split, "images": len(inputs),
-        "labelled": int(known.sum()), "quantization": args.quantization, "float_first_convs": args.float_first_convs, "calibration_split": args.calibration_split,
+        "labelled": int(known.sum()), "quantization": args.quantization, "float_first_convs": args.float_first_convs,
+        "float_depthwise": args.float_depthwise, "calibration_method": args.calibration_method, "calibration_split": args.calibration_split,
         "calibration_images": 0 if calibration is None else len(calibration), "batch": args.batch,
         "threads": args.threads, "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
         "quantize_seconds": quantize_s, "wall_seconds": time.perf_counter() - start, "results": rows})

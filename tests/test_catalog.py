@@ -25,10 +25,11 @@ LABELS = {
 DIM = 32
 
 
-def make_run(out, images, dim=DIM, use_bbox=True, *, seed=0, tta_flip=False, labels=None, jitter=0.0):
+def make_run(out, images, dim=DIM, use_bbox=True, *, seed=0, tta_flip=False, labels=None, jitter=0.0,
+             backbone="tiny_cnn", image_size=48):
     """A tiny random-weight FashionNet checkpoint (a run directory) in a second or two (``use_bbox=False``:
     a model without the box head; ``seed`` another model; ``jitter`` adds that much Gaussian noise to every
-    weight, so answers differ more between images; ``labels`` another label set).
+    weight, so answers differ more between images; ``labels`` another label set; ``backbone`` / ``image_size``: another random-weight network).
 
     Its BatchNorm statistics are measured on ``images`` so that eval-mode embeddings differ between images
     (with untouched running statistics a random network maps every image to nearly the same vector)."""
@@ -41,8 +42,8 @@ def make_run(out, images, dim=DIM, use_bbox=True, *, seed=0, tta_flip=False, lab
     from fashionlens.training.checkpoint import save_checkpoint
 
     cfg = RunConfig()
-    cfg.model.backbone, cfg.model.pretrained, cfg.model.embedding_dim, cfg.model.hidden_dim = "tiny_cnn", False, dim, 32
-    cfg.model.use_bbox, cfg.model.tta_flip, cfg.data.image_size = use_bbox, tta_flip, 48
+    cfg.model.backbone, cfg.model.pretrained, cfg.model.embedding_dim, cfg.model.hidden_dim = backbone, False, dim, 32
+    cfg.model.use_bbox, cfg.model.tta_flip, cfg.data.image_size = use_bbox, tta_flip, image_size
     labels = labels or LABELS
     torch.manual_seed(seed)
     model = build_model(cfg.model, num_categories=len(labels["categories"]), num_attributes=len(labels["attributes"]))

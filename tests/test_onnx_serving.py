@@ -300,3 +300,29 @@ def test_export_onnx_int8_cli_reports_agreement_and_speed(world, tmp_path, capsy
     code, _, err = run_cli(["export-onnx", "--model", world["run"], "--out", tmp_path / "r.onnx", "--int8",
                             "--quantization", "static"], capsys)
     assert code == 2 and "needs --data SPEC" in err and not os.path.exists(tmp_path / "r.onnx")
+
+
+def test_static_int8_can_keep_the_depthwise_convolutions_float(world, tmp_path):
+    """An EfficientNet-Lite (random weights, 32 px): with float_depthwise every depthwise convolution (group > 1)
+    and the heads read their float weights; the pointwise ones are quantised; the calibration method is recorded."""
+    from test_catalog import make_run
+
+    run = make_run(tmp_path / "lite", world["files"][:8], backbone="tf_efficientnet_lite0", image_size=32)
+    float_path = export_onnx(run, str(tmp_path / "lite.onnx"))
+    inputs = network_inputs(OnnxEmbedder(float_path, threads=1), world["data"], split="train", limit=8)[0]
+    path = quantize_onnx(float_path, str(tmp_path / "lite-int8.onnx"), method="static", calibration=inputs,
+                         float_depthwise=True, calibration_method="percentile")
+    graph = onnx.load(path).graph
+    weights = {i.name for i in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    group = {n.name: next((a.i for a in n.attribute if a.name == "group"), 1) for n in convs}
+    depthwise = [n for n in convs if group[n.name] > 1]
+    pointwise = [n for n in convs if group[n.name] == 1]
+    assert depthwise and pointwise
+    assert all(n.input[1] in weights for n in depthwise)  # float: the weight initializer itself
+    assert not any(n.input[1] in weights for n in pointwise)  # INT8: through DequantizeLinear
+    info = load_predictor(path).quantization
+    assert info["float_depthwise"] is True and info["calibration_method"] == "percentile"
+    with pytest.raises(ValueError, match="calibration_method"):
+        quantize_onnx(float_path, str(tmp_path / "x.onnx"), method="static", calibration=inputs,
+                      calibration_method="mse")

@@ -430,9 +430,15 @@ def model_label(model: ModelSpec | None) -> str:
 QUANTIZATIONS = ("static", "dynamic")
 
 
+def _conv_group(node: Any) -> int:
+    """The ``group`` attribute of an ONNX Conv node (1 when absent; the input channels for a depthwise one)."""
+    return next((int(a.i) for a in node.attribute if a.name == "group"), 1)
+
+
 def quantize_onnx(float_path: str, out_path: str, *, method: str = "static",
                   calibration: np.ndarray | None = None, per_channel: bool = True, batch_size: int = 8,
-                  float_first_convs: int = 0) -> str:
+                  float_first_convs: int = 0, float_depthwise: bool = False,
+                  calibration_method: str = "minmax") -> str:
     """An INT8 copy of the exported ``float_path`` at ``out_path`` (ONNX Runtime's quantisation tools); the
     fashionlens metadata (config, labels, calibration) is kept and ``fashionlens.quantization`` added.
 
@@ -443,9 +449,14 @@ def quantize_onnx(float_path: str, out_path: str, *, method: str = "static",
     ConvInteger); no calibration images, but on CPUs without VNNI it was 4x SLOWER than float here (README).
     ``float_first_convs`` keeps the first N convolutions (in graph order) and the fully connected heads in
     float (static only): EfficientNet's early depthwise convolutions are the ones INT8 hurts most (README).
+    ``float_depthwise`` keeps every depthwise convolution (``group`` > 1) and the heads in float instead: the
+    pointwise (1x1) convolutions, where MobileNet-style networks spend most of their multiply-adds, are quantised.
+    ``calibration_method``: how activation ranges are read from the calibration images (ONNX Runtime's
+    ``CalibrationMethod``): ``minmax``, ``entropy`` or ``percentile`` (99.999th, clipping rare outliers).
     """
     from onnxruntime.quantization import (  # lazy: the quantisation tools load only for --int8
         CalibrationDataReader,
+        CalibrationMethod,
         QuantFormat,
         QuantType,
         quant_pre_process,
@@ -455,6 +466,10 @@ def quantize_onnx(float_path: str, out_path: str, *, method: str = "static",
 
     if method not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {method!r}")
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if calibration_method not in methods:
+        raise ValueError(f"calibration_method must be one of {', '.join(methods)}, got {calibration_method!r}")
     if method == "static" and (calibration is None or not len(calibration)):
         raise ValueError("static INT8 quantization needs calibration images (--data SPEC); "
                          "or use --quantization dynamic")
@@ -466,7 +481,9 @@ def quantize_onnx(float_path: str, out_path: str, *, method: str = "static",
     info: dict[str, Any] = {"method": method, "weights": "int8" + (" per channel" if per_channel else ""),
                             "activations": "uint8 (static ranges)" if method == "static" else "uint8 (dynamic)",
                             "calibration_images": len(calibration) if method == "static" else 0,
-                            "float_first_convs": int(float_first_convs) if method == "static" else 0}
+                            "float_first_convs": int(float_first_convs) if method == "static" else 0,
+                            "float_depthwise": bool(float_depthwise) and method == "static",
+                            "calibration_method": calibration_method if method == "static" else None}
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
 
     class Batches(CalibrationDataReader):
@@ -489,11 +506,13 @@ def quantize_onnx(float_path: str, out_path: str, *, method: str = "static",
                     conv_nodes = [n for n in graph.node if n.op_type == "Conv"]
                     # by weight: a mirror-TTA export runs each convolution twice on one shared weight
                     first = list(dict.fromkeys(n.input[1] for n in conv_nodes))[:float_first_convs]
-                    convs = [n.name for n in conv_nodes if n.input[1] in first]
-                    heads = [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul")] if float_first_convs else []
+                    convs = [n.name for n in conv_nodes if n.input[1] in first
+                             or (float_depthwise and _conv_group(n) > 1)]
+                    heads = ([n.name for n in graph.node if n.op_type in ("Gemm", "MatMul")]
+                             if float_first_convs or float_depthwise else [])
                     quantize_static(prepared, tmp, Batches(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                    nodes_to_exclude=convs + heads)
+                                    nodes_to_exclude=convs + heads, calibrate_method=methods[calibration_method])
                 else:
                     quantize_dynamic(prepared, tmp, per_channel=per_channel, weight_type=QuantType.QUInt8)
         finally:

@@ -66,7 +66,9 @@ def export_int8(args: argparse.Namespace) -> dict[str, Any]:
             calibration = None
             inputs = np.random.default_rng(0).standard_normal((8, 3, size, size)).astype(np.float32)
         path = quantize_onnx(float_path, args.out, method=method, calibration=calibration,
-                             float_first_convs=args.float_first_convs if method == "static" else 0)
+                             float_first_convs=args.float_first_convs if method == "static" else 0,
+                             float_depthwise=args.float_depthwise and method == "static",
+                             calibration_method=args.calibration_method)
         report = compare_onnx(float_path, path, inputs, labels, threads=args.threads, seconds=args.seconds)
         float_bytes = os.path.getsize(float_path)
     if not args.data:  # random inputs: only the speed means something
@@ -98,6 +100,10 @@ def add_commands(subparsers: Any) -> None:
     q.add_argument("--calibration-images", type=int, default=32, help="images to measure activation ranges on")
     q.add_argument("--float-first-convs", type=int, default=0, metavar="N",
                    help="static: keep the first N convolutions and the heads in float (accuracy for speed; README)")
+    q.add_argument("--float-depthwise", action="store_true",
+                   help="static: keep every depthwise convolution and the heads in float (README)")
+    q.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax",
+                   help="static: how activation ranges are read from the calibration images")
     q.add_argument("--eval-images", type=int, default=200, help="other images to compare float and INT8 on")
     q.add_argument("--threads", type=int, help="ONNX Runtime threads for the comparison (default: all cores)")
     q.add_argument("--seconds", type=float, default=2.0, help="timing per model per round (3 interleaved rounds)")
