@@ -29,7 +29,8 @@ def make_run(out, images, dim=DIM, use_bbox=True, *, seed=0, tta_flip=False, lab
              backbone="tiny_cnn", image_size=48):
     """A tiny random-weight FashionNet checkpoint (a run directory) in a second or two (``use_bbox=False``:
     a model without the box head; ``seed`` another model; ``jitter`` adds that much Gaussian noise to every
-    weight, so answers differ more between images; ``labels`` another label set; ``backbone`` / ``image_size``: another random-weight network).
+    weight, so answers differ more between images; ``labels`` another label set; ``backbone`` / ``image_size``:
+    another random-weight network).
 
     Its BatchNorm statistics are measured on ``images`` so that eval-mode embeddings differ between images
     (with untouched running statistics a random network maps every image to nearly the same vector)."""
