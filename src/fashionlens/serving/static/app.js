@@ -1,13 +1,15 @@
 // fashionlens web page: classify a garment photo, draw its box and landmarks, show similar catalog items,
 // search the catalog by words, and add the photo to the catalog after the person confirms or corrects the
-// proposed labels.  Plain ES module, no build step, no external resources.
-// API: /v1/classify, /v1/search, /v1/items (?q= words, ?sku=), /v1/labels.
+// proposed labels; review the labels the model is least sure of (Yes / No and correct), keyboard first.
+// Plain ES module, no build step, no external resources.
+// API: /v1/classify, /v1/search, /v1/items (?q= words, ?sku=), /v1/labels, /v1/review, /v1/items/{id}/answer.
 
 const $ = (id) => document.getElementById(id);
 const SVG_NS = "http://www.w3.org/2000/svg";
 const KEY_STORE = "fashionlens.apiKey";
 const SEARCH_K = 8;
 const WORDS_LIMIT = 24;  // items a words search without a photo shows
+const REVIEW_PAGE = 20;  // review entries one GET /v1/review brings (more as the person gets near the end)
 const MAX_UPLOAD_BYTES = 9 * 1024 * 1024;  // the server refuses files over 10 MiB by default
 const MAX_SIDE = 3000;  // larger files are shrunk to this many pixels on the long side before upload
 const MIN_ATTRIBUTE_SCORE = 0.5;  // attributes the model gives less are not shown (nor proposed)
@@ -15,7 +17,9 @@ const NEGATIVE = /^(no|non|without)[\s_-]/i;  // "no_length", "no sleeve": the a
 // seq: the number of the latest photo; answers that arrive for an older photo are dropped.
 // stored: the item stored for the current photo (its buttons stay off until the next photo).
 const state = { file: null, result: null, busy: 0, lastItemId: null, seq: 0, labels: null, hedging: null,
-  stored: null, storing: false, skuConfirmed: null, pending: null, words: "", noCatalog: false };
+  stored: null, storing: false, skuConfirmed: null, pending: null, words: "", noCatalog: false,
+  review: { entries: [], total: 0, current: 0, phase: "idle", failed: null, seq: 0, answered: 0, more: false,
+    sending: 0, loading: null } };
 
 // ---------------------------------------------------------------- helpers
 function el(tag, attrs = {}, ...children) {
@@ -64,19 +68,23 @@ function errorMessage(res, data, text) {
   return `The server answered ${res.status} ${res.statusText}${body ? `: ${body}` : ""}`;
 }
 
-/** What a person should do about an error (the API's own message is written for developers). */
-const KEY_PLACE = "under “Item details and API key” (in “Add to my catalog”)";
+/** What a person should do about an error (the API's own message is written for developers); ``place``: where
+ * the page's API key field is (the add flow's, or the review page's). */
+const KEY_PLACES = { add: "under “Item details and API key” (in “Add to my catalog”)",
+  review: "under “API key” at the top of this review list" };
 const PERSON_MESSAGES = {
-  missing_api_key: `This needs the catalog's API key. Type it ${KEY_PLACE} and try again. Ask whoever runs this ` +
-    "fashionlens server for the key.",
-  invalid_api_key: `The catalog did not accept this API key. Check it ${KEY_PLACE} and try again; whoever runs ` +
-    "this fashionlens server can tell you the right one.",
-  no_api_key_configured: "This catalog does not accept new items yet: no API key is set up on the server. Ask " +
-    "whoever runs it to set one (the FASHIONLENS_API_KEY setting) and restart it.",
+  missing_api_key: (place) => `This needs the catalog's API key. Type it ${place} and try again. Ask whoever ` +
+    "runs this fashionlens server for the key.",
+  invalid_api_key: (place) => `The catalog did not accept this API key. Check it ${place} and try again; whoever ` +
+    "runs this fashionlens server can tell you the right one.",
+  no_api_key_configured: () => "This catalog does not accept new items or answers yet: no API key is set up on " +
+    "the server. Ask whoever runs it to set one (the FASHIONLENS_API_KEY setting) and restart it.",
 };
+const KEY_ERRORS = new Set(Object.keys(PERSON_MESSAGES));
 
-/** POST (or GET) to the API; resolves to the JSON answer, rejects with an Error carrying the API's message. */
-async function api(path, { method = "POST", body = null, headers = {} } = {}) {
+/** POST (or GET) to the API; resolves to the JSON answer, rejects with an Error carrying the API's message
+ * (``keyPlace``: which API key field a message about the key points to). */
+async function api(path, { method = "POST", body = null, headers = {}, keyPlace = "add" } = {}) {
   let res;
   try {
     res = await fetch(path, { method, body, headers: { Accept: "application/json", ...headers } });
@@ -88,7 +96,7 @@ async function api(path, { method = "POST", body = null, headers = {} } = {}) {
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
   if (!res.ok) {
     const code = data?.error?.code;
-    const error = new Error(PERSON_MESSAGES[code] || errorMessage(res, data, text));
+    const error = new Error(PERSON_MESSAGES[code]?.(KEY_PLACES[keyPlace]) || errorMessage(res, data, text));
     error.status = res.status;
     error.code = code;
     error.apiMessage = errorMessage(res, data, text);
@@ -256,6 +264,7 @@ function clearAnswer() {
 
 async function handleFile(file) {
   if (!file) return;
+  if (currentView() !== "photo") location.hash = "#identify";  // a photo dropped or pasted on the review page
   clearError();
   const seq = ++state.seq;
   clearAnswer();
@@ -470,10 +479,15 @@ function renderCategory(result) {
 }
 
 function renderScores(scores) {
-  $("scores").replaceChildren(...scores.slice(0, 5).map((s) => el("li", {},
+  $("scores").replaceChildren(...scoreBars(scores));
+}
+
+/** One bar per score (at most 5): the name, a bar as long as the probability, the percentage. */
+function scoreBars(scores) {
+  return scores.slice(0, 5).map((s) => el("li", { "data-name": s.name },
     el("span", { text: humanise(s.name) }),
     el("span", { class: "bar", "aria-hidden": "true" }, el("span", { style: `width:${(s.score * 100).toFixed(1)}%` })),
-    el("span", { class: "pct", text: percent(s.score) }))));
+    el("span", { class: "pct", text: percent(s.score) })));
 }
 
 /** Attributes worth showing: present ones ("no length" is not) the model is fairly sure of. */
@@ -786,8 +800,14 @@ function closeAddPanel(focus = true) {
 function categoryOptions(current) {
   const h = hedgedAbove(state.result);
   const top = [...new Set([current, ...(state.result.category_scores || []).map((s) => s.name)].filter(Boolean))];
-  const option = (name) => el("option", { value: name, text: humanise(name) + (h?.path?.length && name === h.name
-    ? " (not sure which kind)" : "") });
+  return categoryGroups(top, (name) => humanise(name) + (h?.path?.length && name === h.name
+    ? " (not sure which kind)" : ""));
+}
+
+/** <optgroup>s for a category <select>: ``top`` ("Top guesses"), every category the model knows by the top of
+ * its taxonomy path ("All upper"), then "Other…" (value ``__other__``); ``text(name)``: an option's words. */
+function categoryGroups(top, text = humanise) {
+  const option = (name) => el("option", { value: name, text: text(name) });
   const groups = new Map();
   for (const c of state.labels?.categories || []) {
     const group = c.path?.length > 1 ? c.path[0] : "other";
@@ -832,13 +852,15 @@ function attributeName(text) {
   return known ? known.name : typed.replace(/\s+/g, "_");
 }
 
-function addAttribute() {
-  const input = $("fix-attribute-new");
+function addAttribute() { addAttributeTo($("fix-attribute-new"), $("fix-attributes")); }
+
+/** The attribute typed in ``input`` switched on among the toggles of ``chips`` (added when new). */
+function addAttributeTo(input, chips) {
   const name = attributeName(input.value);
   if (!name) return;
-  const existing = [...$("fix-attributes").children].find((b) => b.dataset.name === name);
+  const existing = [...chips.children].find((b) => b.dataset.name === name);
   if (existing) existing.setAttribute("aria-pressed", "true");
-  else $("fix-attributes").append(attributeToggle(name, true));
+  else chips.append(attributeToggle(name, true));
   input.value = "";
   input.focus();
 }
@@ -924,11 +946,27 @@ function openKeyField() {
   $("api-key").focus();
 }
 
+/** The API key fields (the add flow's and the review page's) hold one key, kept in localStorage. */
+function setupKeyFields() {
+  const fields = [$("api-key"), $("review-api-key")];
+  let stored = "";
+  try { stored = localStorage.getItem(KEY_STORE) || ""; } catch { /* storage disabled: keep it in the page */ }
+  for (const field of fields) {
+    field.value = stored;
+    field.addEventListener("input", () => {
+      for (const other of fields) if (other !== field) other.value = field.value;
+      try { localStorage.setItem(KEY_STORE, field.value); } catch { /* ignore */ }
+    });
+    field.addEventListener("change", () => {
+      if (!state.labels) loadLabels();  // private reads: labels need the key
+      if (KEY_ERRORS.has(state.review.failed)) {  // the queue could not be read without it: again, with it
+        loadReview({ reset: true, focus: field.id === "review-api-key" });
+      }
+    });
+  }
+}
+
 function setupCatalogForm() {
-  const key = $("api-key");
-  try { key.value = localStorage.getItem(KEY_STORE) || ""; } catch { /* storage disabled: keep it in the page */ }
-  key.addEventListener("input", () => { try { localStorage.setItem(KEY_STORE, key.value); } catch { /* ignore */ } });
-  key.addEventListener("change", () => { if (!state.labels) loadLabels(); });  // private reads: labels need the key
   $("add-button").addEventListener("click", openAddPanel);
   $("add-panel").addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !e.defaultPrevented) { e.preventDefault(); closeAddPanel(); }
@@ -960,8 +998,465 @@ function setupCatalogForm() {
   $("words-clear").addEventListener("click", () => { $("words").value = ""; $("words").focus(); searchWords(); });
 }
 
+// ---------------------------------------------------------------- views: the photo, the review queue
+/** The view an address asks for: #review, #identify (or none) for the photo; null for other anchors
+ * (the skip link's #main) that leave the view as it is. */
+function viewOfHash(hash = location.hash) {
+  if (hash === "#review") return "review";
+  return hash === "#identify" || hash === "" || hash === "#" ? "photo" : null;
+}
+
+function currentView() { return $("review-view").hidden ? "photo" : "review"; }
+
+/** Show one view (the sections marked data-view), mark its link in the nav; the review queue is loaded
+ * afresh each time it is opened, and its current entry takes the focus. */
+function showView(view, { focus = true } = {}) {
+  const opening = view === "review" && (currentView() !== "review" || state.review.phase === "idle");
+  for (const section of document.querySelectorAll("[data-view]")) section.hidden = section.dataset.view !== view;
+  for (const [id, name] of [["view-photo", "photo"], ["view-review", "review"]]) {
+    if (name === view) $(id).setAttribute("aria-current", "page");
+    else $(id).removeAttribute("aria-current");
+  }
+  document.title = view === "review" ? "fashionlens: review the labels" : "fashionlens: what is this garment?";
+  if (!opening) return;
+  if (!$("review-api-key").value) $("review-key-details").open = true;  // answers need it: show where it goes
+  loadReview({ reset: true, focus });
+}
+
+// ---------------------------------------------------------------- the review queue
+/** The queue's state as an attribute (idle, loading, ready, empty, error): for styles and tests. */
+function setReviewPhase(phase) {
+  state.review.phase = phase;
+  $("review-view").dataset.state = phase;
+  if (phase === "loading") $("review-list").setAttribute("aria-busy", "true");
+  else $("review-list").removeAttribute("aria-busy");
+}
+
+function showReviewError(message) {
+  $("review-error").textContent = message;
+  $("review-error").hidden = false;
+}
+
+function clearReviewError() { $("review-error").hidden = true; $("review-error").textContent = ""; }
+
+function openReviewKey() {
+  $("review-key-details").open = true;
+  $("review-api-key").focus();
+}
+
+/** GET /v1/review: the first page (``reset``) or the next one, appended; errors are shown above the list,
+ * which stays as it was. ``focus``: the current entry takes the focus once loaded.  While a page is on its way,
+ * asking for the next one waits for it instead. */
+function loadReview({ reset = false, focus = false } = {}) {
+  const r = state.review;
+  if (r.loading && !reset) return r.loading;
+  const loading = fetchReview(reset, focus).finally(() => { if (r.loading === loading) r.loading = null; });
+  r.loading = loading;
+  return loading;
+}
+
+async function fetchReview(reset, focus) {
+  const r = state.review;
+  const seq = ++r.seq;
+  // answered items leave the server's queue as they leave the list; answers still on their way may leave it
+  // first: asking from before them can only repeat entries (dropped below), never skip one
+  const offset = reset ? 0 : Math.max(0, r.entries.length - r.sending);
+  setReviewPhase("loading");
+  if (reset) clearReviewError();
+  if (!r.entries.length) $("review-count").textContent = "Loading the items to review…";
+  let answer;
+  try {
+    answer = await api(`/v1/review?offset=${offset}&limit=${REVIEW_PAGE}`,
+      { method: "GET", headers: keyHeaders(), keyPlace: "review" });
+  } catch (err) {
+    if (seq !== r.seq) return;
+    r.failed = err.code || "error";
+    if (reset || !r.entries.length) r.more = false;  // a later page that failed can be asked for again (J, Show more)
+    if (err.code === "no_catalog") {
+      setReviewPhase("empty");
+      syncReview("No catalog is configured on this server, so there is nothing to review.");
+    } else {
+      showReviewError(`The items to review could not be loaded. ${err.message}`);
+      setReviewPhase(r.entries.length ? "ready" : "error");
+      syncReview();
+      if (KEY_ERRORS.has(err.code)) openReviewKey();
+    }
+    return;
+  }
+  if (seq !== r.seq) return;
+  r.failed = null;
+  if (reset) {
+    r.entries = [];
+    r.current = 0;
+    $("review-list").replaceChildren();
+  }
+  const known = new Set(r.entries.map((e) => e.item.item_id));
+  const fresh = (answer?.items || []).filter((e) => e?.item && !known.has(e.item.item_id));
+  r.total = Math.max(Number(answer?.total) || 0, r.entries.length + fresh.length);
+  r.entries.push(...fresh);
+  r.more = fresh.length > 0 && r.entries.length < r.total;  // nothing new: stop asking (the queue moved meanwhile)
+  $("review-list").append(...fresh.map(reviewEntry));
+  setReviewPhase(r.entries.length ? "ready" : "empty");
+  syncReview();
+  if (focus) focusReviewEntry(r.current);
+  else setCurrentEntry(r.current);
+}
+
+/** "12 left to review (5 shown)", the nav's count, the feed's positions, "Show more", the empty queue's words. */
+function syncReview(emptyText = null) {
+  const r = state.review;
+  const articles = reviewArticles();
+  articles.forEach((a, i) => {
+    a.setAttribute("aria-posinset", String(i + 1));
+    a.setAttribute("aria-setsize", String(r.total));
+  });
+  const shown = articles.length < r.total ? ` (${articles.length} shown)` : "";
+  $("review-count").textContent = r.total ? leftText() + shown : "";
+  const count = $("review-nav-count");
+  count.hidden = !r.total || r.failed !== null;
+  count.replaceChildren(el("span", { class: "sr-only", text: ", " }), String(r.total),
+    el("span", { class: "sr-only", text: " left" }));
+  $("review-more").hidden = !r.more;
+  const empty = $("review-empty");
+  empty.hidden = r.phase !== "empty";
+  empty.textContent = emptyText || (r.answered
+    ? "All done: nothing is left to review. Thank you, your answers are stored."
+    : "Nothing to review: a person has checked every item's label, or the catalog is empty. Items the model " +
+      "labels come here, the ones it is least sure of first.");
+}
+
+function leftText() {
+  const n = state.review.total;
+  return n ? `${n} left to review` : "Nothing left to review";
+}
+
+/** The label's history in words: who said the stored category is right. */
+const PROVENANCE_WORDS = { predicted: "the model's answer, not checked yet", given: "given with the item, not checked",
+  confirmed: "confirmed by a person", corrected: "corrected by a person" };
+
+/** One entry of the queue (an <article> of the feed): the picture, the stored label, why it is here (a suspect
+ * label, or how unsure the model is), the model's top guesses, and Yes / No buttons (keys Y / N). */
+function reviewEntry(entry) {
+  const item = entry.item;
+  const id = item.item_id;
+  const name = humanise(item.category) || "No category";
+  const path = collapsePath(item.category_path?.length ? item.category_path : [item.category]).map(humanise);
+  const extra = item.title || (item.sku ? `SKU ${item.sku}` : "");
+  const open = el("button", { type: "button", class: "review-open", "aria-haspopup": "dialog",
+    title: "Open this item" }, el("img", { src: item.image_url || `/v1/items/${id}/image`, loading: "lazy",
+    alt: `Item #${id}, stored as ${name}` }));
+  open.addEventListener("click", () => openItem(item, open));
+  const guesses = entry.guesses || [];
+  const provenance = item.label?.provenance;
+  return el("article", { class: "review-entry", tabindex: "-1", "data-item-id": id,
+    "data-reason": entry.reason || "unsure", "aria-labelledby": `review-title-${id}`,
+    "aria-describedby": `review-why-${id}` },
+    open,
+    el("div", { class: "review-body" },
+      el("h3", { id: `review-title-${id}`, class: "review-title" }, name,
+        el("span", { class: "muted", text: ` · #${id}${extra ? ` · ${extra}` : ""}` })),
+      path.length > 1 ? el("p", { class: "muted small review-path", text: path.join(" › ") }) : "",
+      el("p", { id: `review-why-${id}`, class: "review-why" }, ...reviewReason(entry)),
+      el("p", { class: "small review-attributes", text: item.attributes?.length
+        ? `Attributes: ${item.attributes.map(humanise).join(", ")}` : "No attributes stored." }),
+      provenance && provenance !== "predicted"
+        ? el("p", { class: "muted small", text: `Label: ${PROVENANCE_WORDS[provenance] || humanise(provenance)}.` })
+        : "",
+      guesses.length ? el("p", { class: "review-guesses-head muted small", id: `review-guesses-${id}`,
+        text: "The model's top guesses" }) : "",
+      guesses.length ? el("ol", { class: "bars review-guesses", "aria-labelledby": `review-guesses-${id}` },
+        ...scoreBars(guesses.slice(0, 3))) : "",
+      el("div", { class: "row review-actions" },
+        el("button", { type: "button", "data-action": "yes", "aria-keyshortcuts": "Y" }, "Yes, it is right",
+          el("kbd", { "aria-hidden": "true", text: "Y" })),
+        el("button", { type: "button", class: "secondary", "data-action": "no", "aria-keyshortcuts": "N",
+          "aria-expanded": "false" }, "No, correct it", el("kbd", { "aria-hidden": "true", text: "N" })))));
+}
+
+/** Why an entry is in the queue, in words: the label audit's suspect ("the label audit gives Dress only 3%; it
+ * thinks Skirt": its probability, from the catalog's embeddings, not the model's own guesses shown below), or
+ * the model hesitating between its two best guesses. */
+function reviewReason(entry) {
+  const stored = humanise(entry.item.category) || "the stored category";
+  const suspect = entry.suspect;
+  if (entry.reason === "suspect" || suspect) {
+    const words = suspect?.model_category
+      ? ` The label audit gives ${stored} only ${percent(suspect.score)}; it thinks ` +
+        `${humanise(suspect.model_category)}.`
+      : " The label audit doubts the stored category.";
+    return [el("span", { class: "badge suspect", text: "Suspect label" }), words];
+  }
+  const [first, second] = entry.guesses || [];
+  const badge = el("span", { class: "badge unsure",
+    text: entry.reason && entry.reason !== "unsure" ? humanise(entry.reason) : "Model unsure" });
+  if (first && second) {
+    return [badge, ` The model hesitates: ${humanise(first.name)} ${percent(first.score)}, or ` +
+      `${humanise(second.name)} ${percent(second.score)}.`];
+  }
+  if (first) return [badge, ` The model is ${percent(first.score)} sure it is ${humanise(first.name)}.`];
+  return [badge, " The model's scores for this item were not stored."];
+}
+
+function reviewArticles() { return [...$("review-list").querySelectorAll(":scope > .review-entry")]; }
+
+function entryOf(article) {
+  const id = Number(article?.dataset.itemId);
+  return state.review.entries.find((e) => e.item.item_id === id) || null;
+}
+
+/** Make entry ``index`` the current one (highlighted, the one Tab reaches: a roving tabindex); returns it. */
+function setCurrentEntry(index) {
+  const articles = reviewArticles();
+  state.review.current = Math.max(0, Math.min(index, articles.length - 1));
+  articles.forEach((a, i) => {
+    const on = i === state.review.current;
+    a.tabIndex = on ? 0 : -1;
+    if (on) a.setAttribute("aria-current", "true");
+    else a.removeAttribute("aria-current");
+  });
+  return articles[state.review.current] || null;
+}
+
+/** Focus entry ``index`` (scrolled into view); with none left, the words saying so. */
+function focusReviewEntry(index) {
+  const article = setCurrentEntry(index);
+  if (article) {
+    article.focus({ preventScroll: true });
+    article.scrollIntoView({ block: "nearest" });
+  } else if (!$("review-empty").hidden) {
+    $("review-empty").focus();
+  } else {
+    $("review-heading").focus();
+  }
+}
+
+/** The next (``step`` 1) or previous (-1) entry; near the end of what is loaded, the next page is fetched. */
+async function moveReview(step) {
+  const r = state.review;
+  const next = r.current + step;
+  if (next >= r.entries.length && r.more) await loadReview();
+  focusReviewEntry(Math.max(0, Math.min(next, r.entries.length - 1)));
+  if (r.more && r.entries.length - r.current <= 3) loadReview();
+}
+
+function answerYes(article) {
+  const entry = entryOf(article);
+  if (!entry || article.dataset.busy) return;
+  closeReviewCorrection(article, false);
+  sendAnswer(article, { verdict: "yes" }, (item) =>
+    `Item #${item.item_id} confirmed: ${humanise(item.category || entry.item.category) || "its attributes"}.`);
+}
+
+/** POST /v1/items/{id}/answer; the answered entry leaves the list (a polite message says so) and the next one
+ * takes the focus.  Errors are shown above the list; the entry stays. */
+async function sendAnswer(article, body, done) {
+  const id = Number(article.dataset.itemId);
+  clearReviewError();
+  article.dataset.busy = "true";
+  article.setAttribute("aria-busy", "true");
+  for (const button of article.querySelectorAll("button")) button.setAttribute("aria-disabled", "true");
+  let item;
+  state.review.sending += 1;
+  try {
+    item = await api(`/v1/items/${id}/answer`, { body: JSON.stringify(body),
+      headers: { "Content-Type": "application/json", ...keyHeaders() }, keyPlace: "review" });
+  } catch (err) {
+    delete article.dataset.busy;
+    article.removeAttribute("aria-busy");
+    for (const button of article.querySelectorAll("button")) button.removeAttribute("aria-disabled");
+    if (err.status === 404) {
+      state.review.total = Math.max(0, state.review.total - 1);
+      await removeReviewEntry(article, `Item #${id} is no longer in the catalog; it left the list.`);
+      return false;
+    }
+    showReviewError(`Item #${id}: nothing was stored. ${err.message}`);
+    if (KEY_ERRORS.has(err.code)) openReviewKey();
+    return false;
+  } finally {
+    state.review.sending -= 1;
+  }
+  state.review.answered += 1;
+  state.review.total = Math.max(0, state.review.total - 1);
+  await removeReviewEntry(article, done(item));
+  return true;
+}
+
+async function removeReviewEntry(article, message) {
+  const r = state.review;
+  const index = reviewArticles().indexOf(article);
+  const active = document.activeElement;
+  const hadFocus = article.contains(active) || active === document.body || active === null;
+  r.entries = r.entries.filter((e) => e.item.item_id !== Number(article.dataset.itemId));
+  article.remove();
+  $("review-status").textContent = `${message} ${leftText()}.`;
+  if (!r.entries.length && r.more) await loadReview();
+  if (!r.entries.length) setReviewPhase(r.phase === "loading" ? "loading" : "empty");
+  syncReview();
+  if (hadFocus) focusReviewEntry(index);
+  else setCurrentEntry(Math.min(r.current, r.entries.length - 1));
+  if (r.more && r.entries.length - index <= 3) loadReview();  // keep a few ahead of the person
+}
+
+/** "No, correct it": a form in the entry with every category the model knows (its guesses first) and the
+ * stored attributes to toggle; Enter stores it, Escape closes it. */
+function openReviewCorrection(article) {
+  const entry = entryOf(article);
+  if (!entry || article.dataset.busy) return;
+  const open = $("review-list").querySelector(".review-fix");
+  if (open?.closest(".review-entry") === article) { open.querySelector("select").focus(); return; }
+  if (open) closeReviewCorrection(open.closest(".review-entry"), false);
+  const item = entry.item;
+  const scores = new Map((entry.guesses || []).map((g) => [g.name, g.score]));
+  const top = [...new Set([entry.suspect?.model_category, ...scores.keys(), item.category].filter(Boolean))];
+  const text = (name) => {
+    const notes = [name === item.category ? "stored now" : "", scores.has(name) ? percent(scores.get(name)) : ""];
+    return humanise(name) + (notes.some(Boolean) ? ` (${notes.filter(Boolean).join(", ")})` : "");
+  };
+  const select = el("select", { id: "review-fix-category", "aria-describedby": "review-fix-help" },
+    ...categoryGroups(top, text));
+  select.value = top.find((name) => name !== item.category) || "__other__";  // the likeliest other category
+  const other = el("input", { id: "review-fix-other", type: "text", autocomplete: "off" });
+  const otherRow = el("div", { class: "review-fix-other" },
+    el("label", { for: "review-fix-other", text: "Other category" }), other);
+  otherRow.hidden = select.value !== "__other__";
+  select.addEventListener("change", () => { otherRow.hidden = select.value !== "__other__"; });
+  select.addEventListener("keydown", (e) => {  // Enter in a <select> does not submit its form by itself
+    if (e.key === "Enter") { e.preventDefault(); form.requestSubmit(); }
+  });
+  const predicted = (item.extra?.prediction?.attributes || []).filter(shownAttribute).map((a) => a.name);
+  const chips = el("div", { id: "review-fix-attributes", class: "chips" },
+    ...(item.attributes || []).map((a) => attributeToggle(a, true)),
+    ...predicted.filter((a) => !(item.attributes || []).includes(a)).map((a) => attributeToggle(a, false)));
+  const newAttribute = el("input", { id: "review-fix-attribute", type: "text", autocomplete: "off",
+    list: "attribute-names" });
+  newAttribute.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") { e.preventDefault(); addAttributeTo(newAttribute, chips); }
+  });
+  const add = el("button", { type: "button", class: "secondary", text: "Add attribute" });
+  add.addEventListener("click", () => addAttributeTo(newAttribute, chips));
+  const cancel = el("button", { type: "button", class: "secondary", text: "Cancel" });
+  cancel.addEventListener("click", () => closeReviewCorrection(article, true));
+  const form = el("form", { class: "correct review-fix", "aria-label": `Correct item #${item.item_id}` },
+    el("label", { for: "review-fix-category", text: "The right category" }),
+    select,
+    el("p", { id: "review-fix-help", class: "muted small", text: "The model's guesses come first, then every " +
+      "category it knows, by kind. Type a name to jump to it; Enter stores, Esc cancels." }),
+    otherRow,
+    el("fieldset", {},
+      el("legend", { text: "Attributes (optional; press to toggle)" }),
+      chips,
+      el("label", { for: "review-fix-attribute", text: "Another attribute" }),
+      el("div", { class: "row" }, newAttribute, add)),
+    el("div", { class: "row" }, el("button", { type: "submit", text: "Store the correction" }), cancel));
+  form.addEventListener("submit", (e) => { e.preventDefault(); submitReviewCorrection(article, form); });
+  article.querySelector(".review-body").append(form);
+  article.querySelector("[data-action=no]").setAttribute("aria-expanded", "true");
+  select.focus();
+}
+
+function closeReviewCorrection(article, focus) {
+  const form = article?.querySelector(".review-fix");
+  if (!form) return;
+  form.remove();
+  article.querySelector("[data-action=no]").setAttribute("aria-expanded", "false");
+  if (focus) article.focus();
+}
+
+function sameNames(a, b) { return a.length === b.length && a.every((name) => b.includes(name)); }
+
+/** verdict "no" with the chosen category (and the attributes, when they changed). */
+function submitReviewCorrection(article, form) {
+  const entry = entryOf(article);
+  if (!entry || article.dataset.busy) return;
+  const item = entry.item;
+  const choice = form.querySelector("#review-fix-category").value;
+  const category = choice === "__other__" ? form.querySelector("#review-fix-other").value.trim() : choice;
+  const attributes = [...form.querySelectorAll("#review-fix-attributes .chip")]
+    .filter((b) => b.getAttribute("aria-pressed") === "true").map((b) => b.dataset.name);
+  const changed = !sameNames(attributes, item.attributes || []);
+  if (!category) {
+    showReviewError("Give the right category: choose one, or type it under “Other category”.");
+    form.querySelector(choice === "__other__" ? "#review-fix-other" : "#review-fix-category").focus();
+    return;
+  }
+  if (category === item.category && !changed) {
+    showReviewError(`${humanise(category)} is the category stored now: choose the right one, or press Esc and ` +
+      "then Y if the stored one is right.");
+    form.querySelector("#review-fix-category").focus();
+    return;
+  }
+  const body = { verdict: "no", category };
+  if (changed) body.attributes = attributes;
+  sendAnswer(article, body, (stored) =>
+    `Item #${stored.item_id} corrected to ${humanise(stored.category || category)}.`);
+}
+
+/** The review page's keys: J / K (and the arrows in the list) move, Y confirms, N opens the correction; in the
+ * correction form Escape cancels (Enter submits it, as forms do). */
+function reviewKeydown(e) {
+  if (currentView() !== "review" || e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey) return;
+  if ($("item-dialog").open) return;
+  const target = e.target instanceof Element ? e.target : null;
+  const form = target?.closest(".review-fix");
+  if (form) {
+    if (e.key === "Escape") { e.preventDefault(); closeReviewCorrection(form.closest(".review-entry"), true); }
+    return;
+  }
+  if (target?.closest("input, select, textarea, [contenteditable]")) return;  // typing
+  const inList = Boolean(target?.closest("#review-list"));
+  const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
+  const moves = inList ? { j: 1, k: -1, ArrowDown: 1, ArrowUp: -1 } : { j: 1, k: -1 };
+  if (key in moves) { e.preventDefault(); moveReview(moves[key]); return; }
+  if (inList && (key === "Home" || key === "End")) {
+    e.preventDefault();
+    focusReviewEntry(key === "Home" ? 0 : state.review.entries.length - 1);
+    return;
+  }
+  const article = target?.closest(".review-entry");  // Y / N act on the entry that has the focus only
+  if (!article) return;
+  if (key === "Escape" && article.querySelector(".review-fix")) {  // the focus left the form for its entry
+    e.preventDefault();
+    closeReviewCorrection(article, true);
+  }
+  if (key === "y") { e.preventDefault(); answerYes(article); }
+  if (key === "n") { e.preventDefault(); openReviewCorrection(article); }
+}
+
+function setupReview() {
+  const list = $("review-list");
+  list.addEventListener("click", (e) => {
+    const button = e.target.closest("button[data-action]");
+    if (!button) return;
+    const article = button.closest(".review-entry");
+    if (button.dataset.action === "yes") answerYes(article);
+    else if (article.querySelector(".review-fix")) closeReviewCorrection(article, true);
+    else openReviewCorrection(article);
+  });
+  list.addEventListener("focusin", (e) => {
+    const article = e.target.closest(".review-entry");
+    if (article) setCurrentEntry(reviewArticles().indexOf(article));
+  });
+  document.addEventListener("keydown", reviewKeydown);
+  $("review-more").addEventListener("click", () => loadReview());
+  if ("IntersectionObserver" in window) {  // scrolled near the end: the next page
+    new IntersectionObserver((seen) => {
+      if (seen.some((s) => s.isIntersecting) && state.review.more && state.review.phase !== "loading") loadReview();
+    }, { rootMargin: "300px" }).observe($("review-more"));
+  }
+  $("review-api-key").addEventListener("keydown", (e) => {  // typed the key: back to the entry
+    if (e.key === "Enter") { e.preventDefault(); focusReviewEntry(state.review.current); }
+  });
+  window.addEventListener("hashchange", () => {
+    const view = viewOfHash();
+    if (view) showView(view);
+  });
+  showView(viewOfHash() || "photo");
+}
+
+setupKeyFields();
 setupInputs();
 setupCatalogForm();
 setupDialog();
+setupReview();
 syncButtons();
 loadLabels().finally(() => { document.documentElement.dataset.ready = "true"; });
