@@ -85,15 +85,20 @@ const KEY_ERRORS = new Set(Object.keys(PERSON_MESSAGES));
 /** POST (or GET) to the API; resolves to the JSON answer, rejects with an Error carrying the API's message
  * (``keyPlace``: which API key field a message about the key points to). */
 async function api(path, { method = "POST", body = null, headers = {}, keyPlace = "add" } = {}) {
-  let res;
-  try {
-    res = await fetch(path, { method, body, headers: { Accept: "application/json", ...headers } });
-  } catch (err) {
-    throw new Error(`Could not reach the fashionlens server (${err.message}). Check your connection and try again.`);
+  let res, text, data;
+  // 503 model_changed: the catalog switched to a new model (a reindex) while the request ran; nothing was
+  // stored, and asking again gets the new model's answer: once, without bothering the person.
+  for (let attempt = 0; attempt < 2; attempt += 1) {
+    try {
+      res = await fetch(path, { method, body, headers: { Accept: "application/json", ...headers } });
+    } catch (err) {
+      throw new Error(`Could not reach the fashionlens server (${err.message}). Check your connection and try again.`);
+    }
+    text = await res.text();
+    data = null;
+    try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+    if (!(res.status === 503 && data?.error?.code === "model_changed")) break;
   }
-  const text = await res.text();
-  let data = null;
-  try { data = text ? JSON.parse(text) : null; } catch { data = null; }
   if (!res.ok) {
     const code = data?.error?.code;
     const error = new Error(PERSON_MESSAGES[code]?.(KEY_PLACES[keyPlace]) || errorMessage(res, data, text));
