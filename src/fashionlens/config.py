@@ -60,7 +60,7 @@ class TrainConfig:
     checkpoint_every: int = 50  # also save a resumable checkpoint every N steps (0 = epoch ends only)
     val_split: str = "val"  # split used for validation ("" = none)
     train_split: str = "train"  # split used for training
-    init_from: str = ""  # run directory whose backbone initialises this run (identity pre-training)
+    init_from: str = ""  # run whose backbone (and, for the same label set, heads) initialises this run
     instance_views: int = 0  # self-supervised: each training image is its own item, seen as N views (labels unused)
     log_every: int = 10  # steps between progress-bar updates of the running loss
 

@@ -148,14 +148,41 @@ def make_loader(ds: Dataset, cfg: RunConfig, batch_sampler: Any = None, seed: in
     return DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=False, **kw)
 
 
-def init_backbone_from(model: nn.Module, run_dir: str) -> int:
-    """Copy the backbone weights of another run (identity pre-training); returns the number of tensors."""
-    state = load_checkpoint(find_checkpoint(run_dir))["model"]
+#: The checkpoint labels that give the heads' outputs their meaning (``Trainer.labels``): heads are only copied
+#: between runs that agree on all of them.
+HEAD_LABELS = ("categories", "attributes", "hierarchy_levels", "items")
+
+
+def init_backbone_from(model: nn.Module, run_dir: str,
+                       labels: dict[str, Any] | None = None) -> tuple[int, int, str]:
+    """Copy another run's weights into ``model`` (``train.init_from``): its backbone always (identity
+    pre-training, a served model fine-tuned on people's answers); its heads too when ``labels`` (the new run's,
+    as ``Trainer.labels`` gives them) name the same categories, attributes, taxonomy levels and items, in the
+    same order, as the init run's checkpoint and every head tensor has the new model's name and shape.  Then a
+    fine-tune continues the init run's classifier instead of starting a random one: in the answer loop of
+    benchmarks/bench_answer_loop.py (a 307-photo seed of clothing-small, then 691 answers, 2 epochs of the
+    ``finetune`` recipe) validation top-1 went from the seed model's 0.62 to 0.61 with fresh heads, to 0.74
+    with the heads continued.
+
+    Returns (backbone tensors copied, head tensors copied, why the heads start afresh: "" when copied)."""
+    ckpt = load_checkpoint(find_checkpoint(run_dir))
+    state = ckpt["model"]
     backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     if not backbone:
         raise ValueError(f"{run_dir}: its checkpoint has no backbone weights")
     model.backbone.load_state_dict(backbone)
-    return len(backbone)
+    if labels is None:
+        return len(backbone), 0, "no label set given"
+    theirs = ckpt.get("labels") or {}
+    differ = [k for k in HEAD_LABELS if list(theirs.get(k) or []) != list(labels.get(k) or [])]
+    if differ:
+        return len(backbone), 0, f"its {' and '.join(differ)} differ from this run's"
+    heads = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    if heads.keys() != own.keys() or any(heads[k].shape != own[k].shape for k in own):
+        return len(backbone), 0, "its heads have other names or shapes (another model layout)"
+    model.load_state_dict(heads, strict=False)
+    return len(backbone), len(heads), ""
 
 
 def _silent(*_args: Any, **_kw: Any) -> None:
@@ -249,8 +276,12 @@ class Trainer:
                             num_items=len(self.train_ds.items) if cfg.loss.item > 0 else 0,
                             level_sizes=[len(level) for level in self.hierarchy.levels])
         if cfg.train.init_from:
-            n = init_backbone_from(model, cfg.train.init_from)
-            self.log(f"initialised {n} backbone tensors from {cfg.train.init_from}")
+            n, heads, why = init_backbone_from(model, cfg.train.init_from, self.labels())
+            if heads:
+                self.log(f"initialised {n} backbone tensors and {heads} head tensors from {cfg.train.init_from} "
+                         "(same categories and attributes: its heads continue)")
+            else:
+                self.log(f"initialised {n} backbone tensors from {cfg.train.init_from} (the heads start afresh: {why})")
         if cfg.train.sync_bn:
             model = ddp.sync_batchnorm(model, self.device, self.world, log=self.log)
         model = model.to(self.device)
