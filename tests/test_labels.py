@@ -214,8 +214,9 @@ def test_export_writes_a_manifest_the_reader_reads_back(cat, images, predictor, 
     cat.add_embeddings(vectors, [{"category": "Tee"}])  # a given label without a stored image
     out = tmp_path / "sub" / name
     summary = export_manifest(cat, out)
+    sidecar = str(out.with_suffix(".labels.json"))
     assert summary == {"manifest": str(out), "rows": 8, "by_provenance": {"confirmed": 4, "corrected": 4},
-                       "skipped": {"no_image": 0, "no_category": 0}}
+                       "skipped": {"no_image": 0, "no_category": 0}, "label_space": sidecar}
     data = read(f"manifest:{out}")
     assert len(data) == 8 and data.splits() == {"train": 8}
     assert {s.image: s.category_name for s in data} == {img: c for img, (c, _) in truth.items()}
@@ -224,9 +225,13 @@ def test_export_writes_a_manifest_the_reader_reads_back(cat, images, predictor, 
         positive = {data.info.attributes[j] for j in np.flatnonzero(np.asarray(s.attributes) > 0)}
         assert positive == set(truth[s.image][1])
     assert sorted({s.item_id for s in data}) == ["S0", "S1", "S2", "S3"]  # the SKU is the reader's item id
-    assert set(data.info.categories) == {c for c, _ in truth.values()}
+    # the served model's label space, in its order, whatever the answers name (the sidecar)
+    assert data.info.categories == LABELS["categories"] and data.info.attributes == LABELS["attributes"]
     for name_, path in zip(data.info.categories, data.info.category_paths):
         assert path == LABELS["category_paths"][LABELS["categories"].index(name_)]
+
+    os.remove(sidecar)  # without it: the answers' own vocabulary
+    assert set(read(f"manifest:{out}").info.categories) == {c for c, _ in truth.values()}
 
     only = export_manifest(cat.directory, tmp_path / "given.csv", "given,predicted")  # a directory works too
     assert only["rows"] == 2 and only["by_provenance"] == {"given": 0, "predicted": 2}
@@ -327,3 +332,37 @@ def test_cli_add_review_answer_export(tmp_path, images, run, capsys):
     assert "nowhere" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
     assert main(["catalog", "export", catalog, "--out", str(tmp_path / "x.csv"), "--labels", "sure"]) == 2
     assert "'sure'" in capsys.readouterr().err
+
+
+def test_a_label_space_sidecar_is_checked_and_names_its_file(tmp_path, images):
+    from fashionlens.data.samples import DataFormatError
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("image,category,attributes\n" + f"{images[0]},Tee,striped\n" + f"{images[1]},Dress,\n")
+    space = tmp_path / "m.labels.json"
+    space.write_text(json.dumps({"categories": ["Dress", "Shorts", "Tee"], "category_paths": [
+        "full.dresses.dress", "lower.shorts.shorts", "upper.tops.tee"], "attributes": ["striped", "dotted"]}))
+    data = read(f"manifest:{manifest}")
+    assert data.info.categories == ["Dress", "Shorts", "Tee"] and data.info.attributes == ["striped", "dotted"]
+    assert [s.category for s in data] == [2, 0] and data.info.category_paths[1] == "lower.shorts.shorts"
+    space.write_text(json.dumps({"categories": ["Dress", "Shorts"], "attributes": ["striped"]}))
+    with pytest.raises(DataFormatError, match=r"m.csv:2: category 'Tee' is not in the label space"):
+        read(f"manifest:{manifest}")
+    space.write_text(json.dumps({"categories": ["Dress", "Tee"], "attributes": []}))
+    with pytest.raises(DataFormatError, match=r"m.csv:2: attribute 'striped' is not in the label space"):
+        read(f"manifest:{manifest}")
+    space.write_text("{not json")
+    with pytest.raises(DataFormatError, match=r"m.labels.json:1"):
+        read(f"manifest:{manifest}")
+    space.write_text(json.dumps({"categories": ["Tee", "Tee"]}))
+    with pytest.raises(DataFormatError, match=r"m.labels.json: expected"):
+        read(f"manifest:{manifest}")
+
+
+def test_answers_naming_a_category_the_model_lacks_get_no_label_space(cat, images, predictor, tmp_path):
+    ids = cat.add(images[:2], None, predictor)
+    cat.answer(ids[0], "yes")
+    cat.answer(ids[1], "no", category="Jumpsuit")  # a person names a category the model does not have
+    summary = export_manifest(cat, tmp_path / "a.csv")
+    assert summary["label_space"] is None and not (tmp_path / "a.labels.json").exists()
+    assert "Jumpsuit" in read(f"manifest:{tmp_path / 'a.csv'}").info.categories

@@ -58,7 +58,7 @@ from fashionlens.files import atomic_write
 from fashionlens.hierarchy.hedging import HedgedClassifier
 from fashionlens.inference import DeviceLike, EnsemblePredictor, Predictor, as_device
 from fashionlens.runs.calibrate import calibration_path, load_calibration, load_hedger
-from fashionlens.training.checkpoint import load_model
+from fashionlens.training.checkpoint import find_checkpoint, load_checkpoint, load_model
 
 FORMAT = 1
 INPUT_NAME = "images"
@@ -402,6 +402,15 @@ def load_predictor(model: ModelSpec, *, threads: int | None = None, device: Devi
     if len(models) == 1:
         return one(models[0])
     return EnsemblePredictor([one(m) for m in models])
+
+
+def model_labels(model: ModelSpec) -> dict[str, Any]:
+    """The label set (categories, taxonomy paths, attributes, ...) of a run directory, checkpoint or exported
+    .onnx file, without loading the network; of an ensemble, its first member's (members share one)."""
+    first = model_list(model)[0]
+    if is_onnx(first):
+        return read_metadata(first)[1]
+    return load_checkpoint(find_checkpoint(first))["labels"]
 
 
 def model_key(model: ModelSpec | None) -> str | list[str] | None:

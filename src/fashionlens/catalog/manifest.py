@@ -19,6 +19,8 @@ from typing import Any, Sequence
 
 from fashionlens.catalog.catalog import Catalog
 from fashionlens.catalog.store import ANSWERED, PROVENANCES
+from fashionlens.data.readers.manifest import label_space_path
+from fashionlens.export import model_labels
 from fashionlens.files import atomic_write
 
 COLUMNS = ("image", "category", "category_path", "attributes", "sku", "split", "provenance", "labelled_at",
@@ -48,7 +50,13 @@ def export_manifest(catalog: Catalog | str, out: str | os.PathLike,
     ``out`` as it was, when no row would be written, for an unknown provenance or output type, and for a CSV
     whose attribute names hold ``;`` or ``|`` (write JSON Lines then).
 
-    Returns ``{"manifest": path, "rows": n, "by_provenance": {provenance: n}, "skipped": {reason: n}}``."""
+    Next to it, ``NAME.labels.json`` declares the catalog model's label space (its categories in its order, their
+    taxonomy paths, its attributes), which the ``manifest:`` reader then uses: a model fine-tuned on answers that
+    name only some categories keeps all of them, and ``--init-from`` continues the served model's heads.  Not
+    written when the model cannot be read or the answers name a category it lacks.
+
+    Returns ``{"manifest": path, "rows": n, "by_provenance": {provenance: n}, "skipped": {reason: n},
+    "label_space": sidecar path or None}``."""
     wanted = parse_provenances(labels)
     out = os.path.abspath(os.fspath(out))
     ext = os.path.splitext(out)[1].lower()
@@ -56,10 +64,10 @@ def export_manifest(catalog: Catalog | str, out: str | os.PathLike,
         raise ValueError(f"{out}: unknown manifest type {ext!r}: use .csv or .jsonl")
     if isinstance(catalog, Catalog):
         items = catalog.labelled(wanted)
-        where = catalog.directory
+        where, run = catalog.directory, catalog.model_run
     else:
         with Catalog.open(os.fspath(catalog)) as opened:
-            items, where = opened.labelled(wanted), opened.directory
+            items, where, run = opened.labelled(wanted), opened.directory, opened.model_run
     skipped = {"no_image": 0, "no_category": 0}
     rows = _rows(items, skipped)
     if not rows:
@@ -70,11 +78,39 @@ def export_manifest(catalog: Catalog | str, out: str | os.PathLike,
     else:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     os.makedirs(os.path.dirname(out), exist_ok=True)
+    space = _label_space(run, rows)
+    if space is not None:
+        atomic_write(label_space_path(out), json.dumps(space, indent=1, ensure_ascii=False))
     atomic_write(out, text)
     by: dict[str, int] = {p: 0 for p in wanted}
     for r in rows:
         by[r["provenance"]] += 1
-    return {"manifest": out, "rows": len(rows), "by_provenance": by, "skipped": skipped}
+    return {"manifest": out, "rows": len(rows), "by_provenance": by, "skipped": skipped,
+            "label_space": label_space_path(out) if space is not None else None}
+
+
+def _label_space(run: Any, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The catalog model's label space (categories in its order, taxonomy paths, attributes) for the manifest's
+    sidecar, so a model fine-tuned on the answers keeps every category of the served one (and its heads); None
+    when the model cannot be read or the answers name a category or attribute it lacks (people may add new ones:
+    the manifest's own vocabulary is used then)."""
+    if not run:
+        return None
+    try:
+        labels = model_labels(run)
+    except (OSError, ValueError, KeyError):
+        return None
+    names = list(labels.get("categories") or [])
+    paths = list(labels.get("category_paths") or []) or names
+    attributes = list(labels.get("attributes") or [])
+    if not names or len(paths) != len(names):
+        return None
+    known = dict(zip(names, paths))
+    for r in rows:
+        if r["category"] not in known or (r["category_path"] and r["category_path"] != known[r["category"]]) \
+                or set(r["attributes"]) - set(attributes):
+            return None
+    return {"categories": names, "category_paths": paths, "attributes": attributes, "model": str(run)}
 
 
 def _rows(items: list[dict[str, Any]], skipped: dict[str, int]) -> list[dict[str, Any]]:

@@ -137,6 +137,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     skipped = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in summary["skipped"].items() if n)
     print(f"wrote {summary['rows']} row(s) to {summary['manifest']}: {counts}"
           + (f" (skipped: {skipped})" if skipped else ""))
+    if summary.get("label_space"):
+        print(f"the served model's label space (every category, in its order): {summary['label_space']}")
     print("train on them: fashionlens train --recipe finetune --init-from SERVED_RUN "
           f"--data manifest:{summary['manifest']} --out NEW_RUN")
     return 0

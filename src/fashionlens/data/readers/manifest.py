@@ -206,12 +206,65 @@ def _category_types(rows: list[_Row], n: int) -> list[int]:
     return [int(c.argmax()) if c.any() else 0 for c in counts]
 
 
+def label_space_path(manifest: str) -> str:
+    """``answers.csv`` -> ``answers.labels.json``: the file that declares a manifest's label space."""
+    return os.path.splitext(os.path.abspath(manifest))[0] + ".labels.json"
+
+
+def read_label_space(manifest: str) -> dict[str, list[str]] | None:
+    """The label space a manifest's sidecar declares (``{"categories", "category_paths", "attributes"}``, in the
+    model's order), None when it has none; DataFormatError naming the file when it is malformed."""
+    path = label_space_path(manifest)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            space = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataFormatError(path, getattr(e, "lineno", None), f"not a JSON label space: {e}") from None
+    names = space.get("categories") if isinstance(space, dict) else None
+    paths = space.get("category_paths") or [] if isinstance(space, dict) else []
+    attrs = space.get("attributes") or [] if isinstance(space, dict) else []
+    if (not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names)
+            or len(set(names)) != len(names)):
+        raise DataFormatError(path, None, "expected {\"categories\": [distinct names, ...], \"category_paths\": "
+                                          "[...], \"attributes\": [...]}")
+    if paths and (len(paths) != len(names) or not all(isinstance(p, str) and p for p in paths)):
+        raise DataFormatError(path, None, f"category_paths: {len(paths)} paths for {len(names)} categories")
+    if not all(isinstance(a, str) and a for a in attrs) or len(set(attrs)) != len(attrs):
+        raise DataFormatError(path, None, "attributes: expected distinct names")
+    return {"categories": list(names), "category_paths": list(paths) or list(names), "attributes": list(attrs)}
+
+
+def _declared(space: dict[str, list[str]], rows: list[_Row], path: str) -> tuple[list[str], list[str], list[str]]:
+    """The declared label space, checked against the rows: every category and attribute a row names must be in it,
+    with the same taxonomy path (DataFormatError naming the row)."""
+    names, paths = space["categories"], dict(zip(space["categories"], space["category_paths"]))
+    attributes = set(space["attributes"])
+    for row in rows:
+        name = row.category or row.category_path
+        if name is not None and name not in paths:
+            raise DataFormatError(path, row.line, f"category {name!r} is not in the label space of "
+                                                  f"{label_space_path(path)}")
+        if name is not None and row.category_path and row.category_path != paths[name]:
+            raise DataFormatError(path, row.line, f"category {name!r} has category_path {row.category_path!r}, the "
+                                                  f"label space {paths[name]!r}")
+        unknown = [a for a in row.attributes or () if a not in attributes]
+        if unknown:
+            raise DataFormatError(path, row.line, f"attribute {unknown[0]!r} is not in the label space of "
+                                                  f"{label_space_path(path)}")
+    return names, [paths[n] for n in names], list(space["attributes"])
+
+
 def read_manifest(path: str, *, missing: str = "error") -> SampleSet:
     """Read a CSV / JSONL manifest into samples.
 
     Attribute names form a sorted vocabulary; a row's ``attributes`` array is 1 for the names it lists and
     -1 for the others (None when the row has no attributes value at all: JSON key absent or null).
-    Category names are sorted; a row with only ``category_path`` is named by that path.
+    Category names are sorted; a row with only ``category_path`` is named by that path.  A sidecar
+    ``NAME.labels.json`` (:func:`read_label_space`; ``catalog export`` writes it) declares the label space instead:
+    its categories, taxonomy paths and attributes in its order, even those no row names, so a model fine-tuned on
+    the manifest keeps every category of the served one.
     """
     if missing not in ("error", "skip"):
         raise ValueError(f"missing must be 'error' or 'skip', not {missing!r}")
@@ -224,6 +277,9 @@ def read_manifest(path: str, *, missing: str = "error") -> SampleSet:
         raise DataFormatError(path, None, "no rows: the manifest lists no images")
     categories, category_paths = _category_vocabulary(rows, path)
     attributes = sorted({a for row in rows for a in row.attributes or ()})
+    declared = read_label_space(path)
+    if declared is not None:
+        categories, category_paths, attributes = _declared(declared, rows, path)
     cat_index = {c: i for i, c in enumerate(categories)}
     att_index = {a: i for i, a in enumerate(attributes)}
     for row in rows:
