@@ -7,8 +7,15 @@ Starts `fashionlens serve` on 127.0.0.1 (a free port) for a model run and a COPY
 image. Only loopback traffic.
 
     python benchmarks/bench_load.py --model RUN_DIR --catalog CATALOG --images DIR [--clients 8] [--seconds 30]
+        [--runtimes eager onnx int8] [--out load]
 
-Writes benchmarks/results/load.json.
+``--runtimes``: the same load against the server running the run in eager PyTorch, its ONNX export (ONNX
+Runtime) and its static INT8 quantisation (``--int8-flags``: e.g. ``--float-depthwise``; calibrated on 32 of
+``--images``), one after the other in the same process: each gets its own copy of the catalog, re-embedded with
+that model through ``fashionlens catalog reindex`` (a catalog never mixes two models' vectors).  Throughput is
+also given as a ratio to the first runtime's, measured in the same run.
+
+Writes benchmarks/results/load.json (``--out``).
 """
 
 from __future__ import annotations
@@ -115,6 +122,42 @@ def summarise(log: list, wall: float) -> dict:
     return out
 
 
+def prepare(runtime: str, run: str, catalog: str, images: list[str], work: str, int8_flags: list[str]) -> str:
+    """The model file of ``runtime`` (the run itself, its ONNX export, or its INT8 quantisation), with ``catalog``
+    re-embedded by it when it is not the catalog's own model (``catalog reindex``)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if runtime == "eager":
+        return run
+    model = os.path.join(work, f"{runtime}.onnx")
+    cmd = [sys.executable, "-m", "fashionlens", "export-onnx", "--model", run, "--out", model]
+    if runtime == "int8":
+        folder = os.path.join(work, "calibration")
+        os.makedirs(folder, exist_ok=True)
+        for i, path in enumerate(images[:: max(1, len(images) // 32)][:32]):
+            os.symlink(os.path.abspath(path), os.path.join(folder, f"{i:03d}.jpg"))
+        cmd += ["--int8", "--data", f"images:{folder}", "--calibration-images", "32", "--eval-images", "0",
+                "--seconds", "0.2", *int8_flags]
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "fashionlens", "catalog", "reindex", catalog, "--model", model],
+                   check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return model
+
+
+def load_one(model: str, catalog: str, images: list[str], args: argparse.Namespace, mix: dict[str, float]) -> dict:
+    """One server for ``model`` on ``catalog``, the load, the verification of every acknowledged add."""
+    port = free_port()
+    server = start_server(model, catalog, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        log, added, wall = asyncio.run(run_load(base, images, args.clients, args.seconds, mix, args.max_requests))
+        summary = summarise(log, wall)
+        summary["verification"] = verify_adds(base, added)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
@@ -124,33 +167,40 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--max-requests", type=int, default=5000)
     parser.add_argument("--mix", default="classify=0.4,search=0.4,add=0.2")
+    parser.add_argument("--runtimes", nargs="+", default=["eager"], choices=("eager", "onnx", "int8"))
+    parser.add_argument("--int8-flags", default="", help="extra export-onnx flags for int8, e.g. '--float-depthwise'")
+    parser.add_argument("--out", default="load", help="result name under benchmarks/results/")
     args = parser.parse_args()
     mix = {k: float(v) for k, v in (part.split("=") for part in args.mix.split(","))}
     images = sorted(glob.glob(os.path.join(args.images, "**", "*.jpg"), recursive=True))[:500]
     if not images:
         raise SystemExit(f"no .jpg images under {args.images}")
     work = tempfile.mkdtemp(prefix="fl-load-")
-    catalog = shutil.copytree(args.catalog, os.path.join(work, "catalog"))
-    port = free_port()
-    server = start_server(args.model, catalog, port)
-    base = f"http://127.0.0.1:{port}"
+    results: dict[str, dict] = {}
     try:
-        log, added, wall = asyncio.run(run_load(base, images, args.clients, args.seconds, mix, args.max_requests))
-        summary = summarise(log, wall)
-        summary["verification"] = verify_adds(base, added)
+        for runtime in args.runtimes:
+            catalog = shutil.copytree(args.catalog, os.path.join(work, f"catalog-{runtime}"))
+            model = prepare(runtime, args.model, catalog, images, work, args.int8_flags.split())
+            results[runtime] = load_one(model, catalog, images, args, mix)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{args.clients} clients, {summary['seconds']:.1f} s: {summary['requests']} requests, "
-          f"{summary['throughput_rps']:.1f} req/s, {summary['errors']} errors")
-    print("| request | count | p50 ms | p95 ms | p99 ms |\n|---|---|---|---|---|")
-    for kind in mix:
-        if kind in summary:
-            s = summary[kind]
-            print(f"| {kind} | {s['count']} | {s['p50_ms']:.0f} | {s['p95_ms']:.0f} | {s['p99_ms']:.0f} |")
-    print(f"verification: {summary['verification']}")
-    path = write("load", {"clients": args.clients, "mix": mix, **summary})
+    first = results[args.runtimes[0]]["throughput_rps"]
+    print(f"{args.clients} clients, {args.seconds:g} s per runtime, mix {args.mix}")
+    print("| runtime | requests/s | x " + args.runtimes[0] + " | errors | " +
+          " | ".join(f"{k} p50 / p95 / p99 ms" for k in mix) + " |")
+    print("|---|---|---|---|" + "---|" * len(mix))
+    for runtime, summary in results.items():
+        summary["throughput_over_first"] = summary["throughput_rps"] / first
+        cells = [f"{summary[k]['p50_ms']:.0f} / {summary[k]['p95_ms']:.0f} / {summary[k]['p99_ms']:.0f}"
+                 if k in summary else "-" for k in mix]
+        print(f"| {runtime} | {summary['throughput_rps']:.1f} | {summary['throughput_over_first']:.2f} | "
+              f"{summary['errors']} | " + " | ".join(cells) + " |")
+        print(f"  {runtime} verification: {summary['verification']}")
+    payload = {"clients": args.clients, "mix": mix, "seconds_per_runtime": args.seconds, "model": args.model,
+               "int8_flags": args.int8_flags, "runtimes": results}
+    if len(results) == 1:  # the single-runtime layout of earlier runs
+        payload.update(next(iter(results.values())))
+    path = write(args.out, payload)
     print(f"wrote {path}")
 
 
