@@ -142,6 +142,15 @@ def test_demo_quick_then_reuses(tmp_path, capsys):
     assert main(["demo", "--workdir", str(work), "--quick", "--no-serve"]) == 0  # second run reuses render and model
     second = capsys.readouterr().out
     assert "reusing the rendered garment set" in second and "reusing the trained model" in second
+    # the demo calibrates its run and writes what it was trained on; it serves hedged, guided answers
+    assert (work / "run" / "calibration.json").is_file() and (work / "run" / "familiarity.npz").is_file()
+    assert "calibrated the model" in first and "familiarity:" in first
+    from fashionlens.cli.serve import demo_settings
+
+    settings = demo_settings(str(work / "run"), str(work / "catalog"), "k")
+    assert settings.guide == "imagenet" and settings.target_accuracy == 0.9 and settings.api_key == "k"
+    (work / "run" / "calibration.json").unlink()
+    assert demo_settings(str(work / "run"), str(work / "catalog"), "k").target_accuracy is None
 
 
 def _free_port() -> int:

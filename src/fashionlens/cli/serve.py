@@ -65,19 +65,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
 DEMO_TARGET_ACCURACY = 0.9  # the demo page's first choice of how sure an answer must be
 
 
+def demo_settings(model_run: str, catalog_dir: str, key: str):
+    """The demo's ServeSettings: the ImageNet guide on, hedged answers at 90% first when the run is calibrated."""
+    # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
+    from fashionlens.runs import calibration_path
+    from fashionlens.serving import ServeSettings
+
+    target = DEMO_TARGET_ACCURACY if os.path.isfile(calibration_path(model_run)) else None
+    settings = ServeSettings(model_run=model_run, catalog_dir=catalog_dir, api_key=key, guide="imagenet",
+                             target_accuracy=target)
+    settings.validate()
+    return settings
+
+
 def serve_demo(model_run: str, catalog_dir: str, host: str, port: int) -> None:
     """Serve the demo's model and catalog; a write key is made up unless $FASHIONLENS_API_KEY is set.  The
     answers are hedged at 90% when the run is calibrated (the demo calibrates it) and say when a photo shows
     something the model does not know (the ImageNet guide)."""
     # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
-    from fashionlens.runs import calibration_path
-    from fashionlens.serving import ServeSettings, serve
+    from fashionlens.serving import serve
 
     key = os.environ.get("FASHIONLENS_API_KEY") or secrets.token_urlsafe(12)
-    target = DEMO_TARGET_ACCURACY if os.path.isfile(calibration_path(model_run)) else None
-    settings = ServeSettings(model_run=model_run, catalog_dir=catalog_dir, api_key=key, guide="imagenet",
-                             target_accuracy=target)
-    settings.validate()
+    settings = demo_settings(model_run, catalog_dir, key)
     print(f"\nfashionlens is serving the demo at http://{host}:{port}  (API docs: /docs)")
     print(f"API key for adding items (the page asks for it): {key}", flush=True)
     serve(settings, host=host, port=port)
