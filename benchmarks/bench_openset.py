@@ -49,6 +49,7 @@ VARIANTS: dict[str, list[str]] = {
     "recipe + mined multi-similarity (epsilon 0.1)": ["loss.ms_epsilon=0.1"],
     "recipe with supcon + feature distillation": ["loss.metric_loss=supcon", "loss.temperature=0.1",
                                                    "loss.distill=2.0"],
+    "recipe with 5 of 7 stages frozen (only the last two and the heads train)": ["model.frozen_stages=5"],
 }
 SHIPPED = next(iter(VARIANTS))
 
