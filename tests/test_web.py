@@ -96,7 +96,6 @@ def garments(tmp_path_factory, one_thread):
 @pytest.fixture(scope="module")
 def server(garments, tmp_path_factory, sync_playwright):
     """Base URL of the app serving a tiny model and a catalog of the shop images."""
-    import uvicorn
     from test_catalog import make_run
 
     from fashionlens.catalog import build
@@ -109,6 +108,15 @@ def server(garments, tmp_path_factory, sync_playwright):
     summary = build(str(root / "catalog"), run, shop, batch_size=64, progress=False)
     assert summary["items"] == len(shop)
     app = create_app(ServeSettings(model_run=run, catalog_dir=str(root / "catalog"), api_key=API_KEY))
+    with serve_in_thread(app) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def serve_in_thread(app):
+    """The base URL of ``app`` served by uvicorn in a daemon thread on a free loopback port (stopped after)."""
+    import uvicorn
+
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -118,10 +126,12 @@ def server(garments, tmp_path_factory, sync_playwright):
     while not uv.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    uv.should_exit = True
-    thread.join(10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        uv.should_exit = True
+        thread.join(10)
+        sock.close()
 
 
 def api(base, method, path, **kw):

@@ -3,10 +3,6 @@ keep answering with the old model while the new embeddings are staged, a search 
 ``model_changed``) is asked again by the page without a word to the person, and the answer after it is the new
 model's.  The live app in a thread (as tests/test_web.py), test_reindex's two tiny models and catalog."""
 
-import socket
-import threading
-import time
-
 import pytest
 import test_reindex
 import test_web
@@ -22,25 +18,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 @pytest.fixture
 def served(world, tmp_path, sync_playwright):
     """(base URL, catalog directory, the app) of the app serving a copy of the reindex tests' catalog."""
-    import uvicorn
-
     from fashionlens.serving import ServeSettings, create_app
 
     directory = test_reindex.copy_catalog(world, tmp_path)
     app = create_app(ServeSettings(catalog_dir=directory, api_key="k"))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", directory, app
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with test_web.serve_in_thread(app) as base:
+        yield base, directory, app
     app.state.service.close()
 
 

@@ -13,15 +13,12 @@ Needs ``pip install playwright`` (never ``playwright install``) and ``/usr/bin/c
 
 import json
 import re
-import socket
-import threading
-import time
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 import test_web
 from test_catalog import LABELS
-from test_web import API_KEY, api, crumbs, humanise, open_page, screenshot, wait_until
+from test_web import API_KEY, api, crumbs, humanise, open_page, screenshot, serve_in_thread, wait_until
 
 # tests/test_web.py's fixtures, used here by name: the browser, the rendered garments, playwright (or a skip)
 browser, garments, sync_playwright = test_web.browser, test_web.garments, test_web.sync_playwright
@@ -38,7 +35,6 @@ def server(garments, tmp_path_factory, sync_playwright):
     """Base URL of the app serving a tiny model and a catalog of the shop images labelled by the model itself
     (label provenance predicted: the review queue holds them all), one of them, the one the model is surest of,
     flagged by the label audit as `catalog audit` does (SUSPECT: the queue lists it first)."""
-    import uvicorn
     from test_catalog import DIM, make_run
 
     from fashionlens.catalog import Catalog
@@ -58,19 +54,8 @@ def server(garments, tmp_path_factory, sync_playwright):
                                          "suggested": thinks, "confidence": 0.9, "p_given": SUSPECT["score"]}])  # row
         SUSPECT.update(item_id=surest["item_id"], category=surest["category"], thinks=thinks)
     app = create_app(ServeSettings(model_run=run, catalog_dir=str(root / "catalog"), api_key=API_KEY))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    uv.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serve_in_thread(app) as base:
+        yield base
 
 
 def queue(base, limit=500):
