@@ -30,7 +30,7 @@ from fashionlens.config import RunConfig
 from fashionlens.data.decode import load_image
 from fashionlens.data.samples import LANDMARK_SLOTS, NUM_SLOTS, SLOTS_BY_TYPE
 from fashionlens.data.transforms import build_transforms, eval_size
-from fashionlens.openworld import FAMILIARITY_FILE, Familiarity, ImageNetGuide, fuse, guide_backbone
+from fashionlens.openworld import ImageNetGuide, fuse, guide_backbone
 from fashionlens.runs.calibrate import (
     calibration_path,
     find_ensemble_calibration,
@@ -40,6 +40,7 @@ from fashionlens.runs.calibrate import (
     load_hedger,
 )
 from fashionlens.runs.ensemble import check_same_labels, concat_embeddings
+from fashionlens.runs.familiarity import load_familiarity
 from fashionlens.training.checkpoint import load_model
 from fashionlens.utils import resolve_device, softmax
 
@@ -104,9 +105,7 @@ class Predictor:
     def familiarity(self) -> Any:
         """The run's ``openworld.Familiarity`` (its familiarity.npz), None when it has none."""
         if self._familiarity is False:
-            folder = self.run if self.run and os.path.isdir(self.run) else os.path.dirname(os.path.abspath(self.run or "."))
-            path = os.path.join(folder, FAMILIARITY_FILE) if self.run else None
-            self._familiarity = Familiarity.load(path) if path and os.path.isfile(path) else None
+            self._familiarity = load_familiarity(self.run) if self.run else None
         return self._familiarity
 
     def add_scope(self, images: Sequence[Image.Image], answers: list[dict[str, Any]]) -> None:

@@ -16,7 +16,7 @@ with a "shoes" category covers footwear; every model with other categories cover
 (:func:`scope_verdict`) and its two thresholds are plain numbers, measured in ``benchmarks/bench_openworld.py``
 on rendered garments (must stay ``known``) and on real photos.
 
-:class:`ImageNetGuide` runs that network on images (letterboxed to a square, 224 px); ``Predictor.scope`` and the
+:class:`ImageNetGuide` runs that network on images (letterboxed to a square, 224 px); ``Predictor.add_scope`` and the
 server's answers use it when a guide is attached (``Predictor.load(run, guide="imagenet")``, ``serve --guide``).
 """
 
@@ -170,6 +170,15 @@ class ImageNetGuide:
         self.std = np.asarray(std, np.float32)[:, None, None]
         self.class_names = {i: name for classes in KINDS.values() for i, name in classes.items()}
         self._matrices: dict[tuple, np.ndarray] = {}
+        self._info: Any = None
+
+    def _descriptions(self) -> Any:
+        """timm's ImageNet class descriptions (its ``ImageNetInfo``, read once)."""
+        if self._info is None:
+            from timm.data import ImageNetInfo  # lazy: timm is imported (after the CPU shim) by the model above
+
+            self._info = ImageNetInfo()
+        return self._info
 
     @property
     def space(self) -> str:
@@ -207,11 +216,9 @@ class ImageNetGuide:
 
     def describe(self, probabilities: np.ndarray) -> dict[str, Any]:
         """What one photo looks like: its kind masses and the most probable ImageNet class (any class)."""
-        from timm.data import ImageNetInfo  # lazy: timm is imported (after the CPU shim) by the model above
-
         masses = {k: float(v[0]) for k, v in kind_masses(probabilities[None]).items()}
         top = int(np.argmax(probabilities))
-        looks = self.class_names.get(top) or ImageNetInfo().index_to_description(top).split(",")[0]
+        looks = self.class_names.get(top) or self._descriptions().index_to_description(top).split(",")[0]
         return {"masses": masses, "looks_like": looks, "looks_like_probability": float(probabilities[top])}
 
     def scope(self, images: Sequence[Image.Image], categories: Sequence[str], paths: Sequence[str] = (),
