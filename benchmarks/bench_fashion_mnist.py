@@ -5,7 +5,8 @@ Reference points (zalando's benchmark table): ResNet-18 0.949, best entry 0.967.
     python benchmarks/bench_fashion_mnist.py [--epochs N] [--max-minutes M] [--work /tmp/fl-fmnist]
 
 Needs the Fashion-MNIST files (Debian package dataset-fashion-mnist, or a DIR with the four IDX files).
-Prints a table and writes benchmarks/results/fashion_mnist.json.
+Prints a table and writes benchmarks/results/fashion_mnist.json (recipe fashion-mnist-preact:
+fashion_mnist_preact.json).
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def main() -> None:
     rows = {f"fashionlens ({args.recipe} recipe, {cfg.model.backbone}, this CPU)": row,
             "zalando table: ResNet-18": {"category_top1": 0.949}, "zalando table: best entry": {"category_top1": 0.967}}
     print(table(rows, ("category_top1", "category_top1_without_tta", "train_minutes", "epochs")))
-    path = write("fashion_mnist", {"recipe": args.recipe, "backbone": cfg.model.backbone,
+    name = "fashion_mnist" if args.recipe == "fashion-mnist" else "fashion_mnist_" + args.recipe.removeprefix(
+        "fashion-mnist-").replace("-", "_")  # one JSON per recipe: fashion_mnist.json, fashion_mnist_preact.json
+    path = write(name, {"recipe": args.recipe, "backbone": cfg.model.backbone,
                                    "image_size": cfg.data.image_size, "test_accuracy": row["category_top1"],
                                    "test_accuracy_without_tta": row.get("category_top1_without_tta"),
                                    "train_minutes": row["train_minutes"], "epochs": row["epochs"],

@@ -22,6 +22,7 @@ class DataConfig:
     resize_mode: str = "pad"  # "pad": keep aspect, pad to a square with the mean colour; "stretch": squash to a square
     rrc_scale: tuple[float, float] = (0.6, 1.0)  # RandomResizedCrop area range (train only)
     rrc_ratio: tuple[float, float] = (0.75, 1.333)  # RandomResizedCrop aspect range (train only)
+    crop_padding: int = 0  # > 0: train crops are the CIFAR crop (resize to image_size, pad by this many pixels, random crop back) instead of RandomResizedCrop
     rotation_degrees: float = 15.0  # random rotation range +-degrees (train only; up to 50)
     hflip_p: float = 0.5  # horizontal flip probability (train only); landmarks swap left/right
     color_jitter: float = 0.3  # brightness/contrast/saturation jitter strength (train only; 0 disables)
@@ -68,7 +69,7 @@ class TrainConfig:
 @dataclass
 class ModelConfig:
     name: str = "fashionnet"  # preset: "fashionnet" (global + landmarks + landmark-pooled local) or "global"
-    backbone: str = "tf_efficientnet_lite0"  # "tiny_cnn", "tf_efficientnet_lite0/1/2" (offline weights), any timm name
+    backbone: str = "tf_efficientnet_lite0"  # "tiny_cnn", "preact_resnet" (small images, from scratch), "tf_efficientnet_lite0/1/2" (offline weights), any timm name
     pretrained: bool | str = True  # True: ImageNet weights; False: random init; a path: local weights file
     backbone_kwargs: dict = field(default_factory=dict)  # backbone constructor arguments, e.g. {widths: [32, 64]} (tiny_cnn), {drop_path_rate: 0.1} (timm)
     embedding_dim: int = 128  # size of the L2-normalised retrieval embedding

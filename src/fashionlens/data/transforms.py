@@ -20,7 +20,8 @@ resize, resized_crop and rotate with ``expand=False``).
 
 Resizing (``cfg.resize_mode``): ``"pad"`` (default) keeps the aspect ratio and pads to a square with
 the mean colour (zero after normalisation), so a long skirt stays long; ``"stretch"`` squashes the
-crop to a square like FashionNet.  Train: crop to the box with a margin, pad, RandomResizedCrop,
+crop to a square like FashionNet.  Train: crop to the box with a margin, pad, RandomResizedCrop (or, with
+``crop_padding``, the CIFAR crop: resize, pad N pixels, random crop back),
 RandomRotation, flip with slot swap, ColorJitter (no hue: colour identifies items), RandomErasing
 (image only: erased landmarks keep their visibility).
 Eval: crop to the box with a margin, resize (longer side), pad -- deterministic.
@@ -268,7 +269,10 @@ def build_transforms(cfg: DataConfig, train: bool) -> GarmentTransform:
     pad = cfg.resize_mode == "pad"
     if train:
         geometry += [PadToSquare(fill)] if pad else []
-        geometry.append(v2.RandomResizedCrop(size, scale=tuple(cfg.rrc_scale), ratio=tuple(cfg.rrc_ratio)))
+        if cfg.crop_padding > 0:  # the CIFAR crop: every object keeps its scale, shifted by up to N pixels
+            geometry += [v2.Resize([size, size]), v2.RandomCrop(size, padding=int(cfg.crop_padding), fill=fill)]
+        else:
+            geometry.append(v2.RandomResizedCrop(size, scale=tuple(cfg.rrc_scale), ratio=tuple(cfg.rrc_ratio)))
         if cfg.rotation_degrees > 0:
             bilinear = v2.InterpolationMode.BILINEAR
             geometry.append(v2.RandomRotation(cfg.rotation_degrees, interpolation=bilinear, fill=fill))
@@ -295,6 +299,7 @@ def check_config(cfg: DataConfig) -> None:
         (cfg.resize_mode not in ("pad", "stretch"), f"resize_mode must be 'pad' or 'stretch', got {cfg.resize_mode!r}"),
         (not 0 < scale[0] <= scale[1] <= 1, f"rrc_scale needs 0 < min <= max <= 1, got {scale}"),
         (not 0 < ratio[0] <= ratio[1], f"rrc_ratio needs 0 < min <= max, got {ratio}"),
+        (not 0 <= cfg.crop_padding < cfg.image_size, f"crop_padding must be in [0, image_size), got {cfg.crop_padding}"),
         (not 0 <= degrees <= MAX_ROTATION, f"rotation_degrees must be in [0, {MAX_ROTATION:g}], got {degrees}"),
         (not 0 <= cfg.hflip_p <= 1, f"hflip_p must be in [0, 1], got {cfg.hflip_p}"),
         (not 0 <= cfg.random_erasing <= 1, f"random_erasing must be in [0, 1], got {cfg.random_erasing}"),

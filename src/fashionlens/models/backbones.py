@@ -30,10 +30,11 @@ from safetensors.torch import load_file
 from fashionlens.utils import import_torchvision
 
 TINY_CNN = "tiny_cnn"
+PREACT_RESNET = "preact_resnet"
 EFFICIENTNET_LITE = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 #: Names the project documents and tests; any other timm model name works as well.
 CURATED = (
-    TINY_CNN, *EFFICIENTNET_LITE, "resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_large_100",
+    TINY_CNN, PREACT_RESNET, *EFFICIENTNET_LITE, "resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_large_100",
     "convnext_atto",
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -100,6 +101,74 @@ class TinyCNN(nn.Module):
         return self.forward_features(x)
 
 
+class PreActBlock(nn.Module):
+    """BN-ReLU-conv3x3-BN-ReLU-conv3x3 plus the identity, or a 1x1 projection of the activated input when
+    the shape changes (He et al., "Identity mappings in deep residual networks", 2016)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.shortcut = (nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(x))
+        skip = x if self.shortcut is None else self.shortcut(out)
+        out = self.conv2(torch.relu(self.bn2(self.conv1(out))))
+        return out + skip
+
+
+class PreActResNet(nn.Module):
+    """A pre-activation ResNet for small images (CIFAR / Fashion-MNIST style): a 3x3 stem at full resolution,
+    then stages of :class:`PreActBlock`; the first stage keeps the resolution, each later one halves it.
+    The last stage ends with the final BN-ReLU that pre-activation networks need before pooling.
+
+    ``widths`` / ``depths``: channels and blocks per stage.  The default (32-64-128-256, 1-1-2-1 blocks,
+    1.5 M parameters) is the ``fashion-mnist`` recipe's network: at 28 px its stages see 28, 14, 7 and 4 px.
+    """
+
+    def __init__(self, widths: Sequence[int] = (32, 64, 128, 256), depths: Sequence[int] = (1, 1, 2, 1),
+                 stem_width: int | None = None, in_chans: int = 3):
+        super().__init__()
+        if len(widths) != len(depths) or not widths or min(depths) < 1:
+            raise ValueError(f"preact_resnet needs one depth >= 1 per width, got widths={list(widths)} "
+                             f"depths={list(depths)}")
+        stem_width = int(stem_width or widths[0])
+        self.stem = nn.Conv2d(in_chans, stem_width, 3, 1, 1, bias=False)
+        stages, prev, reduction, self.feature_info = [], stem_width, 1, []
+        for i, (width, depth) in enumerate(zip(widths, depths)):
+            stride = 1 if i == 0 else 2
+            reduction *= stride
+            blocks: list[nn.Module] = []
+            for j in range(depth):
+                blocks.append(PreActBlock(prev, width, stride if j == 0 else 1))
+                prev = width
+            if i == len(widths) - 1:
+                blocks += [nn.BatchNorm2d(prev), nn.ReLU(inplace=True)]
+            stages.append(nn.Sequential(*blocks))
+            self.feature_info.append({"num_chs": width, "reduction": reduction, "module": f"stages.{i}"})
+        self.stages = nn.ModuleList(stages)
+        self.num_features = prev
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | Sequence[int] | None = None, intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's contract (as :meth:`TinyCNN.forward_intermediates`), after the stem."""
+        return TinyCNN.forward_intermediates(self, self.stem(x), indices, intermediates_only)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+
 def create_backbone(name: str, pretrained: bool | str = False, **kw) -> nn.Module:
     """Build a backbone with ``forward_features(x) -> (B, C, h, w)`` and ``num_features``.
 
@@ -107,10 +176,10 @@ def create_backbone(name: str, pretrained: bool | str = False, **kw) -> nn.Modul
     ``pretrained``: False, True (ImageNet; offline for EfficientNet-Lite) or a local weights file path.
     ``kw`` go to the model constructor (e.g. ``drop_path_rate``).
     """
-    if name == TINY_CNN:
+    if name in (TINY_CNN, PREACT_RESNET):
         if pretrained is True:
-            raise ValueError("tiny_cnn has no pretrained weights: use pretrained=False or a local weights file")
-        model: nn.Module = TinyCNN(**kw)
+            raise ValueError(f"{name} has no pretrained weights: use pretrained=False or a local weights file")
+        model: nn.Module = TinyCNN(**kw) if name == TINY_CNN else PreActResNet(**kw)
     else:
         model = _create_timm(name, pretrained is True and name not in EFFICIENTNET_LITE, **kw)
         if pretrained is True and name in EFFICIENTNET_LITE:
@@ -212,9 +281,10 @@ def backbone_normalization(name: str, pretrained: bool | str = False) -> Norm:
 
     Taken from the architecture's timm pretrained config (EfficientNet-Lite: 0.5/0.5, i.e. inputs in
     [-1, 1]; most others ImageNet statistics), whatever ``pretrained`` is, so a model trained from
-    scratch and one fine-tuned from weights share one data pipeline.  ``tiny_cnn``: ImageNet statistics.
+    scratch and one fine-tuned from weights share one data pipeline.  ``tiny_cnn`` and ``preact_resnet``:
+    ImageNet statistics.
     """
-    if name == TINY_CNN:
+    if name in (TINY_CNN, PREACT_RESNET):
         return IMAGENET_MEAN, IMAGENET_STD
     timm = _timm()
     if not timm.is_model(name):
