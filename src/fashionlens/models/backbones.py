@@ -51,7 +51,42 @@ def _timm() -> ModuleType:
     return timm
 
 
-class TinyCNN(nn.Module):
+class StagedNet(nn.Module):
+    """timm's backbone contract for a network that is ``enter`` (a stem, or nothing) then ``self.stages``."""
+
+    def enter(self, x: torch.Tensor) -> torch.Tensor:
+        """What comes before the stages (nothing here; a stem in subclasses)."""
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.enter(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | Sequence[int] | None = None, intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's contract: ``indices`` int = the last n stages, a sequence = those stage indices, None = all."""
+        x, n = self.enter(x), len(self.stages)
+        if indices is None:
+            take = set(range(n))
+        elif isinstance(indices, int):
+            take = set(range(n - indices, n))
+        else:
+            take = {i % n for i in indices}
+        intermediates = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in take:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+
+class TinyCNN(StagedNet):
     """A few conv-BN-ReLU stages (stride 8 overall); fast enough for unit tests at 64 px.
 
     ``forward_features``: (B, 3, H, W) -> (B, num_features, H/8, W/8).
@@ -74,32 +109,6 @@ class TinyCNN(nn.Module):
             reduction *= stride
             self.feature_info.append({"num_chs": width, "reduction": reduction, "module": f"stages.{i}"})
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
-    def forward_intermediates(
-        self, x: torch.Tensor, indices: int | Sequence[int] | None = None, intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """timm's contract: ``indices`` int = the last n stages, a sequence = those stage indices, None = all."""
-        n = len(self.stages)
-        if indices is None:
-            take = set(range(n))
-        elif isinstance(indices, int):
-            take = set(range(n - indices, n))
-        else:
-            take = {i % n for i in indices}
-        intermediates = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in take:
-                intermediates.append(x)
-        return intermediates if intermediates_only else (x, intermediates)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)
-
 
 class PreActBlock(nn.Module):
     """BN-ReLU-conv3x3-BN-ReLU-conv3x3 plus the identity, or a 1x1 projection of the activated input when
@@ -118,7 +127,7 @@ class PreActBlock(nn.Module):
         return out + skip
 
 
-class PreActResNet(nn.Module):
+class PreActResNet(StagedNet):
     """A pre-activation ResNet for small images (CIFAR / Fashion-MNIST style): a 3x3 stem at full resolution,
     then stages of :class:`PreActBlock`; the first stage keeps the resolution, each later one halves it.
     The last stage ends with the final BN-ReLU that pre-activation networks need before pooling.
@@ -153,20 +162,8 @@ class PreActResNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return x
-
-    def forward_intermediates(
-        self, x: torch.Tensor, indices: int | Sequence[int] | None = None, intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """timm's contract (as :meth:`TinyCNN.forward_intermediates`), after the stem."""
-        return TinyCNN.forward_intermediates(self, self.stem(x), indices, intermediates_only)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)
+    def enter(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x)
 
 
 def create_backbone(name: str, pretrained: bool | str = False, **kw) -> nn.Module:
