@@ -85,7 +85,6 @@ def test_cifar_crop_shifts_the_image_without_rescaling_it():
         assert match, "the crop is not a shifted copy of the input"
         shifts.add(match[0])
     assert len(shifts) > 5  # random shifts, not one fixed offset
-    assert (0, 0) in shifts or len(shifts) > 10
     with pytest.raises(ValueError, match="crop_padding"):
         build_transforms(DataConfig(image_size=28, crop_padding=28), train=True)
     with pytest.raises(ValueError, match="crop_padding"):

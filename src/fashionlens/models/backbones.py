@@ -133,7 +133,7 @@ class PreActResNet(StagedNet):
     The last stage ends with the final BN-ReLU that pre-activation networks need before pooling.
 
     ``widths`` / ``depths``: channels and blocks per stage.  The default (32-64-128-256, 1-1-2-1 blocks,
-    1.5 M parameters) is the ``fashion-mnist`` recipe's network: at 28 px its stages see 28, 14, 7 and 4 px.
+    1.5 M parameters) is the ``fashion-mnist-preact`` recipe's network: at 28 px its stages see 28, 14, 7 and 4 px.
     """
 
     def __init__(self, widths: Sequence[int] = (32, 64, 128, 256), depths: Sequence[int] = (1, 1, 2, 1),
