@@ -56,6 +56,8 @@ def main() -> None:
                         help="keep the first N convolutions and the heads in float (static INT8)")
     parser.add_argument("--float-depthwise", action="store_true",
                         help="keep every depthwise convolution and the heads in float (static INT8)")
+    parser.add_argument("--float-sensitive", type=int, default=0,
+                        help="keep the nodes around the N activations INT8 hurts most in float (static INT8)")
     parser.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax")
     parser.add_argument("--out", default="onnx_int8", help="result name under benchmarks/results/")
     parser.add_argument("--batch", type=int, default=8)
@@ -75,9 +77,11 @@ def main() -> None:
         t0 = time.perf_counter()
         int8_path = quantize_onnx(float_path, os.path.join(tmp, "int8.onnx"), method=args.quantization,
                                   calibration=calibration, float_first_convs=args.float_first_convs,
-                                  float_depthwise=args.float_depthwise, calibration_method=args.calibration_method)
+                                  float_depthwise=args.float_depthwise, calibration_method=args.calibration_method,
+                                  float_sensitive=args.float_sensitive)
         quantize_s = time.perf_counter() - t0
         int8_model = OnnxEmbedder(int8_path, threads=args.threads)
+        int8_info = int8_model.quantization
         inputs, labels, _ = network_inputs(float_model, args.data, split=args.split, limit=args.limit)
         eager = Predictor.load(args.model).model.eval()
 
@@ -124,7 +128,8 @@ def main() -> None:
     path = write(args.out, {
         "model": os.path.abspath(args.model), "data": args.data, "split": args.split, "images": len(inputs),
         "labelled": int(known.sum()), "quantization": args.quantization, "float_first_convs": args.float_first_convs,
-        "float_depthwise": args.float_depthwise, "calibration_method": args.calibration_method, "calibration_split": args.calibration_split,
+        "float_depthwise": args.float_depthwise, "float_sensitive": args.float_sensitive,
+        "quantization_info": int8_info, "calibration_method": args.calibration_method, "calibration_split": args.calibration_split,
         "calibration_images": 0 if calibration is None else len(calibration), "batch": args.batch,
         "threads": args.threads, "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
         "quantize_seconds": quantize_s, "wall_seconds": time.perf_counter() - start, "results": rows})

@@ -288,12 +288,14 @@ def test_export_onnx_int8_cli_reports_agreement_and_speed(world, tmp_path, capsy
     out = tmp_path / "q.onnx"
     code, text, _ = run_cli(["export-onnx", "--model", world["run"], "--out", out, "--int8", "--data", world["data"],
                              "--calibration-images", "12", "--eval-images", "20", "--seconds", "0.05",
-                             "--threads", "1", "--float-out", tmp_path / "f.onnx", "--float-first-convs", "1"], capsys)
+                             "--threads", "1", "--float-out", tmp_path / "f.onnx", "--float-first-convs", "1",
+                             "--float-sensitive", "1"], capsys)
     assert code == 0
     summary = json.loads(text)
     comparison = summary["comparison"]
     assert summary["quantization"]["method"] == "static" and summary["quantization"]["calibration_images"] == 12
     assert summary["quantization"]["float_first_convs"] == 1
+    assert summary["quantization"]["float_sensitive"] == 1 and len(summary["quantization"]["float_tensors"]) == 1
     assert comparison["images"] == 20 and comparison["labelled_images"] == 20 and comparison["top1_agreement"] >= 0.7
     assert {"float_accuracy", "int8_accuracy", "accuracy_change", "int8_over_float"} <= comparison.keys()
     assert os.path.isfile(out) and os.path.isfile(tmp_path / "f.onnx") and summary["float_bytes"] > 0
@@ -326,3 +328,63 @@ def test_static_int8_can_keep_the_depthwise_convolutions_float(world, tmp_path):
     with pytest.raises(ValueError, match="calibration_method"):
         quantize_onnx(float_path, str(tmp_path / "x.onnx"), method="static", calibration=inputs,
                       calibration_method="mse")
+
+
+def test_static_int8_keeps_the_most_sensitive_activations_float(world, tmp_path):
+    """float_sensitive=N: the N activations with the lowest signal-to-quantisation-noise ratio in the fully
+    quantised model (measured with ONNX Runtime's qdq_loss_debug) are no longer quantised, their convolutions
+    read float weights, and the metadata names them with their ratios."""
+    from test_catalog import make_run
+
+    from fashionlens.export import quantisation_sensitivity
+
+    run = make_run(tmp_path / "lite", world["files"][:8], backbone="tf_efficientnet_lite0", image_size=32)
+    float_path = export_onnx(run, str(tmp_path / "lite.onnx"))
+    inputs = network_inputs(OnnxEmbedder(float_path, threads=1), world["data"], split="train", limit=8)[0]
+    full = quantize_onnx(float_path, str(tmp_path / "full.onnx"), method="static", calibration=inputs)
+    ranked = quantisation_sensitivity(float_path, full, inputs)
+    ratios = [r for _, r in ranked]
+    assert len(ranked) > 10 and ratios == sorted(ratios) and np.isfinite(ratios).all()
+    path = quantize_onnx(float_path, str(tmp_path / "mixed.onnx"), method="static", calibration=inputs,
+                         float_sensitive=2)
+    info = load_predictor(path).quantization
+    assert info["float_sensitive"] == 2 and list(info["float_tensors"]) == [name for name, _ in ranked[:2]]
+    assert info["float_nodes"] >= 2
+    graph = onnx.load(path).graph
+    quantised = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    assert not quantised & set(info["float_tensors"])  # no longer quantised
+    assert quantised & {name for name, _ in ranked[2:]}  # the rest still is
+    weights = {i.name for i in graph.initializer}
+    layers = [n for n in graph.node if n.op_type in ("Conv", "Gemm") and set(n.input) & set(info["float_tensors"])]
+    assert layers and all(n.input[1] in weights for n in layers)  # float weights where a chosen tensor flows
+    remaining = dict(quantisation_sensitivity(float_path, path, inputs))
+    assert not set(remaining) & set(info["float_tensors"])
+    with pytest.raises(ValueError, match="float_sensitive"):
+        quantize_onnx(float_path, str(tmp_path / "x.onnx"), method="static", calibration=inputs, float_sensitive=-1)
+
+
+def test_static_int8_leaves_the_padding_arithmetic_float(world, tmp_path):
+    """timm's 'SAME' padding is float arithmetic on the feature map's size: it must not be quantised. Before,
+    its Sub / Mul / Add tensors got QuantizeLinear pairs and, run as written (graph optimisations off), the
+    INT8 model failed on a 5x5 convolution over an unpadded 4x4 map."""
+    import onnxruntime as ort
+
+    run = make_run(tmp_path / "lite", world["files"][:8], backbone="tf_efficientnet_lite0", image_size=32)
+    float_path = export_onnx(run, str(tmp_path / "lite.onnx"))
+    inputs = network_inputs(OnnxEmbedder(float_path, threads=1), world["data"], split="train", limit=8)[0]
+    path = quantize_onnx(float_path, str(tmp_path / "int8.onnx"), method="static", calibration=inputs)
+    graph = onnx.load(path).graph
+    pads = [n.input[1] for n in graph.node if n.op_type == "Pad"]
+    assert pads
+    quantised = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    assert not any("/conv_dw/" in t and "Pad_output" not in t for t in quantised)  # no pad arithmetic in INT8
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    outputs = {}
+    for name, model in (("float", float_path), ("int8", path)):
+        proto = onnx.load(model)
+        proto.graph.output.extend(onnx.helper.make_tensor_value_info(p, onnx.TensorProto.INT64, None) for p in pads)
+        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        outputs[name] = session.run(pads, {session.get_inputs()[0].name: inputs})
+    for a, b in zip(outputs["float"], outputs["int8"]):
+        np.testing.assert_array_equal(a, b)  # the same pads, exactly

@@ -39,6 +39,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 import time
 import warnings
 from typing import Any, Iterator, Sequence
@@ -447,7 +448,7 @@ def _conv_group(node: Any) -> int:
 def quantize_onnx(float_path: str, out_path: str, *, method: str = "static",
                   calibration: np.ndarray | None = None, per_channel: bool = True, batch_size: int = 8,
                   float_first_convs: int = 0, float_depthwise: bool = False,
-                  calibration_method: str = "minmax") -> str:
+                  calibration_method: str = "minmax", float_sensitive: int = 0) -> str:
     """An INT8 copy of the exported ``float_path`` at ``out_path`` (ONNX Runtime's quantisation tools); the
     fashionlens metadata (config, labels, calibration) is kept and ``fashionlens.quantization`` added.
 
@@ -462,6 +463,11 @@ def quantize_onnx(float_path: str, out_path: str, *, method: str = "static",
     pointwise (1x1) convolutions, where MobileNet-style networks spend most of their multiply-adds, are quantised.
     ``calibration_method``: how activation ranges are read from the calibration images (ONNX Runtime's
     ``CalibrationMethod``): ``minmax``, ``entropy`` or ``percentile`` (99.999th, clipping rare outliers).
+    ``float_sensitive`` keeps the nodes around the N activations that INT8 hurts most in float: the model is
+    quantised once, every quantised activation's signal-to-quantisation-noise ratio is measured on a batch of
+    the calibration images with ONNX Runtime's ``qdq_loss_debug`` tools (:func:`quantisation_sensitivity`),
+    and the model is quantised again without the producers and consumers of the N lowest; the chosen
+    tensors and their ratios are recorded in the metadata.
     """
     from onnxruntime.quantization import (  # lazy: the quantisation tools load only for --int8
         CalibrationDataReader,
@@ -492,7 +498,10 @@ def quantize_onnx(float_path: str, out_path: str, *, method: str = "static",
                             "calibration_images": len(calibration) if method == "static" else 0,
                             "float_first_convs": int(float_first_convs) if method == "static" else 0,
                             "float_depthwise": bool(float_depthwise) and method == "static",
-                            "calibration_method": calibration_method if method == "static" else None}
+                            "calibration_method": calibration_method if method == "static" else None,
+                            "float_sensitive": int(float_sensitive) if method == "static" else 0}
+    if float_sensitive < 0:
+        raise ValueError(f"float_sensitive must be >= 0, got {float_sensitive}")
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
 
     class Batches(CalibrationDataReader):
@@ -519,9 +528,21 @@ def quantize_onnx(float_path: str, out_path: str, *, method: str = "static",
                              or (float_depthwise and _conv_group(n) > 1)]
                     heads = ([n.name for n in graph.node if n.op_type in ("Gemm", "MatMul")]
                              if float_first_convs or float_depthwise else [])
-                    quantize_static(prepared, tmp, Batches(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                    nodes_to_exclude=convs + heads, calibrate_method=methods[calibration_method])
+                    convs = _shape_nodes(graph) + convs
+                    def quantise(excluded: list[str]) -> None:
+                        quantize_static(prepared, tmp, Batches(), quant_format=QuantFormat.QDQ,
+                                        per_channel=per_channel, activation_type=QuantType.QUInt8,
+                                        weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                                        calibrate_method=methods[calibration_method])
+
+                    quantise(convs + heads)
+                    if float_sensitive:
+                        ranked = quantisation_sensitivity(prepared, tmp, calibration[:batch_size])
+                        chosen = ranked[:float_sensitive]
+                        kept = _nodes_around(graph, [name for name, _ in chosen])
+                        info["float_tensors"] = {name: round(sqnr, 2) for name, sqnr in chosen}
+                        info["float_nodes"] = len(kept)
+                        quantise(list(dict.fromkeys(convs + heads + kept)))
                 else:
                     quantize_dynamic(prepared, tmp, per_channel=per_channel, weight_type=QuantType.QUInt8)
         finally:
@@ -539,6 +560,70 @@ def quantize_onnx(float_path: str, out_path: str, *, method: str = "static",
         read_metadata(tmp)  # loads in ONNX Runtime, metadata intact
 
     return atomic_write(out_path, write)
+
+
+def quantisation_sensitivity(float_path: str, qdq_path: str, images: np.ndarray) -> list[tuple[str, float]]:
+    """Every activation tensor that the QDQ model ``qdq_path`` (quantised from ``float_path``) quantises, with
+    its signal-to-quantisation-noise ratio in dB on ``images`` ((N, 3, S, S) network inputs), lowest first.
+
+    The ratio compares each tensor before and after its QuantizeLinear / DequantizeLinear pair inside the QDQ
+    model (ONNX Runtime's ``qdq_loss_debug``: ``modify_model_output_intermediate_tensors``,
+    ``collect_activations``, ``create_activation_matching``): the error INT8 adds at that tensor, given the
+    (already quantised) layers before it.  Tensors that are zero on every image (INT8 holds them exactly) are
+    left out."""
+    # lazy: the quantisation tools load only for --int8
+    from onnxruntime.quantization import CalibrationDataReader
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_signal_to_quantization_noice_ratio,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    input_name = onnx.load(float_path, load_external_data=False).graph.input[0].name
+
+    class Once(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{input_name: np.ascontiguousarray(images, np.float32)}])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory(prefix="fashionlens-sqnr-") as tmp:
+        augmented = os.path.join(tmp, "augmented.onnx")
+        with warnings.catch_warnings(), _quiet_quantizer():
+            warnings.simplefilter("ignore")
+            modify_model_output_intermediate_tensors(qdq_path, augmented)
+            activations = collect_activations(augmented, Once())
+    matched = create_activation_matching(activations)
+    ratios = [(name, float(compute_signal_to_quantization_noice_ratio(m["pre_qdq"], m["post_qdq"])))
+              for name, m in matched.items() if any(np.any(t) for t in m["pre_qdq"])]  # all-zero: exact, no ratio
+    return sorted(ratios, key=lambda item: item[1])
+
+
+def _shape_nodes(graph: Any) -> list[str]:
+    """Names of the nodes of ``graph`` that compute with shapes, not with the image: none of their inputs
+    depends on the network input except through a ``Shape`` node (timm's 'SAME' padding exports its pad
+    arithmetic as float Sub / Mul / Add / Clip / Div on the feature map's size).
+
+    Left to the quantiser, those float scalars got activation ranges and QuantizeLinear / DequantizeLinear
+    pairs, so the pads were computed on a uint8 grid: not the float model's pads (a 32 px Lite0 calibrated on
+    uniform noise then failed on a 5x5 convolution over an unpadded 4x4 map, in ONNX Runtime's normal
+    session too). They stay float."""
+    data = {i.name for i in graph.input}
+    shape_nodes = []
+    for node in graph.node:  # ONNX nodes are in topological order
+        if node.op_type != "Shape" and data & set(node.input):
+            data.update(node.output)
+        elif node.op_type != "Shape" and node.input:
+            shape_nodes.append(node.name)
+    return shape_nodes
+
+
+def _nodes_around(graph: Any, tensors: Sequence[str]) -> list[str]:
+    """Names of the nodes of ``graph`` that produce or consume any of ``tensors`` (graph order)."""
+    wanted = set(tensors)
+    return [n.name for n in graph.node if wanted & (set(n.input) | set(n.output))]
 
 
 @contextlib.contextmanager

@@ -68,7 +68,8 @@ def export_int8(args: argparse.Namespace) -> dict[str, Any]:
         path = quantize_onnx(float_path, args.out, method=method, calibration=calibration,
                              float_first_convs=args.float_first_convs if method == "static" else 0,
                              float_depthwise=args.float_depthwise and method == "static",
-                             calibration_method=args.calibration_method)
+                             calibration_method=args.calibration_method,
+                             float_sensitive=args.float_sensitive if method == "static" else 0)
         report = compare_onnx(float_path, path, inputs, labels, threads=args.threads, seconds=args.seconds)
         float_bytes = os.path.getsize(float_path)
     if not args.data:  # random inputs: only the speed means something
@@ -102,6 +103,8 @@ def add_commands(subparsers: Any) -> None:
                    help="static: keep the first N convolutions and the heads in float (accuracy for speed; README)")
     q.add_argument("--float-depthwise", action="store_true",
                    help="static: keep every depthwise convolution and the heads in float (README)")
+    q.add_argument("--float-sensitive", type=int, default=0, metavar="N",
+                   help="static: keep the nodes around the N activations INT8 hurts most (measured) in float")
     q.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax",
                    help="static: how activation ranges are read from the calibration images")
     q.add_argument("--eval-images", type=int, default=200, help="other images to compare float and INT8 on")
