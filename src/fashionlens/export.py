@@ -528,21 +528,22 @@ def quantize_onnx(float_path: str, out_path: str, *, method: str = "static",
                              or (float_depthwise and _conv_group(n) > 1)]
                     heads = ([n.name for n in graph.node if n.op_type in ("Gemm", "MatMul")]
                              if float_first_convs or float_depthwise else [])
-                    convs = _shape_nodes(graph) + convs
+                    excluded = _shape_nodes(graph) + convs + heads  # shape arithmetic always stays float
+
                     def quantise(excluded: list[str]) -> None:
                         quantize_static(prepared, tmp, Batches(), quant_format=QuantFormat.QDQ,
                                         per_channel=per_channel, activation_type=QuantType.QUInt8,
                                         weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
                                         calibrate_method=methods[calibration_method])
 
-                    quantise(convs + heads)
+                    quantise(excluded)
                     if float_sensitive:
                         ranked = quantisation_sensitivity(prepared, tmp, calibration[:batch_size])
                         chosen = ranked[:float_sensitive]
                         kept = _nodes_around(graph, [name for name, _ in chosen])
                         info["float_tensors"] = {name: round(sqnr, 2) for name, sqnr in chosen}
                         info["float_nodes"] = len(kept)
-                        quantise(list(dict.fromkeys(convs + heads + kept)))
+                        quantise(list(dict.fromkeys(excluded + kept)))
                 else:
                     quantize_dynamic(prepared, tmp, per_channel=per_channel, weight_type=QuantType.QUInt8)
         finally:
