@@ -41,8 +41,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from fashionlens.data.decode import load_image
-from fashionlens.data.samples import DOMAINS, NUM_SLOTS, Sample, SampleSet
-from fashionlens.data.transforms import JointTransform, landmarks_to_unit
+from fashionlens.data.samples import DOMAINS, NUM_SLOTS, TRUNCATED, Sample, SampleSet
+from fashionlens.data.transforms import BatchTransform, JointTransform, landmarks_to_unit
 
 
 class PackedSamples(Sequence[Sample]):
@@ -105,8 +105,10 @@ class GarmentDataset(Dataset):
         num_attributes: int | None = None,
         item_index: Mapping[str, int] | None = None,
         use_categories: bool = True,
+        batch_transform: BatchTransform | None = None,
     ) -> None:
         self.use_categories = bool(use_categories)
+        self.batch_transform = batch_transform
         listed: list[Sample] = list(samples.samples if isinstance(samples, SampleSet) else samples)
         self.transform = transform
         self.num_attributes = self._attribute_count(samples, listed, num_attributes)
@@ -157,6 +159,27 @@ class GarmentDataset(Dataset):
         xy, vis, present = s.unified_landmarks()
         target = {"landmarks": xy, "visibility": vis, "present": present, "bbox": s.bbox}
         image, target = self.transform(self.load(index), target)
+        return self._item_dict(index, s, image, target)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
+        """The items of one batch (the DataLoader calls this instead of ``__getitem__`` per index): with a
+        ``batch_transform`` and a batch whose images all have the training size and no landmarks or box
+        (Fashion-MNIST), the images are augmented together in one pass; otherwise item by item."""
+        indices = [int(i) for i in indices]
+        bt = self.batch_transform
+        samples = [self.samples[i] for i in indices]
+        if bt is None or any(s.bbox is not None or s.unified_landmarks()[2].any() for s in samples):
+            return [self[i] for i in indices]
+        pixels = [np.asarray(self.load(i)) for i in indices]
+        if any(a.shape != (bt.size, bt.size, 3) for a in pixels):
+            return [self[i] for i in indices]
+        images = bt(torch.from_numpy(np.stack(pixels)))
+        nothing = {"landmarks": torch.zeros(NUM_SLOTS, 2), "visibility": torch.full((NUM_SLOTS,), TRUNCATED),
+                   "present": torch.zeros(NUM_SLOTS, dtype=torch.bool), "bbox": None}
+        return [self._item_dict(i, s, image, nothing) for i, s, image in zip(indices, samples, images)]
+
+    def _item_dict(self, index: int, s: Sample, image: torch.Tensor, target: dict) -> dict[str, torch.Tensor]:
+        """One item of the batch contract (module docstring) from the transformed image and target."""
         height, width = image.shape[-2:]
         out = {"image": image, "index": torch.tensor(index, dtype=torch.int64)}
         out.update(self._labels(s))

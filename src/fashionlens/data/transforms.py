@@ -290,6 +290,75 @@ def build_transforms(cfg: DataConfig, train: bool) -> GarmentTransform:
     return GarmentTransform(geometry, photometric, cfg.mean, cfg.std, erasing)
 
 
+class BatchTransform:
+    """The training pipeline of the CIFAR-crop configuration applied to a whole batch in a few tensor operations:
+    uint8 (B, S, S, 3) images already of the training size -> float32 (B, 3, S, S), the distribution
+    :func:`build_transforms` draws per image: normalise, pad ``padding`` pixels with the mean colour (zero after
+    normalisation), a random S x S crop (offsets uniform in 0..2 x padding), a mirror with probability
+    ``hflip_p``, then ``v2.RandomErasing``'s rectangle (area 0.02-0.33 of the image, aspect 0.3-3.3 log-uniform,
+    up to 10 tries, value 0) with probability ``erasing_p``.
+
+    At 28 px the per-image pipeline costs ~1.2 ms of Python per image (~850 images/s on one core), a third of a
+    core at the network's training speed, and a loader worker next to two compute threads oversubscribes a
+    2-core CPU; the whole batch here costs about a millisecond.  Only for images without landmarks or a box
+    (:meth:`GarmentDataset.__getitems__` checks each batch and falls back to the per-image pipeline).
+    Randomness comes from torch's global generator, like the per-image pipeline."""
+
+    SCALE, RATIO, TRIES = (0.02, 0.33), (0.3, 3.3), 10  # v2.RandomErasing's defaults
+
+    def __init__(self, size: int, padding: int, hflip_p: float, erasing_p: float,
+                 mean: Sequence[float], std: Sequence[float]) -> None:
+        self.size, self.padding = int(size), int(padding)
+        self.hflip_p, self.erasing_p = float(hflip_p), float(erasing_p)
+        self.mean = torch.tensor(mean, dtype=torch.float32).reshape(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).reshape(1, 3, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        n, s, p = images.shape[0], self.size, self.padding
+        if images.dtype != torch.uint8 or images.shape[1:] != (s, s, 3):
+            raise ValueError(f"BatchTransform needs uint8 (B, {s}, {s}, 3) images, got {tuple(images.shape)} "
+                             f"{images.dtype}")
+        x = (images.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
+        padded = torch.nn.functional.pad(x, (p, p, p, p))
+        top, left = torch.randint(0, 2 * p + 1, (2, n))
+        ar = torch.arange(s)
+        rows = (top[:, None] + ar)[:, None, :, None].expand(n, 3, s, s + 2 * p)  # padded row of output row i
+        flip = torch.rand(n) < self.hflip_p
+        cols = left[:, None] + torch.where(flip[:, None], ar.flip(0)[None], ar[None])  # mirrored: read right to left
+        out = padded.gather(2, rows).gather(3, cols[:, None, None, :].expand(n, 3, s, s))
+        if self.erasing_p > 0:
+            out = out * (1 - self._erase_masks(n).unsqueeze(1).float())
+        return out.contiguous()
+
+    def _erase_masks(self, n: int) -> torch.Tensor:
+        """bool (n, S, S): the rectangle each image loses (none for images not drawn or without a fitting try)."""
+        s, tries = self.size, self.TRIES
+        area = s * s * torch.empty(n, tries).uniform_(*self.SCALE)
+        aspect = torch.exp(torch.empty(n, tries).uniform_(math.log(self.RATIO[0]), math.log(self.RATIO[1])))
+        h = torch.sqrt(area * aspect).round().long()
+        w = torch.sqrt(area / aspect).round().long()
+        fits = (h < s) & (w < s)
+        first = torch.where(fits.any(1), fits.float().argmax(1), torch.full((n,), -1))
+        erase = (torch.rand(n) < self.erasing_p) & (first >= 0)
+        pick = first.clamp(min=0)[:, None]
+        h, w = h.gather(1, pick)[:, 0] * erase, w.gather(1, pick)[:, 0] * erase
+        top = (torch.rand(n) * (s - h + 1)).long()
+        left = (torch.rand(n) * (s - w + 1)).long()
+        ar = torch.arange(s)
+        in_rows = (ar[None] >= top[:, None]) & (ar[None] < (top + h)[:, None])
+        in_cols = (ar[None] >= left[:, None]) & (ar[None] < (left + w)[:, None])
+        return in_rows[:, :, None] & in_cols[:, None, :]
+
+
+def build_batch_transform(cfg: DataConfig) -> BatchTransform | None:
+    """The batched equivalent of the training pipeline, when ``cfg`` describes one that has it: the CIFAR crop
+    (``crop_padding`` > 0) with flips and erasing only (no rotation, no colour jitter); else None."""
+    check_config(cfg)
+    if cfg.crop_padding <= 0 or cfg.rotation_degrees > 0 or cfg.color_jitter > 0:
+        return None
+    return BatchTransform(cfg.image_size, cfg.crop_padding, cfg.hflip_p, cfg.random_erasing, cfg.mean, cfg.std)
+
+
 def check_config(cfg: DataConfig) -> None:
     """Raise ValueError naming the first DataConfig field that cannot build a pipeline."""
     scale, ratio, degrees = cfg.rrc_scale, cfg.rrc_ratio, cfg.rotation_degrees
@@ -342,6 +411,7 @@ def original_to_unit(normalized: torch.Tensor, affine: torch.Tensor) -> torch.Te
 
 __all__ = [
     "AFFINE_STEPS",
+    "BatchTransform",
     "CropToBox",
     "GarmentTransform",
     "JointTransform",
@@ -349,6 +419,7 @@ __all__ = [
     "SlotFlags",
     "SlotHorizontalFlip",
     "Target",
+    "build_batch_transform",
     "build_transforms",
     "check_config",
     "landmarks_to_unit",

@@ -39,7 +39,7 @@ from fashionlens.config import RunConfig, from_dict, save_yaml, to_dict
 from fashionlens.data.dataset import GarmentDataset, PKSampler
 from fashionlens.data.readers import read
 from fashionlens.data.splits import split_train_val
-from fashionlens.data.transforms import build_transforms
+from fashionlens.data.transforms import build_batch_transform, build_transforms
 from fashionlens.evaluation.plots import plot_curves
 from fashionlens.evaluation.report import compute_metrics
 from fashionlens.files import atomic_write
@@ -265,7 +265,8 @@ class Trainer:
         paths = self.info.category_paths
         self.hierarchy = Hierarchy.from_paths(paths) if paths else Hierarchy([], [])
         self.train_ds = GarmentDataset(self.train_set, build_transforms(cfg.data, train=True),
-                                       num_attributes=self.info.num_attributes)
+                                       num_attributes=self.info.num_attributes,
+                                       batch_transform=build_batch_transform(cfg.data))
         self.val_ds = GarmentDataset(self.val_set, build_transforms(cfg.data, train=False),
                                      num_attributes=self.info.num_attributes)
 
