@@ -4,10 +4,12 @@ The run is exported (``fashionlens.export.export_onnx``) and quantised (``quanti
 ranges measured on ``--calibration-images`` images of ``--calibration-split``, by default the training split, so
 the evaluated split stays unseen; or ``--quantization dynamic``).  All three runtimes classify the same eval-transform
 inputs of ``--split``; their speed is measured on one batch in interleaved rounds (median kept, so a background load
-drifting during the run hits them alike).
+drifting during the run hits them alike).  ``--shifted`` also classifies the split's photos under each distribution
+shift of ``fashionlens.evaluation.distortions`` (zoomed out, low resolution + JPEG, lighting, crop; seed 1000 + photo
+index, as bench_photos' shifted copies) with the same float and INT8 files: accuracy and agreement per shift.
 
     python benchmarks/bench_onnx_int8.py --model RUN --data folder:../shared/data/clothing-small --split val \
-        [--limit 200] [--calibration-images 32] [--float-first-convs N] [--out NAME] [--batch 8] [--threads 2] [--rounds 3] [--seconds 3]
+        [--limit 200] [--shifted] [--calibration-images 32] [--float-first-convs N] [--out NAME] [--batch 8] [--threads 2] [--rounds 3] [--seconds 3]
 
 Writes benchmarks/results/onnx_int8.json.
 """
@@ -43,6 +45,25 @@ def predictions(step, inputs: np.ndarray, batch: int) -> tuple[np.ndarray, np.nd
     return np.concatenate(cats), np.concatenate(embs)
 
 
+def shifted_rows(float_model: OnnxEmbedder, int8_model: OnnxEmbedder, paths: list[str], labels: np.ndarray,
+                 batch: int) -> dict[str, dict]:
+    """Per shift kind: float and INT8 accuracy (labelled photos) and their top-1 agreement, on the shifted photos."""
+    from fashionlens.data.decode import load_image  # lazy: only with --shifted
+    from fashionlens.evaluation.distortions import SHIFTS, shift  # lazy: only with --shifted
+
+    known = labels >= 0
+    out = {}
+    for kind in SHIFTS:
+        x = np.stack([float_model.preprocess(shift(load_image(p), kind, 1000 + i))[0].numpy()
+                      for i, p in enumerate(paths)]).astype(np.float32)
+        cats = {name: predictions(lambda b, m=m: m.session.run(["category", "embedding"], {INPUT_NAME: b}), x,
+                                  batch)[0] for name, m in (("float", float_model), ("int8", int8_model))}
+        out[kind] = {"float_accuracy": float(np.mean(cats["float"][known] == labels[known])),
+                     "int8_accuracy": float(np.mean(cats["int8"][known] == labels[known])),
+                     "top1_agreement": float(np.mean(cats["float"] == cats["int8"]))}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="run directory")
@@ -59,6 +80,8 @@ def main() -> None:
     parser.add_argument("--float-sensitive", type=int, default=0,
                         help="keep the nodes around the N activations INT8 hurts most in float (static INT8)")
     parser.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    parser.add_argument("--shifted", action="store_true",
+                        help="also evaluate float and INT8 on the shifted copies of --split (distortions.SHIFTS)")
     parser.add_argument("--out", default="onnx_int8", help="result name under benchmarks/results/")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch and ORT intra-op threads")
@@ -82,7 +105,7 @@ def main() -> None:
         quantize_s = time.perf_counter() - t0
         int8_model = OnnxEmbedder(int8_path, threads=args.threads)
         int8_info = int8_model.quantization
-        inputs, labels, _ = network_inputs(float_model, args.data, split=args.split, limit=args.limit)
+        inputs, labels, paths = network_inputs(float_model, args.data, split=args.split, limit=args.limit)
         eager = Predictor.load(args.model).model.eval()
 
         def run_eager(x: np.ndarray):
@@ -100,6 +123,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for name in RUNTIMES:
                 samples[name].append(rate(lambda step=steps[name]: step(batch), args.batch, args.seconds))
+        shifted = shifted_rows(float_model, int8_model, paths, labels, args.batch) if args.shifted else {}
         sizes = {"onnx_float": os.path.getsize(float_path) / 2**20, "onnx_int8": os.path.getsize(int8_path) / 2**20}
     known = labels >= 0
     ref_cat, ref_emb = answers["onnx_float"]
@@ -125,6 +149,12 @@ def main() -> None:
         mib = "-" if r["mib"] is None else f"{r['mib']:.1f}"
         print(f"| {name} | {acc} | {r['top1_agreement_with_float']:.4f} | {r['embedding_cosine_with_float']:.4f} | "
               f"{r['images_per_s']:.1f} | {r['over_onnx_float']:.2f} | {mib} |")
+    if shifted:
+        print("| shift | float accuracy | INT8 accuracy | INT8 - float | top-1 agreement |")
+        print("|---|---|---|---|---|")
+        for kind, r in shifted.items():
+            print(f"| {kind} | {r['float_accuracy']:.4f} | {r['int8_accuracy']:.4f} | "
+                  f"{r['int8_accuracy'] - r['float_accuracy']:+.4f} | {r['top1_agreement']:.4f} |")
     path = write(args.out, {
         "model": os.path.abspath(args.model), "data": args.data, "split": args.split, "images": len(inputs),
         "labelled": int(known.sum()), "quantization": args.quantization, "float_first_convs": args.float_first_convs,
@@ -132,7 +162,8 @@ def main() -> None:
         "quantization_info": int8_info, "calibration_method": args.calibration_method, "calibration_split": args.calibration_split,
         "calibration_images": 0 if calibration is None else len(calibration), "batch": args.batch,
         "threads": args.threads, "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
-        "quantize_seconds": quantize_s, "wall_seconds": time.perf_counter() - start, "results": rows})
+        "quantize_seconds": quantize_s, "wall_seconds": time.perf_counter() - start, "results": rows,
+        "shifted": shifted})
     print(f"written {path}")
 
 

@@ -50,6 +50,7 @@ VARIANTS: dict[str, list[str]] = {
     "recipe with supcon + feature distillation": ["loss.metric_loss=supcon", "loss.temperature=0.1",
                                                    "loss.distill=2.0"],
     "recipe with 5 of 7 stages frozen (only the last two and the heads train)": ["model.frozen_stages=5"],
+    "recipe with LP-FT (1 epoch heads only, then all)": ["train.head_epochs=1"],
 }
 SHIPPED = next(iter(VARIANTS))
 

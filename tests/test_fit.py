@@ -256,3 +256,40 @@ def test_distillation_and_category_metric_labels_train(spec, tmp_path):
         trainer.close()
     row = read_metrics(tmp_path / "run")[-1]
     assert row["train_distill"] > 0 and row["train_metric"] > 0 and summary["epochs"] == 1
+
+
+def test_head_epochs_train_the_heads_first_then_the_backbone(spec, tmp_path, monkeypatch):
+    """LP-FT (train.head_epochs): during the first epoch no backbone weight moves while the heads learn; in the
+    second the backbone trains too.  The optimiser marks its backbone groups, and set_lr zeroes only those."""
+    from fashionlens.training.fit import build_optimizer
+    from fashionlens.training.schedule import backbone_trains, set_lr
+
+    cfg = tiny_cfg(spec, epochs=2, head_epochs=1.0, checkpoint_every=STEPS_PER_EPOCH)
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+    original = Trainer._save
+
+    def spy(self, run, improved):
+        snapshots.setdefault(run.step, {k: v.detach().clone() for k, v in self.model.named_parameters()})
+        return original(self, run, improved)
+
+    monkeypatch.setattr(Trainer, "_save", spy)
+    trainer = Trainer(cfg, str(tmp_path / "lpft"), progress=False, log=lambda *_: None)
+    try:
+        start = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+        groups = trainer.optimizer.param_groups
+        assert any(g["backbone"] for g in groups) and any(not g["backbone"] for g in groups)
+        trainer.fit(resume=False)
+    finally:
+        trainer.close()
+    after_heads, after_all = snapshots[STEPS_PER_EPOCH], snapshots[2 * STEPS_PER_EPOCH]
+    backbone = [k for k in start if k.startswith("backbone.")]
+    heads = [k for k in start if not k.startswith("backbone.")]
+    assert all(torch.equal(start[k], after_heads[k]) for k in backbone)  # the backbone waited
+    assert any(not torch.equal(start[k], after_heads[k]) for k in heads)  # the heads learned
+    assert any(not torch.equal(after_heads[k], after_all[k]) for k in backbone)  # then the backbone trained
+    assert not backbone_trains(2, 3) and backbone_trains(3, 3)
+    opt = build_optimizer(trainer.model, trainer.loss_fn, cfg)
+    set_lr(opt, 0.5, backbone=False)
+    assert all((g["lr"] == 0.0) == g["backbone"] for g in opt.param_groups)
+    with pytest.raises(ValueError, match="head_epochs"):
+        fit(tiny_cfg(spec, epochs=2, head_epochs=2.0), str(tmp_path / "never"), progress=False, log=lambda *_: None)

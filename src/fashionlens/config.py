@@ -44,6 +44,7 @@ class TrainConfig:
     momentum: float = 0.9  # SGD momentum
     warmup_epochs: float = 1.0  # linear warm-up length, in epochs
     backbone_lr_scale: float = 1.0  # learning-rate multiplier of the backbone (< 1 for pretrained weights)
+    head_epochs: float = 0.0  # LP-FT: the first N epochs train the heads only (backbone learning rate 0), then all
     layer_decay: float = 1.0  # layer-wise LR: each backbone stage below the last gets this factor once more
     ema_decay: float = 0.0  # weight averaging: exponential moving average of the weights (e.g. 0.998; 0 = off)
     balance: float = 0.0  # class-balanced sampling: draw images with weight 1/count(class)^balance (0 = off, 1 = full)

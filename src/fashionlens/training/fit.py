@@ -53,7 +53,7 @@ from fashionlens.training.checkpoint import find_checkpoint, load_checkpoint, sa
 from fashionlens.training.ema import ema_model
 from fashionlens.training.loop import collect_outputs, precision_for, to_device, train_one_epoch
 from fashionlens.training.sampling import class_balance_weights, instance_views
-from fashionlens.training.schedule import lr_at
+from fashionlens.training.schedule import backbone_trains, lr_at
 from fashionlens.utils import resolve_device, seed_everything, set_threads
 
 
@@ -83,17 +83,18 @@ def build_optimizer(model: nn.Module, loss_fn: nn.Module, cfg: RunConfig) -> tor
     last stage, counting towards the stem; see ``stage_depths``); no weight decay on 1-D params."""
     tc = cfg.train
     depths = stage_depths(model.backbone) if tc.layer_decay != 1.0 else {}
-    groups: dict[tuple[float, bool], list] = {}
+    groups: dict[tuple[float, bool, bool], list] = {}
     named = [(n, p) for n, p in model.named_parameters()] + [(f"loss.{n}", p) for n, p in loss_fn.named_parameters()]
     for name, param in named:
         if not param.requires_grad:
             continue
-        scale = 1.0
-        if name.startswith("backbone."):
+        scale, backbone = 1.0, name.startswith("backbone.")
+        if backbone:
             scale = tc.backbone_lr_scale * tc.layer_decay ** depths.get(name[len("backbone."):], 0)
-        groups.setdefault((scale, param.ndim <= 1), []).append(param)
-    param_groups = [{"params": ps, "lr_scale": scale, "weight_decay": 0.0 if no_decay else cfg.train.weight_decay}
-                    for (scale, no_decay), ps in groups.items()]
+        groups.setdefault((scale, param.ndim <= 1, backbone), []).append(param)
+    param_groups = [{"params": ps, "lr_scale": scale, "backbone": backbone,
+                     "weight_decay": 0.0 if no_decay else cfg.train.weight_decay}
+                    for (scale, no_decay, backbone), ps in groups.items()]
     if cfg.train.optimizer == "adamw":
         return torch.optim.AdamW(param_groups, lr=cfg.train.lr)
     if cfg.train.optimizer == "sgd":
@@ -365,6 +366,9 @@ class Trainer:
     def fit(self, resume: bool = True) -> dict[str, Any]:
         """Train for ``cfg.train.epochs`` (or until the time limit / early stop); returns the summary."""
         tc = self.cfg.train
+        if not 0 <= tc.head_epochs < max(tc.epochs, 1):
+            raise ValueError(f"train.head_epochs must be in [0, train.epochs), got {tc.head_epochs} "
+                             f"(epochs {tc.epochs}): the backbone would never train")
         if self.main:
             save_yaml(self.cfg, os.path.join(self.out_dir, "config.yaml"))
         run = self._resume() if resume else RunState()
@@ -438,7 +442,8 @@ class Trainer:
 
         metrics, run.step = train_one_epoch(
             self.train_module, loader, self.optimizer, weights=stage_weights(run.epoch, cfg.loss), step=run.step,
-            lr_fn=lr_fn, device=self.device, precision=self.precision, grad_clip=tc.grad_clip,
+            lr_fn=lr_fn, backbone_fn=lambda s: backbone_trains(s, int(tc.head_epochs * self.steps_per_epoch)),
+            device=self.device, precision=self.precision, grad_clip=tc.grad_clip,
             channels_last=tc.channels_last, stop=past, on_step=on_step, progress=self.progress,
             desc=f"epoch {run.epoch + 1}/{tc.epochs}")
         return ddp.merge_train_metrics(ddp.all_gather_objects(metrics))

@@ -71,6 +71,7 @@ def train_one_epoch(
     weights: dict[str, float] | None = None,
     step: int,
     lr_fn: Callable[[int], float],
+    backbone_fn: Callable[[int], bool] | None = None,
     device: torch.device | str = "cpu",
     precision: Precision | None = None,
     grad_clip: float = 0.0,
@@ -96,7 +97,7 @@ def train_one_epoch(
     for batch_index, batch in enumerate(bar):
         if stop is not None and stop():
             break
-        set_lr(optimizer, lr_fn(step))
+        set_lr(optimizer, lr_fn(step), backbone=backbone_fn(step) if backbone_fn is not None else True)
         batch = to_device(batch, device, channels_last)
         with precision.autocast():
             _, losses = model(batch["image"], batch, weights)
