@@ -62,6 +62,7 @@ class TrainConfig:
     checkpoint_every: int = 50  # also save a resumable checkpoint every N steps (0 = epoch ends only)
     val_split: str = "val"  # split used for validation ("" = none)
     train_split: str = "train"  # split used for training
+    teachers: list = field(default_factory=list)  # runs (or .pt files) whose averaged category probabilities the student learns (with loss.kd > 0): distil an ensemble into one model
     init_from: str = ""  # run whose backbone (and, for the same label set, heads) initialises this run
     instance_views: int = 0  # self-supervised: each training image is its own item, seen as N views (labels unused)
     log_every: int = 10  # steps between progress-bar updates of the running loss
@@ -103,6 +104,8 @@ class LossConfig:
     bbox: float = 1.0  # weight of the garment box loss (L1 + generalised IoU, images with a box only)
     metric: float = 1.0  # weight of the metric-learning loss on the embedding (item labels)
     distill: float = 0.0  # weight of feature distillation: cosine distance of the pooled features to those of the frozen pretrained backbone (keeps what ImageNet taught, for garments of unseen kinds)
+    kd: float = 0.0  # weight of knowledge distillation from train.teachers: KL of the student's softened category probabilities to the teachers' mean
+    kd_temperature: float = 2.0  # distillation softmax temperature (teachers and student alike; the term is scaled by T²)
     class_weights: bool = False  # weight the category cross-entropy by inverse class frequency (imbalance)
     label_smoothing: float = 0.1  # category / level / item cross-entropy label smoothing
     attribute_pos_weight: float = 1.0  # BCE weight of positive attribute labels (> 1 counters rare positives)

@@ -29,6 +29,10 @@ def build_train_config(args: argparse.Namespace):
         cfg.model.pretrained = True
     if args.no_pretrained:
         cfg.model.pretrained = False
+    if args.teacher:  # distil these runs' ensemble; loss.kd 1 unless the recipe or --set says otherwise
+        cfg.train.teachers = list(args.teacher)
+        if cfg.loss.kd <= 0:
+            cfg.loss.kd = 1.0
     apply_overrides(cfg, args.set or [])
     return cfg
 
@@ -71,6 +75,9 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--max-minutes", type=float, help="stop after this many minutes")
     p.add_argument("--init-from", help="run directory whose backbone initialises this one (identity pre-training)")
+    p.add_argument("--teacher", action="append", metavar="RUN",
+                   help="distil this run (repeat for an ensemble: their averaged probabilities) into the new model; "
+                        "sets loss.kd to 1 unless given")
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="data loader processes (-1: sized to the machine)")
     p.add_argument("--device", help="auto (a CUDA GPU when present, else the CPU), cpu, cuda, cuda:N or mps; "

@@ -19,7 +19,7 @@ from fashionlens.config import LossConfig
 from fashionlens.losses.metric import METRIC_LABELS, build_metric_loss
 from fashionlens.utils import import_torchvision
 
-TASKS = ("category", "levels", "attributes", "landmarks", "visibility", "item", "metric", "bbox", "distill")
+TASKS = ("category", "levels", "attributes", "landmarks", "visibility", "item", "metric", "bbox", "distill", "kd")
 LANDMARK_LOSSES = ("l1", "mse", "heatmap")
 
 
@@ -56,6 +56,13 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
         return logits.sum() * 0.0
     return F.cross_entropy(logits, target.clamp_min(-1), weight=weight, ignore_index=-1,
                            label_smoothing=label_smoothing)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Knowledge distillation: ``T² · KL(teacher || softmax(student / T))``, batch mean (the T² keeps the
+    gradient scale of the hard-label term when T changes; Hinton et al., 2015)."""
+    log_p = F.log_softmax(student_logits.float() / temperature, dim=1)
+    return F.kl_div(log_p, teacher_probs.float(), reduction="batchmean") * temperature ** 2
 
 
 def attribute_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
@@ -167,6 +174,8 @@ class MultiTaskLoss(nn.Module):
         if "pooled" in outputs and "teacher_pooled" in outputs:  # feature distillation: cosine distance
             out["distill"] = (1 - F.cosine_similarity(outputs["pooled"].float(),
                                                       outputs["teacher_pooled"].float(), dim=1)).mean()
+        if "category" in outputs and "teacher_category" in outputs:  # distillation from teacher runs
+            out["kd"] = kd_loss(outputs["category"], outputs["teacher_category"], cfg.kd_temperature)
         labels = batch.get(cfg.metric_labels)
         if self.metric is not None and "embedding" in outputs and labels is not None:
             out["metric"] = self.metric(outputs["embedding"], labels.long())

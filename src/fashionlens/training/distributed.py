@@ -225,19 +225,26 @@ class ModelWithLoss(nn.Module):
     gradients of) the loss's own parameters, e.g. ProxyAnchor proxies, with the model's.
 
     ``teacher`` (optional, frozen): a backbone whose pooled features of the same images join the outputs
-    as ``"teacher_pooled"`` (the feature-distillation term of the loss keeps the model's near them)."""
+    as ``"teacher_pooled"`` (the feature-distillation term of the loss keeps the model's near them).
+    ``teachers`` (optional, frozen): a ``teachers.TeacherEnsemble`` of trained runs whose averaged softened
+    category probabilities of the same images join the outputs as ``"teacher_category"`` (``loss.kd``)."""
 
-    def __init__(self, model: nn.Module, loss_fn: nn.Module, teacher: nn.Module | None = None):
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, teacher: nn.Module | None = None,
+                 teachers: nn.Module | None = None):
         super().__init__()
         self.model, self.loss_fn = model, loss_fn
-        self.teacher = teacher
+        self.teacher, self.teachers = teacher, teachers
         if teacher is not None:
             teacher.requires_grad_(False)
+        if teachers is not None:
+            teachers.requires_grad_(False)
 
     def train(self, mode: bool = True) -> "ModelWithLoss":
         super().train(mode)
         if self.teacher is not None:
             self.teacher.eval()  # its BatchNorm statistics stay the pretrained ones
+        if self.teachers is not None:
+            self.teachers.eval()
         return self
 
     def forward(self, images: torch.Tensor, batch: dict, weights: dict[str, float]) -> tuple[dict, dict]:
@@ -245,6 +252,8 @@ class ModelWithLoss(nn.Module):
         if self.teacher is not None:
             with torch.no_grad():
                 outputs = {**outputs, "teacher_pooled": self.teacher.forward_features(images).mean(dim=(2, 3))}
+        if self.teachers is not None:
+            outputs = {**outputs, "teacher_category": self.teachers(images)}
         return outputs, self.loss_fn(outputs, batch, weights)
 
 

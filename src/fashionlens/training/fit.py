@@ -54,6 +54,7 @@ from fashionlens.training.ema import ema_model
 from fashionlens.training.loop import collect_outputs, precision_for, to_device, train_one_epoch
 from fashionlens.training.sampling import class_balance_weights, instance_views
 from fashionlens.training.schedule import backbone_trains, lr_at
+from fashionlens.training.teachers import load_teachers
 from fashionlens.utils import resolve_device, seed_everything, set_threads
 
 
@@ -230,7 +231,7 @@ class Trainer:
                                      embedding_dim=self.cfg.model.embedding_dim,
                                      class_weights=self._class_weights(),
                                      level_maps=[torch.tensor(m) for m in self.hierarchy.maps]).to(self.device)
-        self.model_with_loss = ddp.ModelWithLoss(self.model, self.loss_fn, self._teacher())
+        self.model_with_loss = ddp.ModelWithLoss(self.model, self.loss_fn, self._teacher(), self._teachers())
         if self.cfg.train.compile:  # in place, after the EMA and teacher copies (they stay eager): parameter
             self.model.compile()   # names, and so checkpoints, stay those of the plain model
         self.optimizer = build_optimizer(self.model, self.loss_fn, self.cfg)
@@ -250,6 +251,23 @@ class Trainer:
         if self.cfg.loss.distill <= 0:
             return None
         return copy.deepcopy(self.model.backbone).eval()
+
+    def _teachers(self) -> nn.Module | None:
+        """``train.teachers`` with ``loss.kd`` > 0: the trained runs to distil, frozen, on this device."""
+        runs = self.cfg.train.teachers
+        runs = [runs] if isinstance(runs, str) else list(runs or [])
+        kd = self.cfg.loss.kd
+        if bool(runs) != (kd > 0):
+            raise ValueError("knowledge distillation needs both train.teachers (runs) and loss.kd > 0; got "
+                             f"{len(runs)} teacher(s) and loss.kd={kd}")
+        if not runs:
+            return None
+        if not self.info.num_categories:
+            raise ValueError("train.teachers: distillation matches category probabilities; this data set has none")
+        ensemble = load_teachers(runs, self.info.categories, self.cfg.data, self.cfg.loss.kd_temperature)
+        self.log(f"distilling {len(runs)} teacher(s) ({', '.join(runs)}) at temperature {self.cfg.loss.kd_temperature}, "
+                 f"weight {kd}")
+        return ensemble.to(self.device)
 
     def _load_data(self) -> None:
         cfg, tc = self.cfg, self.cfg.train
