@@ -3,6 +3,7 @@
     python benchmarks/bench_photos.py probe                   # linear probes on cached frozen features
     python benchmarks/bench_photos.py finetune [NAME ...]     # fine-tuning variants of the photos recipe
     python benchmarks/bench_photos.py shifted [NAME ...]      # fine-tuned runs on shifted validation photos
+    python benchmarks/bench_photos.py ensemble NAME NAME ...  # their averaged probabilities, validation + shifted
     python benchmarks/bench_photos.py eval-scale [NAME ...] [--scales 1,1.2]  # runs tested at larger input sizes
     python benchmarks/bench_photos.py table                   # print what results/photos.json holds
 
@@ -131,7 +132,21 @@ FINETUNE = {
     "recipe, 30 min": ([], 30),
     "recipe, 30 min, seed 1": (["seed=1"], 30),
     "recipe without label smoothing, 30 min": (["loss.label_smoothing=0.0", "train.epochs=8"], 30),
+    # Knowledge distillation (train.teachers + loss.kd): two 15-minute teachers, then a recipe student that
+    # learns their averaged probabilities on its own augmented batches (the teachers' cost is in its 30 min).
+    "teacher: Lite1 240 recipe, 15 min": ([], 15),
+    "teacher: Lite2 260, 3 frozen, 15 min": (["model.backbone=tf_efficientnet_lite2", "data.image_size=260"], 15),
 }
+TEACHERS = ("teacher: Lite1 240 recipe, 15 min", "teacher: Lite2 260, 3 frozen, 15 min")
+
+
+def run_dir_of(name: str) -> str:
+    root = os.environ.get("FASHIONLENS_RUNS", "/tmp/fashionlens-photos-runs")
+    return os.path.join(root, name.replace(" ", "_").replace(",", "").replace("+", "p").replace(":", ""))
+
+
+FINETUNE["recipe distilled from the two 15-min teachers (kd 1, T 2), 30 min"] = (
+    [f"train.teachers=[{run_dir_of(TEACHERS[0])!r}, {run_dir_of(TEACHERS[1])!r}]", "loss.kd=1.0"], 30)
 # Variants that first pre-train on the training images without their labels (instance discrimination:
 # each photo is its own identity, two augmented views per batch, NT-Xent), then fine-tune from that backbone.
 PRETRAIN = {
@@ -196,10 +211,9 @@ def finetune(names: list[str]) -> dict:
 
     info, train, val = _data()
     rows = _load()["rows"]
-    out_root = os.environ.get("FASHIONLENS_RUNS", "/tmp/fashionlens-photos-runs")
     for name in names or list(FINETUNE):
         overrides, minutes = FINETUNE[name]
-        run_dir = os.path.join(out_root, name.replace(" ", "_").replace(",", "").replace("+", "p"))
+        run_dir = run_dir_of(name)
         pre_minutes = 0.0
         if name in PRETRAIN:
             pre_set, pre_budget = PRETRAIN[name]
@@ -302,6 +316,28 @@ def score_shifted(names: list[str]) -> dict:
 EVAL_SCALES = (1.0, 1.133, 1.2, 1.267)  # 240 px training -> 240, 272, 288, 304 px testing
 
 
+def score_ensemble(names: list[str]) -> dict:
+    """The ensemble of the named runs (``evaluate_run`` with a list: mean probabilities, each member with its own
+    input size and TTA), on validation and on every shifted copy, as one more row."""
+    from fashionlens.runs import evaluate_run
+
+    rows = _load()["rows"]
+    members = list(_trained_runs(rows, names))
+    if len(members) < 2:
+        raise SystemExit("ensemble: name at least two trained rows")
+    runs = [run_dir for _, run_dir in members]
+    name = "ensemble of " + " + ".join(n for n, _ in members)
+    val = evaluate_run(runs, f"folder:{DATA}", split="val", progress=False)
+    acc = {kind: evaluate_run(runs, f"folder:{root}", split="val", progress=False)["category_top1"]
+           for kind, root in shifted_folders().items()}
+    rows[name] = {"strategy": name, "members": [n for n, _ in members], "val_accuracy": val["category_top1"],
+                  "train_minutes": float(sum(rows[n].get("train_minutes", 0.0) for n, _ in members)),
+                  "val_shifted": acc, "val_shifted_mean": float(np.mean(list(acc.values())))}
+    print(f"{name}: val acc {val['category_top1']:.4f}; shifted mean {rows[name]['val_shifted_mean']:.3f}", flush=True)
+    _save(rows)
+    return rows
+
+
 def score_eval_scales(names: list[str], scales: tuple[float, ...] = EVAL_SCALES) -> dict:
     """Each run's validation and shifted-validation accuracy (its own TTA setting) at several eval scales."""
     from fashionlens.runs import evaluate_run
@@ -343,7 +379,7 @@ def show(rows: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("section", choices=("probe", "finetune", "shifted", "eval-scale", "table"))
+    ap.add_argument("section", choices=("probe", "finetune", "shifted", "ensemble", "eval-scale", "table"))
     ap.add_argument("names", nargs="*")
     ap.add_argument("--scales", default=",".join(f"{s:g}" for s in EVAL_SCALES),
                     help="eval-scale: comma-separated eval_scale values (default %(default)s)")
@@ -355,6 +391,8 @@ def main() -> None:
         score_shifted(args.names or list(FINETUNE))
     elif args.section == "shifted":
         score_shifted(args.names)
+    elif args.section == "ensemble":
+        score_ensemble(args.names)
     elif args.section == "eval-scale":
         score_eval_scales(args.names, tuple(float(v) for v in args.scales.split(",")))
     show(_load()["rows"])
