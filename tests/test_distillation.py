@@ -107,7 +107,9 @@ def small_cfg(spec: str, size: int = 48, **overrides) -> RunConfig:
 @pytest.fixture(scope="module")
 def teacher_run(spec, tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("teacher") / "run"
-    fit(small_cfg(spec, size=56, epochs=2), str(out), progress=False, log=lambda *_: None)
+    cfg = small_cfg(spec, size=56, epochs=2)
+    cfg.model.tta_flip = True  # served with mirror averaging; as a teacher, one forward per step
+    fit(cfg, str(out), progress=False, log=lambda *_: None)
     return str(out)
 
 
@@ -134,5 +136,8 @@ def test_distillation_errors_name_what_is_missing(spec, teacher_run, tmp_path):
     _, cfg, labels = load_model(teacher_run)
     with pytest.raises(ValueError, match=f"teacher {teacher_run}: its categories"):
         load_teachers([teacher_run], list(reversed(labels["categories"])), cfg.data, 1.0)
+    ensemble = load_teachers([teacher_run], labels["categories"], cfg.data, 1.0)
+    assert cfg.model.tta_flip and not any(m.tta_flip for m in ensemble.models)
+    assert ensemble.sizes == [56]
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_teachers([str(tmp_path / "nowhere")], labels["categories"], cfg.data, 1.0)

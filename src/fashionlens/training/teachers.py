@@ -5,7 +5,8 @@ Neural Network", 2015).
 The teachers see the student's own augmented batch (the same crop, flip and erasing: "consistent teaching",
 Beyer et al., "Knowledge distillation: A good teacher is patient and consistent", 2022), re-normalised and
 resized to each teacher's own input (a Lite2 teacher trained at 260 px gets 260 px).  They run frozen, in eval
-mode (their BatchNorm statistics and mirror averaging as served), without gradient.  The ensemble the student
+mode (their BatchNorm statistics as served), without gradient and without mirror averaging (the student's
+batch is already randomly mirrored; averaging would double the teachers' cost for every step).  The ensemble the student
 copies is the mean of the teachers' softened probabilities, so one student serves at one model's cost what two
 models give together.
 """
@@ -84,6 +85,8 @@ def load_teachers(runs: Sequence[str], categories: Sequence[str], student_data: 
         if theirs != list(categories):
             raise ValueError(f"teacher {run}: its categories {theirs[:12]} differ from this run's "
                              f"{list(categories)[:12]} (same names, same order needed)")
+        if hasattr(model, "tta_flip"):
+            model.tta_flip = False  # one forward per step (module docstring)
         models.append(model)
         data.append(cfg.data)
     return TeacherEnsemble(models, data, student_data, temperature)
