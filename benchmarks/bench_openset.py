@@ -51,6 +51,8 @@ VARIANTS: dict[str, list[str]] = {
                                                    "loss.distill=2.0"],
     "recipe with 5 of 7 stages frozen (only the last two and the heads train)": ["model.frozen_stages=5"],
     "recipe with LP-FT (1 epoch heads only, then all)": ["train.head_epochs=1"],
+    "recipe with a 512-d embedding": ["model.embedding_dim=512"],
+    "recipe with the backbone at 0.1x the learning rate": ["train.backbone_lr_scale=0.1"],
 }
 SHIPPED = next(iter(VARIANTS))
 
