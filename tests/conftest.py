@@ -34,3 +34,13 @@ def one_thread():
     yield
     torch.set_num_threads(before)
 
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory) -> str:
+    """A tiny rendered garment set (24 items x 3 views, 64 px) as a data spec, for trainer tests."""
+    from fashionlens.data.garments import render_dataset
+
+    root = tmp_path_factory.mktemp("garments")
+    render_dataset(str(root), items=24, views=3, size=64, seed=0, progress=False)
+    return f"garments:{root}"

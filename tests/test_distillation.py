@@ -85,15 +85,6 @@ def read_metrics(run_dir: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-@pytest.fixture(scope="module")
-def spec(tmp_path_factory) -> str:
-    from fashionlens.data.garments import render_dataset
-
-    root = tmp_path_factory.mktemp("garments")
-    render_dataset(str(root), items=24, views=3, size=64, seed=0, progress=False)
-    return f"garments:{root}"
-
-
 def small_cfg(spec: str, size: int = 48, **overrides) -> RunConfig:
     train = {"epochs": 1, "batch_size": 16, "checkpoint_every": 0, "warmup_epochs": 0.5}
     loss = {"metric": 0.0}

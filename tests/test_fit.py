@@ -22,15 +22,6 @@ BATCH = 16  # 51 training images -> 3 full batches (drop_last) per epoch
 STEPS_PER_EPOCH = 3
 
 
-@pytest.fixture(scope="module")
-def spec(tmp_path_factory) -> str:
-    from fashionlens.data.garments import render_dataset
-
-    root = tmp_path_factory.mktemp("garments")
-    render_dataset(str(root), items=24, views=3, size=64, seed=0, progress=False)
-    return f"garments:{root}"
-
-
 def tiny_cfg(spec: str, seed: int = 0, **train) -> RunConfig:
     train = {"epochs": 2, "batch_size": BATCH, "checkpoint_every": 0, "warmup_epochs": 0.5, **train}
     return RunConfig(data=DataConfig(spec=spec, image_size=48),
