@@ -19,7 +19,7 @@ from fashionlens.models.fashionnet import FashionNet
 from fashionlens.training.checkpoint import load_checkpoint, load_model
 from fashionlens.training.fit import Trainer, build_optimizer, epoch_batches, fit
 from fashionlens.training.sampling import class_balance_weights
-from test_fit import assert_same_weights, spec, tiny_cfg  # noqa: F401  (module fixture)
+from test_fit import assert_same_weights, tiny_cfg  # the "spec" fixture comes from conftest.py
 
 
 def _grads_after_step(model: FashionNet) -> tuple[dict, dict]:
@@ -83,7 +83,7 @@ def test_frozen_prefix_gets_no_gradients_and_the_rest_does():
 # ---------------------------------------------------------------- layer-wise learning rates
 
 
-def test_layer_decay_scales_each_stage_by_its_depth(spec):  # noqa: F811
+def test_layer_decay_scales_each_stage_by_its_depth(spec):
     cfg = tiny_cfg(spec)
     cfg.train.layer_decay, cfg.train.backbone_lr_scale = 0.5, 0.8
     model = build_model(cfg.model, num_categories=5)
@@ -111,7 +111,7 @@ def test_balance_weights_equalise_class_mass():
     assert w[0] < w[95] < w[99]  # sqrt: in between
 
 
-def test_balanced_batches_draw_rare_classes_about_as_often_as_common_ones(spec):  # noqa: F811
+def test_balanced_batches_draw_rare_classes_about_as_often_as_common_ones(spec):
     cfg = tiny_cfg(spec, balance=1.0)
     trainer = Trainer(cfg, "/tmp/unused-balance", progress=False, log=lambda *_: None)
     cats = np.array([s.category for s in trainer.train_ds.samples])
@@ -128,7 +128,7 @@ def test_balanced_batches_draw_rare_classes_about_as_often_as_common_ones(spec):
 # ---------------------------------------------------------------- weight averaging (EMA)
 
 
-def test_ema_run_ships_averaged_weights_and_resumes_exactly(spec, tmp_path):  # noqa: F811
+def test_ema_run_ships_averaged_weights_and_resumes_exactly(spec, tmp_path):
     cfg = tiny_cfg(spec, epochs=2, ema_decay=0.9, checkpoint_every=1)
     fit(cfg, str(tmp_path / "a"), progress=False, log=lambda *_: None)
     last = load_checkpoint(str(tmp_path / "a" / "last.pt"))
@@ -199,7 +199,7 @@ def test_tta_flip_averages_the_image_and_its_mirror_in_eval_only():
     assert model(x)["category"].shape == (3, 4)  # training ignores TTA (one pass, batch of 3)
 
 
-def test_evaluate_tta_switch_overrides_the_run(spec, tmp_path):  # noqa: F811
+def test_evaluate_tta_switch_overrides_the_run(spec, tmp_path):
     from fashionlens.runs import run_outputs
 
     cfg = tiny_cfg(spec, epochs=1)
@@ -296,7 +296,7 @@ def test_photos_recipe_trains_end_to_end_from_the_cli_on_a_folder(tmp_path):
 # ---------------------------------------------------------------- self-supervised instance discrimination
 
 
-def test_instance_views_pair_two_augmentations_of_one_unlabelled_image(spec, tmp_path):  # noqa: F811
+def test_instance_views_pair_two_augmentations_of_one_unlabelled_image(spec, tmp_path):
     from fashionlens.losses.metric import build_metric_loss
 
     cfg = tiny_cfg(spec, epochs=1, instance_views=2, pk_items=4, pk_images=2, select_metric="train_loss")
