@@ -7,8 +7,8 @@ Beyer et al., "Knowledge distillation: A good teacher is patient and consistent"
 resized to each teacher's own input (a Lite2 teacher trained at 260 px gets 260 px).  They run frozen, in eval
 mode (their BatchNorm statistics as served), without gradient and without mirror averaging (the student's
 batch is already randomly mirrored; averaging would double the teachers' cost for every step).  The ensemble the student
-copies is the mean of the teachers' softened probabilities, so one student serves at one model's cost what two
-models give together.
+copies is the mean of the teachers' softened probabilities: the aim is one model's serving cost for what two
+models give together (on clothing-small at a 30-minute CPU budget it did not get there: README, "Distilling").
 """
 
 from __future__ import annotations
