@@ -3,6 +3,7 @@
     python benchmarks/bench_openset.py [--splits 3] [--variants NAME ...] [--epochs 4] [--image-size 192]
     python benchmarks/bench_openset.py wise [--alpha 0.5]   # weight-space ensembles of the trained runs
     python benchmarks/bench_openset.py concat [--weights 0.5 1]  # frozen features + trained embedding, side by side
+    python benchmarks/bench_openset.py pooled --variant NAME [--weights 0.5 1 2]  # one run's own pooled features (+ embedding)
     python benchmarks/bench_openset.py table
 
 The deep-metric-learning protocol (Musgrave et al., "A Metric Learning Reality Check", 2020) on
@@ -53,6 +54,8 @@ VARIANTS: dict[str, list[str]] = {
     "recipe with LP-FT (1 epoch heads only, then all)": ["train.head_epochs=1"],
     "recipe with a 512-d embedding": ["model.embedding_dim=512"],
     "recipe with the backbone at 0.1x the learning rate": ["train.backbone_lr_scale=0.1"],
+    "recipe + feature distillation to the frozen backbone (weight 2)": ["loss.distill=2.0"],
+    "recipe + feature distillation to the frozen backbone (weight 10)": ["loss.distill=10.0"],
 }
 SHIPPED = next(iter(VARIANTS))
 
@@ -224,6 +227,58 @@ def concat(weights: list[float], work: str, per_class_limit: int, image_size: in
     return results
 
 
+def pooled(weights: list[float], work: str, per_class_limit: int, variant: str) -> dict:
+    """One backbone, two vectors: search with a trained run's *own* pooled backbone features (the input of its
+    global projection, mirror averaged like the embedding), alone and as ``normalize([pooled, w * embedding])``.
+    With ``loss.distill`` the pooled features are pulled towards ImageNet's, so this asks whether one pass of one
+    network can give what the frozen + trained concatenation gives with two."""
+    import torch
+
+    from fashionlens.audit.features import _run_model, compute_features
+    from fashionlens.data.readers import read
+    from fashionlens.training.checkpoint import find_checkpoint, load_model
+
+    results = _load()
+    for s, (key, split) in enumerate(sorted(results["splits"].items())):
+        run_dir = os.path.join(work, f"split{s}", _run_name(variant))
+        if variant not in split["rows"] or not os.path.isfile(os.path.join(run_dir, "best.pt")):
+            continue
+        fm = _run_model(run_dir, "embedding")
+        model, cfg, _ = load_model(os.path.abspath(find_checkpoint(run_dir)))
+        seen_input: dict = {}
+        model.global_proj.register_forward_hook(lambda m, inputs, out: seen_input.__setitem__("pooled", inputs[0]))
+
+        @torch.no_grad()
+        def encode(x: torch.Tensor) -> np.ndarray:
+            emb = model(x)["embedding"]
+            feats = seen_input["pooled"]
+            if len(feats) == 2 * len(x):  # the model mirror-averages: average its pooled halves the same way
+                feats = (feats[:len(x)] + feats[len(x):]) / 2
+            return np.concatenate([feats.float().numpy(), emb.float().numpy()], 1)
+
+        fm.encode, fm.identity = encode, fm.identity + ":pooled+embedding"
+        sets = {"unseen": per_class(list(read(f"folder:{os.path.join(work, f'split{s}', 'test-classes')}")),
+                                    per_class_limit),
+                "seen": list(read(f"folder:{os.path.join(work, f'split{s}', 'train-classes')}").split("val"))}
+        feats = {}
+        for part, samples in sets.items():
+            v, rows = compute_features(samples, fm, batch_size=32)
+            c = v.shape[1] - cfg.model.embedding_dim
+            feats[part] = (v[:, :c] / np.linalg.norm(v[:, :c], axis=1, keepdims=True), v[:, c:],
+                           np.array([samples[i].category_name for i in rows]))
+        for w in [0.0] + list(weights):
+            row: dict = {"weight": w}
+            for part, (p, e, labels) in feats.items():
+                x = np.concatenate([p, w * e], 1) if w else p
+                row[part] = scores(x / np.linalg.norm(x, axis=1, keepdims=True), labels)
+            name = f"{variant}: its own pooled features" + (f" + {w:g} x its embedding" if w else "")
+            split["rows"][name] = row
+            _report(name, row)
+    results["mean"] = _means(results["splits"])
+    _save(results)
+    return results
+
+
 def _run_name(variant: str) -> str:
     return variant.replace(" ", "_").replace(",", "").replace("+", "p")
 
@@ -270,9 +325,10 @@ def _save(results: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="?", default="run", choices=("run", "wise", "concat", "table"))
+    ap.add_argument("what", nargs="?", default="run", choices=("run", "wise", "concat", "pooled", "table"))
     ap.add_argument("--weights", type=float, nargs="+", default=[0.5, 1.0], help="concat: trained embedding weights")
     ap.add_argument("--alpha", type=float, default=0.5, help="wise: weight of the fine-tuned backbone")
+    ap.add_argument("--variant", default=SHIPPED, choices=list(VARIANTS), help="pooled: the trained variant")
     ap.add_argument("--splits", type=int, default=3)
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--epochs", type=int, default=4)
@@ -284,6 +340,8 @@ def main() -> None:
         results = wise(args.alpha, args.work, args.per_class)
     elif args.what == "concat":
         results = concat(args.weights, args.work, args.per_class, args.image_size)
+    elif args.what == "pooled":
+        results = pooled(args.weights, args.work, args.per_class, args.variant)
     elif args.what == "table":
         results = _load()
     else:
