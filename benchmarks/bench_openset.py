@@ -234,7 +234,7 @@ def pooled(weights: list[float], work: str, per_class_limit: int, variant: str) 
     network can give what the frozen + trained concatenation gives with two."""
     import torch
 
-    from fashionlens.audit.features import _run_model, compute_features
+    from fashionlens.audit.features import compute_features, load_feature_model
     from fashionlens.data.readers import read
     from fashionlens.training.checkpoint import find_checkpoint, load_model
 
@@ -243,7 +243,7 @@ def pooled(weights: list[float], work: str, per_class_limit: int, variant: str) 
         run_dir = os.path.join(work, f"split{s}", _run_name(variant))
         if variant not in split["rows"] or not os.path.isfile(os.path.join(run_dir, "best.pt")):
             continue
-        fm = _run_model(run_dir, "embedding")
+        fm = load_feature_model(run_dir, kind="embedding")
         model, cfg, _ = load_model(os.path.abspath(find_checkpoint(run_dir)))
         seen_input: dict = {}
         model.global_proj.register_forward_hook(lambda m, inputs, out: seen_input.__setitem__("pooled", inputs[0]))
