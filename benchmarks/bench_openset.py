@@ -200,7 +200,6 @@ def wise(alpha: float, work: str, per_class_limit: int, variant: str = SHIPPED) 
 def concat(weights: list[float], work: str, per_class_limit: int, image_size: int, variant: str = SHIPPED) -> dict:
     """Search with the frozen ImageNet features and the trained embedding side by side, no training:
     ``normalize([frozen, w * trained])`` for each weight ``w``, per split with a trained ``variant`` run."""
-    from fashionlens.data.readers import read
     from fashionlens.recipes import load_recipe
 
     results = _load()
@@ -209,9 +208,7 @@ def concat(weights: list[float], work: str, per_class_limit: int, image_size: in
         run_dir = os.path.join(work, f"split{s}", _run_name(variant))
         if variant not in split["rows"] or not os.path.isfile(os.path.join(run_dir, "best.pt")):
             continue
-        sets = {"unseen": per_class(list(read(f"folder:{os.path.join(work, f'split{s}', 'test-classes')}")),
-                                    per_class_limit),
-                "seen": list(read(f"folder:{os.path.join(work, f'split{s}', 'train-classes')}").split("val"))}
+        sets = _query_sets(work, s, per_class_limit)
         frozen = {part: embed(v, f"imagenet:{BACKBONE}", eval_size, "features", True) for part, v in sets.items()}
         trained = {part: embed(v, run_dir, 0, "embedding", False)[0] for part, v in sets.items()}
         for w in weights:
@@ -232,38 +229,19 @@ def pooled(weights: list[float], work: str, per_class_limit: int, variant: str) 
     global projection, mirror averaged like the embedding), alone and as ``normalize([pooled, w * embedding])``.
     With ``loss.distill`` the pooled features are pulled towards ImageNet's, so this asks whether one pass of one
     network can give what the frozen + trained concatenation gives with two."""
-    import torch
-
-    from fashionlens.audit.features import compute_features, load_feature_model
-    from fashionlens.data.readers import read
-    from fashionlens.training.checkpoint import find_checkpoint, load_model
+    from fashionlens.audit.features import compute_features
 
     results = _load()
     for s, (key, split) in enumerate(sorted(results["splits"].items())):
         run_dir = os.path.join(work, f"split{s}", _run_name(variant))
         if variant not in split["rows"] or not os.path.isfile(os.path.join(run_dir, "best.pt")):
             continue
-        fm = load_feature_model(run_dir, kind="embedding")
-        model, cfg, _ = load_model(os.path.abspath(find_checkpoint(run_dir)))
-        seen_input: dict = {}
-        model.global_proj.register_forward_hook(lambda m, inputs, out: seen_input.__setitem__("pooled", inputs[0]))
-
-        @torch.no_grad()
-        def encode(x: torch.Tensor) -> np.ndarray:
-            emb = model(x)["embedding"]
-            feats = seen_input["pooled"]
-            if len(feats) == 2 * len(x):  # the model mirror-averages: average its pooled halves the same way
-                feats = (feats[:len(x)] + feats[len(x):]) / 2
-            return np.concatenate([feats.float().numpy(), emb.float().numpy()], 1)
-
-        fm.encode, fm.identity = encode, fm.identity + ":pooled+embedding"
-        sets = {"unseen": per_class(list(read(f"folder:{os.path.join(work, f'split{s}', 'test-classes')}")),
-                                    per_class_limit),
-                "seen": list(read(f"folder:{os.path.join(work, f'split{s}', 'train-classes')}").split("val"))}
+        fm, dim = _pooled_and_embedding(run_dir)
+        sets = _query_sets(work, s, per_class_limit)
         feats = {}
         for part, samples in sets.items():
             v, rows = compute_features(samples, fm, batch_size=32)
-            c = v.shape[1] - cfg.model.embedding_dim
+            c = v.shape[1] - dim
             feats[part] = (v[:, :c] / np.linalg.norm(v[:, :c], axis=1, keepdims=True), v[:, c:],
                            np.array([samples[i].category_name for i in rows]))
         for w in [0.0] + list(weights):
@@ -277,6 +255,41 @@ def pooled(weights: list[float], work: str, per_class_limit: int, variant: str) 
     results["mean"] = _means(results["splits"])
     _save(results)
     return results
+
+
+def _pooled_and_embedding(run_dir: str):
+    """A feature model whose vectors are ``[pooled backbone features, embedding]`` of one forward pass, and the
+    embedding's width."""
+    import torch
+
+    from fashionlens.audit.features import FeatureModel, feature_identity
+    from fashionlens.data.transforms import build_transforms
+    from fashionlens.training.checkpoint import find_checkpoint, load_model
+
+    path = os.path.abspath(find_checkpoint(run_dir))
+    model, cfg, _ = load_model(path)
+    seen_input: dict = {}
+    model.global_proj.register_forward_hook(lambda m, inputs, out: seen_input.__setitem__("pooled", inputs[0]))
+
+    @torch.no_grad()
+    def encode(x: torch.Tensor) -> np.ndarray:
+        emb = model(x)["embedding"]
+        feats = seen_input["pooled"]
+        if len(feats) == 2 * len(x):  # the model mirror-averages: average its pooled halves the same way
+            feats = (feats[:len(x)] + feats[len(x):]) / 2
+        return np.concatenate([feats.float().numpy(), emb.float().numpy()], 1)
+
+    identity = feature_identity(path, 0, "pooled+embedding")
+    return FeatureModel(identity, build_transforms(cfg.data, train=False), encode), cfg.model.embedding_dim
+
+
+def _query_sets(work: str, s: int, per_class_limit: int) -> dict:
+    """Split ``s``'s query sets: test-class photos (at most ``per_class_limit`` per class), training-class val photos."""
+    from fashionlens.data.readers import read
+
+    split_dir = os.path.join(work, f"split{s}")
+    return {"unseen": per_class(list(read(f"folder:{os.path.join(split_dir, 'test-classes')}")), per_class_limit),
+            "seen": list(read(f"folder:{os.path.join(split_dir, 'train-classes')}").split("val"))}
 
 
 def _run_name(variant: str) -> str:
@@ -326,7 +339,7 @@ def _save(results: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", nargs="?", default="run", choices=("run", "wise", "concat", "pooled", "table"))
-    ap.add_argument("--weights", type=float, nargs="+", default=[0.5, 1.0], help="concat: trained embedding weights")
+    ap.add_argument("--weights", type=float, nargs="+", default=[0.5, 1.0], help="concat, pooled: trained embedding weights")
     ap.add_argument("--alpha", type=float, default=0.5, help="wise: weight of the fine-tuned backbone")
     ap.add_argument("--variant", default=SHIPPED, choices=list(VARIANTS), help="pooled: the trained variant")
     ap.add_argument("--splits", type=int, default=3)
