@@ -205,3 +205,23 @@ def test_train_metrics_of_all_ranks_are_weighted_by_images():
     merged = merge_train_metrics(parts)
     assert merged == {"train_loss": 2.0, "train_images": 12, "train_seconds": 3.0, "train_images_per_s": 4.0}
     assert merge_train_metrics(parts[:1]) == parts[0]
+
+
+def test_cleanup_leaves_the_group_but_keeps_the_group_object_alive():
+    """Freeing a gloo group joins its threads under the GIL, which can deadlock with a worker thread still
+    releasing the last collective's tensors; cleanup therefore leaves the group without freeing it."""
+    import gc
+    import weakref
+
+    from fashionlens.training import distributed as ddp
+
+    torch.distributed.init_process_group("gloo", rank=0, world_size=1, store=torch.distributed.HashStore())
+    try:
+        torch.distributed.barrier()
+        group = weakref.ref(torch.distributed.group.WORLD)
+    finally:
+        ddp.cleanup()
+    gc.collect()
+    assert not torch.distributed.is_initialized()
+    assert group() is not None
+    ddp.cleanup()  # a no-op once left

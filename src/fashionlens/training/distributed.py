@@ -90,10 +90,23 @@ def init_distributed(backend: str | None = None, timeout_minutes: float = 30.0) 
     return dist.get_rank(), dist.get_world_size()
 
 
+# Groups left by :func:`cleanup`, kept alive until the process exits.  Destroying a gloo group joins its
+# worker threads while the caller holds the GIL, and a worker may still be releasing the last collective's
+# work, whose tensors have Python objects: it waits for the GIL, the join waits for it, and the process
+# hangs (seen about once in 25 two-process runs, under DDP's Reducer freeing the group just after
+# ``destroy_process_group``).  A retired group costs its idle threads; they end with the process.
+_RETIRED_GROUPS: list[Any] = []
+
+
 def cleanup() -> None:
-    """Leave the process group (safe to call when none is running)."""
+    """Leave the process group (safe to call when none is running).
+
+    The group object is kept (not freed) until the process exits; see ``_RETIRED_GROUPS``.
+    """
     if dist.is_available() and dist.is_initialized():
+        group = dist.group.WORLD
         dist.destroy_process_group()
+        _RETIRED_GROUPS.append(group)
 
 
 def barrier() -> None:
