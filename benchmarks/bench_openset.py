@@ -143,19 +143,22 @@ def run(n_splits: int, variants: list[str], epochs: int, image_size: int, work: 
             _report(name, row)
             _save(results)
         for variant in variants:
+            run_dir = os.path.join(work, f"split{s}", _run_name(variant))
             if variant in split_rows:
+                if "seen_top1" not in split_rows[variant] and os.path.isfile(os.path.join(run_dir, "metrics.jsonl")):
+                    split_rows[variant]["seen_top1"] = _val_top1(run_dir)  # rows recorded before it was kept
+                    _save(results)
                 continue
             cfg = load_recipe("photos")
             cfg.data.spec = f"folder:{train_root}"
             apply_overrides(cfg, [*VARIANTS[variant], f"train.epochs={epochs}", f"data.image_size={image_size}",
                                   "train.max_minutes=0"])
-            run_dir = os.path.join(work, f"split{s}", _run_name(variant))
             start = time.perf_counter()
             fit(cfg, run_dir, resume=False, progress=False, log=lambda m: None)
             train_min = (time.perf_counter() - start) / 60
             row = {"overrides": VARIANTS[variant], "epochs": epochs, "image_size": image_size,
                    "train_minutes": train_min, "unseen": scores(*embed(test, run_dir, 0, "embedding", False)),
-                   "seen": scores(*embed(seen, run_dir, 0, "embedding", False))}
+                   "seen": scores(*embed(seen, run_dir, 0, "embedding", False)), "seen_top1": _val_top1(run_dir)}
             split_rows[variant] = row
             _report(variant, row)
             _save(results)
@@ -292,6 +295,15 @@ def _query_sets(work: str, s: int, per_class_limit: int) -> dict:
             "seen": list(read(f"folder:{os.path.join(split_dir, 'train-classes')}").split("val"))}
 
 
+def _val_top1(run_dir: str) -> float:
+    """The run's classification accuracy on its training classes' validation photos (last epoch): what
+    fine-tuning is for must not fall while open-set search improves."""
+    import json
+
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return float(json.loads(f.read().strip().splitlines()[-1])["val_category_top1"])
+
+
 def _run_name(variant: str) -> str:
     return variant.replace(" ", "_").replace(",", "").replace("+", "p")
 
@@ -314,17 +326,23 @@ def _means(splits: dict) -> dict:
             if all(part in r for r in rows):
                 entry[part] = {m: float(np.mean([r[part][m] for r in rows])) for m in rows[0][part]}
                 entry[part + "_std"] = {m: float(np.std([r[part][m] for r in rows])) for m in rows[0][part]}
+        top1 = [r["seen_top1"] for r in rows if "seen_top1" in r]  # trained rows only (older rows lack it)
+        if top1:
+            entry["seen_top1"], entry["seen_top1_splits"] = float(np.mean(top1)), len(top1)
         out[name] = entry
     return out
 
 
 def table(results: dict) -> str:
-    lines = ["| variant | splits | unseen R@1 | R@2 | R@4 | R@8 | unseen MAP@R | seen R@1 | seen MAP@R |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | splits | unseen R@1 | R@2 | R@4 | R@8 | unseen MAP@R | seen R@1 | seen MAP@R | seen top-1 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, e in results.get("mean", {}).items():
         u, s, sd = e["unseen"], e["seen"], e["unseen_std"]
+        top1 = "–" if "seen_top1" not in e else f"{e['seen_top1']:.3f}" + (
+            f" ({e['seen_top1_splits']} splits)" if e["seen_top1_splits"] != e["splits"] else "")
         lines.append(f"| {name} | {e['splits']} | {u['R@1']:.3f} ± {sd['R@1']:.3f} | {u['R@2']:.3f} | {u['R@4']:.3f}"
-                     f" | {u['R@8']:.3f} | {u['MAP@R']:.3f} ± {sd['MAP@R']:.3f} | {s['R@1']:.3f} | {s['MAP@R']:.3f} |")
+                     f" | {u['R@8']:.3f} | {u['MAP@R']:.3f} ± {sd['MAP@R']:.3f} | {s['R@1']:.3f} | {s['MAP@R']:.3f}"
+                     f" | {top1} |")
     return "\n".join(lines)
 
 

@@ -305,3 +305,59 @@ def test_bad_local_stride_lists_the_strides():
     with pytest.raises(ValueError, match="local_stride=16"):
         build_model(ModelConfig(backbone="tiny_cnn", pretrained=False, local_stride=16))
     assert create_model("global", backbone="tiny_cnn", local_stride=16).local is None  # no local branch: unused
+
+
+@pytest.mark.parametrize("tta_flip", [False, True])
+def test_search_pooled_appends_the_normalised_pooled_features_in_eval_only(tta_flip):
+    torch.manual_seed(0)
+    plain = _model("global", embedding_dim=24, tta_flip=tta_flip).eval()
+    model = _model("global", embedding_dim=24, tta_flip=tta_flip, search_pooled=2.0).eval()
+    model.load_state_dict(plain.state_dict())
+    channels = model.backbone.num_features
+    assert model.search_dim == 24 + channels and plain.search_dim == 24
+    x = torch.randn(3, 3, 64, 64)
+    seen = []
+    model.global_proj.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0]))
+    with torch.no_grad():
+        emb, got = plain(x)["embedding"], model(x)["embedding"]
+    pooled = seen[0]
+    halves = [pooled] if not tta_flip else [pooled[:3], pooled[3:]]
+    # reference: each view's normalize([2 * normalize(pooled), embedding]); the mirror's views averaged, normalised
+    views = [torch.cat([2 * torch.nn.functional.normalize(p, dim=1), e], 1) for p, e in
+             zip(halves, [emb] if not tta_flip else _view_embeddings(plain, x))]
+    views = [torch.nn.functional.normalize(v, dim=1) for v in views]
+    ref = torch.nn.functional.normalize(sum(views), dim=1)
+    assert got.shape == (3, 24 + channels)
+    assert torch.allclose(got, ref, atol=1e-5)
+    assert torch.allclose(got.norm(dim=1), torch.ones(3), atol=1e-5)
+    # the last embedding_dim columns keep the trained embedding's direction (what the metric loss reads)
+    assert torch.allclose(torch.nn.functional.normalize(got[:, -24:], dim=1), emb, atol=1e-5)
+    model.train()
+    assert model(x)["embedding"].shape == (3, 24)  # training: the embedding alone
+    with pytest.raises(ValueError, match="search_pooled"):
+        _model("global", search_pooled=-1.0)
+
+
+def _view_embeddings(model: FashionNet, x: torch.Tensor) -> list[torch.Tensor]:
+    """The normalised embeddings of the image and of its mirror, each on its own (no merge)."""
+    flip, model.tta_flip = model.tta_flip, False
+    try:
+        with torch.no_grad():
+            return [model(x)["embedding"], model(torch.flip(x, dims=[3]))["embedding"]]
+    finally:
+        model.tta_flip = flip
+
+
+def test_the_metric_loss_reads_the_embedding_columns_of_a_search_vector():
+    torch.manual_seed(0)
+    model = _model("global", embedding_dim=16, search_pooled=1.0, dropout=0.0)
+    loss_fn = MultiTaskLoss(LossConfig(metric_loss="proxy_anchor"), num_items=3, embedding_dim=16)
+    batch = make_batch()
+    with torch.no_grad():
+        train_metric = loss_fn(model.train()(batch["image"]), batch)["metric"]
+        eval_metric = loss_fn(model.eval()(batch["image"]), batch)["metric"]  # (B, 16 + C): no shape error
+    assert torch.isfinite(eval_metric) and torch.isfinite(train_metric)
+    plain = _model("global", embedding_dim=16, dropout=0.0)
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(eval_metric, loss_fn(plain.eval()(batch["image"]), batch)["metric"], atol=1e-5)

@@ -56,7 +56,7 @@ def embed_spec(predictor: Predictor | str, source: str, *, split: str | None = N
     chunks, rows, failed = encode_tolerant(samples, predictor.transform, lambda x: embed_batch(predictor, x),
                                            batch_size=batch_size, num_workers=num_workers, progress=progress,
                                            desc="embedding")
-    dim = int(predictor.cfg.model.embedding_dim)
+    dim = predictor.embedding_dim
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
     ids = _ids([samples[i] for i in rows])
     ids["skipped"] = [{"path": samples[i].image, "error": err} for i, err in failed]

@@ -286,6 +286,9 @@ class _SessionModule(torch.nn.Module):
         super().__init__()
         self.session, self.names = session, list(names)
         self.input_name = session.get_inputs()[0].name
+        widths = {o.name: o.shape[-1] for o in session.get_outputs()}
+        if isinstance(widths.get("embedding"), int):
+            self.search_dim = int(widths["embedding"])  # what Predictor.embedding_dim reports
 
     def forward(self, images: torch.Tensor) -> dict[str, Any]:
         """``images`` (B, 3, S, S) float32 (any memory format) -> dict of tensors as FashionNet returns."""

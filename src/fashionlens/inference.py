@@ -124,6 +124,12 @@ class Predictor:
             answer["scope"] = scope
 
     @property
+    def embedding_dim(self) -> int:
+        """Width of the search vectors :meth:`embed` returns: the model's ``search_dim`` (the embedding, wider
+        by the pooled backbone features with ``model.search_pooled``); what an index over them must hold."""
+        return int(getattr(self.model, "search_dim", self.cfg.model.embedding_dim))
+
+    @property
     def has_box(self) -> bool:
         """Whether the model predicts a garment box (``model.use_bbox``): what ``crop`` needs."""
         return bool(self.cfg.model.use_bbox)
@@ -373,7 +379,7 @@ class EnsemblePredictor(Predictor):
     ``EnsemblePredictor([Predictor.load(A), Predictor.load(B)])`` (or ``export.load_predictor([A, B])``)
     has the interface the catalog and the server use: :meth:`predict`, :meth:`embed`, :meth:`analyse`,
     :meth:`predict_paths`, :attr:`has_box`, :meth:`require_box`, ``categories`` / ``paths`` / ``labels`` and
-    ``cfg.model.embedding_dim``.  Every image runs through each member with that member's own eval
+    :attr:`embedding_dim` (the members' widths summed).  Every image runs through each member with that member's own eval
     transform; then (``runs.ensemble``, the one place of the rule):
 
     * ``probabilities`` (and the category, its scores): the mean of the members' CALIBRATED probabilities
@@ -410,11 +416,16 @@ class EnsemblePredictor(Predictor):
         self.groups, self.group_names = list(first.groups), dict(first.group_names)
         self.temperatures = [m.temperature for m in members]
         self.cfg = copy.deepcopy(first.cfg)
-        self.cfg.model.embedding_dim = sum(int(m.cfg.model.embedding_dim) for m in members)
+        self.cfg.model.embedding_dim = sum(m.embedding_dim for m in members)
         self.cfg.model.use_bbox = any(m.has_box for m in members)
         self.run: Any = [m.run for m in members]  # the members' runs / .onnx paths, in order
         self.hedger = None
         self.guide = None
+
+    @property
+    def embedding_dim(self) -> int:
+        """The members' search vectors side by side."""
+        return sum(m.embedding_dim for m in self.members)
 
     @property
     def has_box(self) -> bool:

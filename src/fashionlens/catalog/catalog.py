@@ -968,7 +968,7 @@ def _open_for_build(directory: str, predictor: "Predictor", model_run: str | Non
                              f"{_models_text(model_run)}: its embeddings would not be comparable "
                              f"({_reorder_hint(known, model_run)}use a new catalog)")
         return catalog
-    dim = int(predictor.cfg.model.embedding_dim)
+    dim = predictor.embedding_dim
     return Catalog.create(directory, dim=dim, model_run=model_run, index=index)
 
 

@@ -80,7 +80,7 @@ def run_reindex(catalog: Any, model: Predictor | ModelSpec, *, batch_size: int =
                              "of them), or a Predictor loaded from one")
     if crop:
         predictor.require_box()
-    dim = int(predictor.cfg.model.embedding_dim)
+    dim = predictor.embedding_dim
     params = catalog.config["index"]
     if params["kind"] == "ivfpq" and dim % int(params["pq_m"]):  # found now, not after the switch's commit
         raise ValueError(f"catalog {catalog.directory} has an ivfpq index with pq_m={params['pq_m']}, which does not "

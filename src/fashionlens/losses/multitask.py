@@ -143,6 +143,7 @@ class MultiTaskLoss(nn.Module):
             raise ValueError(f"unknown metric_labels {cfg.metric_labels!r}; choices: {', '.join(METRIC_LABELS)}")
         self.cfg = cfg
         self.metric = build_metric_loss(cfg, num_items, embedding_dim) if cfg.metric > 0 else None
+        self.embedding_dim = int(embedding_dim)
         self.register_buffer("class_weights", None if class_weights is None else class_weights.float())
         if attribute_pos_weight is None and cfg.attribute_pos_weight != 1.0:
             attribute_pos_weight = torch.tensor(float(cfg.attribute_pos_weight))
@@ -178,7 +179,9 @@ class MultiTaskLoss(nn.Module):
             out["kd"] = kd_loss(outputs["category"], outputs["teacher_category"], cfg.kd_temperature)
         labels = batch.get(cfg.metric_labels)
         if self.metric is not None and "embedding" in outputs and labels is not None:
-            out["metric"] = self.metric(outputs["embedding"], labels.long())
+            # in eval a model with search_pooled returns a wider search vector that ends with the embedding
+            embedding = outputs["embedding"][:, -self.embedding_dim:]
+            out["metric"] = self.metric(embedding, labels.long())
         return out
 
     def _level_targets(self, batch: Mapping[str, Any]) -> torch.Tensor | None:

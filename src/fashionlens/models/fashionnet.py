@@ -48,7 +48,9 @@ class FashionNet(nn.Module):
     * ``"attributes"`` (B, num_attributes) multi-label logits
     * ``"landmarks"`` (B, 8, 2) (x, y) in [0, 1]; ``"visibility"`` (B, 8, 3) logits;
       ``"heatmaps"`` (B, 8, h', w') logits (heatmap head only)
-    * ``"embedding"`` (B, embedding_dim), unit L2 norm; ``"item"`` (B, num_items) logits
+    * ``"embedding"`` (B, embedding_dim), unit L2 norm (in eval with ``search_pooled`` > 0 the search vector
+      (B, search_dim): the normalised pooled features first, the embedding's direction in the last columns);
+      ``"item"`` (B, num_items) logits
     * ``"bbox"`` (B, 4) garment box x1, y1, x2, y2 in [0, 1] of the input image (``use_bbox``)
     * ``"attention"`` (B, h, w) spatial saliency in [0, 1] weighting the global pooling (``spatial_attention``)
     * ``"features"`` (B, hidden_dim) fused features the heads read
@@ -83,6 +85,7 @@ class FashionNet(nn.Module):
         frozen_stages: int = 0,
         tta_flip: bool = False,
         backbone_kwargs: dict[str, Any] | None = None,
+        search_pooled: float = 0.0,
     ):
         super().__init__()
         if use_local and not use_landmarks:
@@ -91,6 +94,8 @@ class FashionNet(nn.Module):
             raise ValueError(f"embedding_from must be one of {', '.join(EMBEDDING_INPUTS)}, got {embedding_from!r}")
         if embedding_dim < 1 or hidden_dim < 1:
             raise ValueError(f"embedding_dim and hidden_dim must be positive, got {embedding_dim}, {hidden_dim}")
+        if not search_pooled >= 0:
+            raise ValueError(f"search_pooled must be >= 0 (0: search with the embedding alone), got {search_pooled}")
         self.backbone = create_backbone(backbone, pretrained, **(backbone_kwargs or {})) if isinstance(backbone, str) else backbone
         if not hasattr(self.backbone, "forward_features") or not hasattr(self.backbone, "num_features"):
             raise TypeError("backbone module must provide forward_features(x) -> (B, C, h, w) and num_features")
@@ -121,6 +126,12 @@ class FashionNet(nn.Module):
         self.embedding = nn.Linear((hidden_dim if embedding_from == "fused" else channels) + conv_channels,
                                    embedding_dim)
         self.item = nn.Linear(embedding_dim, num_items) if num_items > 0 else None
+        # Search vectors (eval): the trained embedding alone, or with search_pooled w > 0 the normalised
+        # concatenation [w * normalised pooled backbone features, embedding]: the backbone's general features
+        # next to the trained ones, for kinds of garment never trained on.  The embedding stays the last
+        # embedding_dim columns (in direction), which is what the metric loss reads.
+        self.search_pooled = float(search_pooled)
+        self.search_dim = int(embedding_dim) + (channels if self.search_pooled > 0 else 0)
         self.bbox = nn.Linear(hidden_dim, 4) if use_bbox else None  # (cx, cy, w, h) logits
 
     def _backbone(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -179,13 +190,16 @@ class FashionNet(nn.Module):
             emb_in = torch.cat([emb_in, F.adaptive_avg_pool2d(mid, 1).flatten(1)], 1)
         raw = self.embedding(emb_in)  # (B, D)
         out["embedding"] = F.normalize(raw, dim=1)
+        if self.search_pooled > 0 and not self.training:  # (B, C + D) search vector
+            general = self.search_pooled * F.normalize(pooled, dim=1)
+            out["embedding"] = F.normalize(torch.cat([general, out["embedding"]], 1), dim=1)
         if self.item is not None:
             out["item"] = self.item(raw)
         return out
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """L2-normalised retrieval embeddings (B, embedding_dim) (no gradient; caller sets eval mode)."""
+        """L2-normalised retrieval embeddings (B, search_dim) (no gradient; caller sets eval mode)."""
         return self.forward(images)["embedding"]
 
 
@@ -269,6 +283,7 @@ def build_model(cfg: ModelConfig, num_categories: int = 0, num_attributes: int =
         local_stride=cfg.local_stride,
         detach_landmarks=cfg.detach_landmarks, dropout=cfg.dropout,
         frozen_stages=cfg.frozen_stages, tta_flip=cfg.tta_flip, backbone_kwargs=dict(cfg.backbone_kwargs),
+        search_pooled=cfg.search_pooled,
         num_categories=num_categories, num_attributes=num_attributes, num_items=num_items,
         level_sizes=tuple(level_sizes),
     )

@@ -102,7 +102,7 @@ class Service:
         catalog = self._catalog
         if catalog is None:
             return
-        dim = int(self._predictor.cfg.model.embedding_dim)
+        dim = self._predictor.embedding_dim
         if dim != catalog.dim:
             raise ValueError(f"the model {self._predictor.run} embeds into {dim} dimensions but catalog "
                              f"{catalog.directory} holds {catalog.dim}-dimensional embeddings")
@@ -136,7 +136,7 @@ class Service:
                     except (OSError, ValueError) as e:
                         raise ApiError(503, "model_unavailable", f"the catalog switched to model {model_label(run)} "
                                        f"(reindex), which this server can not load: {e}") from e
-                    dim = int(predictor.cfg.model.embedding_dim)
+                    dim = predictor.embedding_dim
                     if dim != catalog.dim:
                         raise ApiError(503, "model_changed", f"the catalog switched to model {model_label(run)}, "
                                        f"which embeds into {dim} dimensions, not {catalog.dim}")
