@@ -3,7 +3,7 @@
     python benchmarks/bench_openset.py [--splits 3] [--variants NAME ...] [--epochs 4] [--image-size 192]
     python benchmarks/bench_openset.py wise [--alpha 0.5]   # weight-space ensembles of the trained runs
     python benchmarks/bench_openset.py concat [--weights 0.5 1]  # frozen features + trained embedding, side by side
-    python benchmarks/bench_openset.py pooled --variant NAME [--weights 0.5 1 2]  # one run's own pooled features (+ embedding)
+    python benchmarks/bench_openset.py pooled --variant NAME [--weights 0.5 1]  # one run searching with model.search_pooled
     python benchmarks/bench_openset.py table
 
 The deep-metric-learning protocol (Musgrave et al., "A Metric Learning Reality Check", 2020) on
@@ -228,62 +228,36 @@ def concat(weights: list[float], work: str, per_class_limit: int, image_size: in
 
 
 def pooled(weights: list[float], work: str, per_class_limit: int, variant: str) -> dict:
-    """One backbone, two vectors: search with a trained run's *own* pooled backbone features (the input of its
-    global projection, mirror averaged like the embedding), alone and as ``normalize([pooled, w * embedding])``.
-    With ``loss.distill`` the pooled features are pulled towards ImageNet's, so this asks whether one pass of one
-    network can give what the frozen + trained concatenation gives with two."""
-    from fashionlens.audit.features import compute_features
+    """One backbone, two vectors, through the product: a trained run searching with ``model.search_pooled``
+    = 1 / ``w`` (normalised ``[pooled backbone features, w * embedding]``, each view, mirror averaged; see
+    ``FashionNet``), its checkpoint copied with that setting.  With ``loss.distill`` the pooled features stay
+    ImageNet-like, so this asks whether one pass of one network gives what the frozen + trained concatenation
+    (``concat``) gives with two."""
+    from fashionlens.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 
     results = _load()
     for s, (key, split) in enumerate(sorted(results["splits"].items())):
         run_dir = os.path.join(work, f"split{s}", _run_name(variant))
         if variant not in split["rows"] or not os.path.isfile(os.path.join(run_dir, "best.pt")):
             continue
-        fm, dim = _pooled_and_embedding(run_dir)
         sets = _query_sets(work, s, per_class_limit)
-        feats = {}
-        for part, samples in sets.items():
-            v, rows = compute_features(samples, fm, batch_size=32)
-            c = v.shape[1] - dim
-            feats[part] = (v[:, :c] / np.linalg.norm(v[:, :c], axis=1, keepdims=True), v[:, c:],
-                           np.array([samples[i].category_name for i in rows]))
-        for w in [0.0] + list(weights):
-            row: dict = {"weight": w}
-            for part, (p, e, labels) in feats.items():
-                x = np.concatenate([p, w * e], 1) if w else p
-                row[part] = scores(x / np.linalg.norm(x, axis=1, keepdims=True), labels)
-            name = f"{variant}: its own pooled features" + (f" + {w:g} x its embedding" if w else "")
+        for w in weights:
+            searching = f"{run_dir}-search_pooled{1 / w:g}"
+            ckpt = load_checkpoint(find_checkpoint(run_dir))
+            ckpt["config"]["model"]["search_pooled"] = 1 / w
+            os.makedirs(searching, exist_ok=True)
+            save_checkpoint(os.path.join(searching, "best.pt"), ckpt)
+            row: dict = {"weight": w, "search_pooled": 1 / w,
+                         **{part: scores(*embed(samples, searching, 0, "embedding", False))
+                            for part, samples in sets.items()}}
+            name = (f"{variant}, searching with model.search_pooled={1 / w:g} "
+                    f"(its pooled features + {w:g} x its embedding)")
             split["rows"][name] = row
             _report(name, row)
+            _save(results)
     results["mean"] = _means(results["splits"])
     _save(results)
     return results
-
-
-def _pooled_and_embedding(run_dir: str):
-    """A feature model whose vectors are ``[pooled backbone features, embedding]`` of one forward pass, and the
-    embedding's width."""
-    import torch
-
-    from fashionlens.audit.features import FeatureModel, feature_identity
-    from fashionlens.data.transforms import build_transforms
-    from fashionlens.training.checkpoint import find_checkpoint, load_model
-
-    path = os.path.abspath(find_checkpoint(run_dir))
-    model, cfg, _ = load_model(path)
-    seen_input: dict = {}
-    model.global_proj.register_forward_hook(lambda m, inputs, out: seen_input.__setitem__("pooled", inputs[0]))
-
-    @torch.no_grad()
-    def encode(x: torch.Tensor) -> np.ndarray:
-        emb = model(x)["embedding"]
-        feats = seen_input["pooled"]
-        if len(feats) == 2 * len(x):  # the model mirror-averages: average its pooled halves the same way
-            feats = (feats[:len(x)] + feats[len(x):]) / 2
-        return np.concatenate([feats.float().numpy(), emb.float().numpy()], 1)
-
-    identity = feature_identity(path, 0, "pooled+embedding")
-    return FeatureModel(identity, build_transforms(cfg.data, train=False), encode), cfg.model.embedding_dim
 
 
 def _query_sets(work: str, s: int, per_class_limit: int) -> dict:
