@@ -278,6 +278,7 @@ class _Interrupting:
     def __init__(self, inner, stop_after=None):
         self.inner, self.stop_after, self.embedded = inner, stop_after, 0
         self.cfg, self.categories, self.paths = inner.cfg, inner.categories, inner.paths
+        self.embedding_dim = inner.embedding_dim
 
     def predict(self, ims):
         return self.inner.predict(ims)
