@@ -169,9 +169,8 @@ def run(n_splits: int, variants: list[str], epochs: int, image_size: int, work: 
 
 def wise(alpha: float, work: str, per_class_limit: int, variant: str = SHIPPED) -> dict:
     """Score the weight-space ensemble of every split's trained ``variant`` run with the pretrained backbone."""
-    from fashionlens.data.readers import read
     from fashionlens.models.backbones import create_backbone
-    from fashionlens.training.checkpoint import load_checkpoint, save_checkpoint
+    from fashionlens.training.checkpoint import load_checkpoint
 
     results = _load()
     for s, (key, split) in enumerate(sorted(results["splits"].items())):
@@ -185,13 +184,8 @@ def wise(alpha: float, work: str, per_class_limit: int, variant: str = SHIPPED) 
         for k, v in pretrained.items():
             if f"backbone.{k}" in model and v.dtype.is_floating_point:
                 model[f"backbone.{k}"] = (1 - alpha) * v + alpha * model[f"backbone.{k}"]
-        out = run_dir + f"-wise{alpha:g}"
-        os.makedirs(out, exist_ok=True)
-        save_checkpoint(os.path.join(out, "best.pt"), {k: v for k, v in ckpt.items() if k != "train_model"} | {"model": model})
-        test = per_class(list(read(f"folder:{os.path.join(work, f'split{s}', 'test-classes')}")), per_class_limit)
-        seen = list(read(f"folder:{os.path.join(work, f'split{s}', 'train-classes')}").split("val"))
-        row = {"alpha": alpha, "unseen": scores(*embed(test, out, 0, "embedding", False)),
-               "seen": scores(*embed(seen, out, 0, "embedding", False))}
+        averaged = {k: v for k, v in ckpt.items() if k != "train_model"} | {"model": model}
+        row = {"alpha": alpha, **_score_copy(averaged, run_dir + f"-wise{alpha:g}", _query_sets(work, s, per_class_limit))}
         split["rows"][name] = row
         _report(name, row)
         _save(results)
@@ -233,7 +227,7 @@ def pooled(weights: list[float], work: str, per_class_limit: int, variant: str) 
     ``FashionNet``), its checkpoint copied with that setting.  With ``loss.distill`` the pooled features stay
     ImageNet-like, so this asks whether one pass of one network gives what the frozen + trained concatenation
     (``concat``) gives with two."""
-    from fashionlens.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+    from fashionlens.training.checkpoint import find_checkpoint, load_checkpoint
 
     results = _load()
     for s, (key, split) in enumerate(sorted(results["splits"].items())):
@@ -242,14 +236,10 @@ def pooled(weights: list[float], work: str, per_class_limit: int, variant: str) 
             continue
         sets = _query_sets(work, s, per_class_limit)
         for w in weights:
-            searching = f"{run_dir}-search_pooled{1 / w:g}"
             ckpt = load_checkpoint(find_checkpoint(run_dir))
             ckpt["config"]["model"]["search_pooled"] = 1 / w
-            os.makedirs(searching, exist_ok=True)
-            save_checkpoint(os.path.join(searching, "best.pt"), ckpt)
-            row: dict = {"weight": w, "search_pooled": 1 / w,
-                         **{part: scores(*embed(samples, searching, 0, "embedding", False))
-                            for part, samples in sets.items()}}
+            row = {"weight": w, "search_pooled": 1 / w,
+                   **_score_copy(ckpt, f"{run_dir}-search_pooled{1 / w:g}", sets)}
             name = (f"{variant}, searching with model.search_pooled={1 / w:g} "
                     f"(its pooled features + {w:g} x its embedding)")
             split["rows"][name] = row
@@ -258,6 +248,15 @@ def pooled(weights: list[float], work: str, per_class_limit: int, variant: str) 
     results["mean"] = _means(results["splits"])
     _save(results)
     return results
+
+
+def _score_copy(ckpt: dict, out: str, sets: dict) -> dict:
+    """Scores on each query set of ``sets`` of a changed copy of a run's checkpoint, written to ``out``/best.pt."""
+    from fashionlens.training.checkpoint import save_checkpoint
+
+    os.makedirs(out, exist_ok=True)
+    save_checkpoint(os.path.join(out, "best.pt"), ckpt)
+    return {part: scores(*embed(samples, out, 0, "embedding", False)) for part, samples in sets.items()}
 
 
 def _query_sets(work: str, s: int, per_class_limit: int) -> dict:
