@@ -91,7 +91,7 @@ class ModelConfig:
     dropout: float = 0.1  # dropout before the heads
     frozen_stages: int = 0  # freeze the backbone's stem and first N stages (train the head plus the last blocks)
     tta_flip: bool = False  # test-time augmentation: eval averages the predictions for the image and its mirror
-    search_pooled: float = 0.0  # search vectors: 0 = the embedding alone; w > 0 = normalize([w * normalised pooled backbone features, embedding]), wider by the backbone's channels (general features for kinds never trained on; see README "Open-set retrieval")
+    search_pooled: float = 0.0  # search vectors: 0 = the embedding alone; w > 0 = normalize([w * normalised pooled backbone features, embedding]), wider by the backbone's channels (general features for kinds never trained on; see README "Garments of kinds never trained on")
 
 
 @dataclass

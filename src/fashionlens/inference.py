@@ -379,8 +379,8 @@ class EnsemblePredictor(Predictor):
     ``EnsemblePredictor([Predictor.load(A), Predictor.load(B)])`` (or ``export.load_predictor([A, B])``)
     has the interface the catalog and the server use: :meth:`predict`, :meth:`embed`, :meth:`analyse`,
     :meth:`predict_paths`, :attr:`has_box`, :meth:`require_box`, ``categories`` / ``paths`` / ``labels`` and
-    :attr:`embedding_dim` (the members' widths summed).  Every image runs through each member with that member's own eval
-    transform; then (``runs.ensemble``, the one place of the rule):
+    :attr:`embedding_dim` (the members' widths summed).  Every image runs through each member with that
+    member's own eval transform; then (``runs.ensemble``, the one place of the rule):
 
     * ``probabilities`` (and the category, its scores): the mean of the members' CALIBRATED probabilities
       ``softmax(logits / T_m)``, ``T_m`` the temperature of the member's calibration (its run's
