@@ -9,7 +9,7 @@ shift of ``fashionlens.evaluation.distortions`` (zoomed out, low resolution + JP
 index, as bench_photos' shifted copies) with the same float and INT8 files: accuracy and agreement per shift.
 
     python benchmarks/bench_onnx_int8.py --model RUN --data folder:../shared/data/clothing-small --split val \
-        [--limit 200] [--shifted] [--calibration-images 32] [--float-first-convs N] [--out NAME] [--batch 8] [--threads 2] [--rounds 3] [--seconds 3]
+        [--limit 200] [--shifted] [--calibration-images 32] [--calibration-shifts] [--float-first-convs N] [--out NAME] [--batch 8] [--threads 2] [--rounds 3] [--seconds 3]
 
 Writes benchmarks/results/onnx_int8.json.
 """
@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import rate, write
 
-from fashionlens.export import INPUT_NAME, OnnxEmbedder, export_onnx, network_inputs, quantize_onnx
+from fashionlens.export import INPUT_NAME, OnnxEmbedder, export_onnx, network_inputs, quantize_onnx, shifted_inputs
 from fashionlens.inference import Predictor
 
 RUNTIMES = ("eager", "onnx_float", "onnx_int8")
@@ -48,14 +48,12 @@ def predictions(step, inputs: np.ndarray, batch: int) -> tuple[np.ndarray, np.nd
 def shifted_rows(float_model: OnnxEmbedder, int8_model: OnnxEmbedder, paths: list[str], labels: np.ndarray,
                  batch: int) -> dict[str, dict]:
     """Per shift kind: float and INT8 accuracy (labelled photos) and their top-1 agreement, on the shifted photos."""
-    from fashionlens.data.decode import load_image  # lazy: only with --shifted
-    from fashionlens.evaluation.distortions import SHIFTS, shift  # lazy: only with --shifted
+    from fashionlens.evaluation.distortions import SHIFTS  # lazy: only with --shifted
 
     known = labels >= 0
     out = {}
     for kind in SHIFTS:
-        x = np.stack([float_model.preprocess(shift(load_image(p), kind, 1000 + i))[0].numpy()
-                      for i, p in enumerate(paths)]).astype(np.float32)
+        x = shifted_inputs(float_model, paths, [kind], seed=1000)
         cats = {name: predictions(lambda b, m=m: m.session.run(["category", "embedding"], {INPUT_NAME: b}), x,
                                   batch)[0] for name, m in (("float", float_model), ("int8", int8_model))}
         out[kind] = {"float_accuracy": float(np.mean(cats["float"][known] == labels[known])),
@@ -80,6 +78,8 @@ def main() -> None:
     parser.add_argument("--float-sensitive", type=int, default=0,
                         help="keep the nodes around the N activations INT8 hurts most in float (static INT8)")
     parser.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    parser.add_argument("--calibration-shifts", action="store_true",
+                        help="calibrate on the calibration photos' shifted copies too (seed 2000 + index)")
     parser.add_argument("--shifted", action="store_true",
                         help="also evaluate float and INT8 on the shifted copies of --split (distortions.SHIFTS)")
     parser.add_argument("--out", default="onnx_int8", help="result name under benchmarks/results/")
@@ -95,8 +95,10 @@ def main() -> None:
         float_model = OnnxEmbedder(float_path, threads=args.threads)
         calibration = None
         if args.quantization == "static":
-            calibration = network_inputs(float_model, args.data, split=args.calibration_split,
-                                         limit=args.calibration_images)[0]
+            calibration, _, calibration_paths = network_inputs(float_model, args.data, split=args.calibration_split,
+                                                               limit=args.calibration_images)
+            if args.calibration_shifts:
+                calibration = np.concatenate([calibration, shifted_inputs(float_model, calibration_paths)])
         t0 = time.perf_counter()
         int8_path = quantize_onnx(float_path, os.path.join(tmp, "int8.onnx"), method=args.quantization,
                                   calibration=calibration, float_first_convs=args.float_first_convs,
@@ -139,8 +141,8 @@ def main() -> None:
             "mib": sizes.get(name), "rounds": [round(r, 2) for r in samples[name]],
         }
     print(f"{args.model}: {len(inputs)} images of {args.data} ({args.split}), {int(known.sum())} labelled; "
-          f"{args.quantization} INT8 ({args.calibration_images if calibration is not None else 0} calibration images "
-          f"of {args.calibration_split}, {quantize_s:.0f} s); batch {args.batch}, {args.threads} threads, "
+          f"{args.quantization} INT8 ({0 if calibration is None else len(calibration)} calibration images "
+          f"of {args.calibration_split}{', with shifted copies' if args.calibration_shifts else ''}, {quantize_s:.0f} s); batch {args.batch}, {args.threads} threads, "
           f"median of {args.rounds} interleaved rounds")
     print("| runtime | accuracy | top-1 agreement with float | embedding cosine | images/s | x float ORT | MiB |")
     print("|---|---|---|---|---|---|---|")
@@ -160,6 +162,7 @@ def main() -> None:
         "labelled": int(known.sum()), "quantization": args.quantization, "float_first_convs": args.float_first_convs,
         "float_depthwise": args.float_depthwise, "float_sensitive": args.float_sensitive,
         "quantization_info": int8_info, "calibration_method": args.calibration_method, "calibration_split": args.calibration_split,
+        "calibration_shifts": args.calibration_shifts,
         "calibration_images": 0 if calibration is None else len(calibration), "batch": args.batch,
         "threads": args.threads, "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
         "quantize_seconds": quantize_s, "wall_seconds": time.perf_counter() - start, "results": rows,

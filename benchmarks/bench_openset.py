@@ -56,6 +56,7 @@ VARIANTS: dict[str, list[str]] = {
     "recipe with the backbone at 0.1x the learning rate": ["train.backbone_lr_scale=0.1"],
     "recipe + feature distillation to the frozen backbone (weight 2)": ["loss.distill=2.0"],
     "recipe + feature distillation to the frozen backbone (weight 10)": ["loss.distill=10.0"],
+    "recipe + feature distillation to the frozen backbone (weight 30)": ["loss.distill=30.0"],
 }
 SHIPPED = next(iter(VARIANTS))
 

@@ -21,6 +21,7 @@ from fashionlens.export import (
     network_inputs,
     quantize_onnx,
     same_model,
+    shifted_inputs,
 )
 from fashionlens.hierarchy.calibration import calibrate_outputs
 from fashionlens.inference import Predictor
@@ -273,6 +274,41 @@ def test_static_int8_can_keep_the_first_convolutions_float(world, tmp_path):
     gemms = [n for n in graph.node if n.op_type == "Gemm"]
     assert gemms and all(n.input[1] in weights for n in gemms)  # the heads stay float too
     assert load_predictor(path).quantization["float_first_convs"] == 2
+
+
+def test_shifted_inputs_are_each_photo_under_each_shift(world):
+    from fashionlens.data.decode import load_image
+    from fashionlens.evaluation.distortions import SHIFTS, shift
+
+    model = OnnxEmbedder(world["onnx"], threads=1)
+    paths = world["files"][:3]
+    x = shifted_inputs(model, paths)
+    plain = network_inputs(model, world["data"], split="train", limit=3)[0]
+    assert x.shape == (len(SHIFTS) * 3, *plain.shape[1:]) and x.dtype == np.float32
+    for k, kind in enumerate(SHIFTS):  # kind-major; photo i seeded 2000 + i
+        for i, p in enumerate(paths):
+            np.testing.assert_array_equal(x[k * 3 + i], model.preprocess(shift(load_image(p), kind, 2000 + i))[0])
+    zoomed = shifted_inputs(model, paths[:1], ["zoomout"], seed=1000)
+    assert not np.array_equal(zoomed[0], x[0])  # another seed places the photo elsewhere
+    np.testing.assert_array_equal(zoomed, shifted_inputs(model, paths[:1], ["zoomout"], seed=1000))
+    with pytest.raises(ValueError, match="unknown shift 'fog'"):
+        shifted_inputs(model, paths, ["fog"])
+
+
+def test_int8_calibration_on_shifted_copies_from_the_cli(world, tmp_path, capsys):
+    out = tmp_path / "q.onnx"
+    code, text, _ = run_cli(["export-onnx", "--model", world["run"], "--out", out, "--int8", "--data", world["data"],
+                             "--calibration-images", "6", "--eval-images", "10", "--seconds", "0.05",
+                             "--threads", "1", "--calibration-shifts"], capsys)
+    assert code == 0
+    summary = json.loads(text)
+    assert summary["calibration_images"] == 30 and summary["calibration_shifts"] is True  # 6 photos x (1 + 4 shifts)
+    assert summary["quantization"]["calibration_images"] == 30  # what the file says it was calibrated on
+    assert summary["comparison"]["images"] == 10
+    code, _, err = run_cli(["export-onnx", "--model", world["run"], "--out", tmp_path / "d.onnx", "--int8",
+                            "--quantization", "dynamic", "--calibration-shifts"], capsys)
+    assert code == 2 and "--calibration-shifts needs static quantization" in err
+    assert not os.path.exists(tmp_path / "d.onnx")
 
 
 def test_dynamic_int8_and_static_without_images(world, tmp_path):

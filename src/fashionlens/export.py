@@ -55,6 +55,7 @@ from fashionlens.config import RunConfig, from_dict, to_dict
 from fashionlens.data.decode import load_image
 from fashionlens.data.readers import read_source
 from fashionlens.data.transforms import eval_size
+from fashionlens.evaluation.distortions import SHIFTS, shift
 from fashionlens.files import atomic_write
 from fashionlens.hierarchy.hedging import HedgedClassifier
 from fashionlens.inference import DeviceLike, EnsemblePredictor, Predictor, as_device
@@ -710,6 +711,24 @@ def network_inputs(predictor: Predictor, spec: str, *, split: str | None = None,
     return np.stack(tensors).astype(np.float32), labels, [s.image for s in samples]
 
 
+def shifted_inputs(predictor: Predictor, paths: Sequence[str], kinds: Sequence[str] = SHIFTS, *, seed: int = 2000,
+                   ) -> np.ndarray:
+    """(len(kinds) * N, 3, S, S) float32 eval-transform inputs of each image of ``paths`` under each distribution
+    shift of :mod:`fashionlens.evaluation.distortions` (kind-major; image ``i`` seeded ``seed + i``).
+
+    INT8 calibration on these as well as the plain photos (``export-onnx --int8 --calibration-shifts``) measures
+    activation ranges on small, blurred and relit garments too; the evaluation's own shifted copies use
+    seed 1000, so calibration and evaluation copies of one photo differ."""
+    unknown = [k for k in kinds if k not in SHIFTS]
+    if unknown:
+        raise ValueError(f"unknown shift {unknown[0]!r}; choose from {', '.join(SHIFTS)}")
+    if not kinds or not paths:
+        raise ValueError("shifted_inputs needs at least one image and one shift kind")
+    images = [load_image(p) for p in paths]
+    return np.stack([predictor.preprocess(shift(img, kind, seed + i))[0].numpy()
+                     for kind in kinds for i, img in enumerate(images)]).astype(np.float32)
+
+
 __all__ = [
     "INPUT_NAME",
     "QUANTIZATIONS",
@@ -730,5 +749,6 @@ __all__ = [
     "read_metadata",
     "run_calibration",
     "same_model",
+    "shifted_inputs",
     "verify_export",
 ]

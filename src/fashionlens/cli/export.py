@@ -40,7 +40,8 @@ def export_int8(args: argparse.Namespace) -> dict[str, Any]:
     # lazy: the library is imported when a command runs, not to build the parser (start-up, cli/__init__.py)
     import numpy as np
 
-    from fashionlens.export import OnnxEmbedder, compare_onnx, export_onnx, network_inputs, quantize_onnx
+    from fashionlens.export import (OnnxEmbedder, compare_onnx, export_onnx, network_inputs, quantize_onnx,
+                                   shifted_inputs)
 
     method = args.quantization or ("static" if args.data else "dynamic")
     if method == "static" and not args.data:
@@ -48,17 +49,23 @@ def export_int8(args: argparse.Namespace) -> dict[str, Any]:
                          "activation ranges on); or --quantization dynamic")
     if args.static_batch:
         raise ValueError("--int8 needs the dynamic batch axis (calibration and comparison run in batches)")
+    if args.calibration_shifts and method != "static":
+        raise ValueError("--calibration-shifts needs static quantization (--data SPEC): dynamic INT8 measures no "
+                         "activation ranges")
     with tempfile.TemporaryDirectory(prefix="fashionlens-int8-") as tmp:
         float_path = export_onnx(args.model, args.float_out or os.path.join(tmp, "float.onnx"), opset=args.opset,
                                  exporter=args.exporter)
         reference = OnnxEmbedder(float_path, threads=args.threads)
         labels = None
         if args.data:
-            inputs, labels, _ = network_inputs(reference, args.data, split=args.split,
-                                               limit=args.calibration_images + args.eval_images)
+            inputs, labels, paths = network_inputs(reference, args.data, split=args.split,
+                                                   limit=args.calibration_images + args.eval_images)
             pick = np.zeros(len(inputs), bool)
             pick[np.linspace(0, len(inputs) - 1, min(args.calibration_images, len(inputs))).round().astype(int)] = True
             calibration = inputs[pick]
+            if args.calibration_shifts:  # the same photos under every distribution shift, next to the plain ones
+                calibration = np.concatenate([calibration, shifted_inputs(
+                    reference, [paths[i] for i in np.flatnonzero(pick)])])
             held_out = ~pick if (~pick).any() else pick  # compare on images the ranges were not measured on
             inputs, labels = inputs[held_out], labels[held_out]
         else:
@@ -78,7 +85,8 @@ def export_int8(args: argparse.Namespace) -> dict[str, Any]:
     return {"onnx": os.path.abspath(path), "bytes": os.path.getsize(path), "float_bytes": float_bytes,
             "float_onnx": os.path.abspath(args.float_out) if args.float_out else None,
             "quantization": OnnxEmbedder(path, threads=1).quantization, "data": args.data, "split": args.split,
-            "comparison": report}
+            "calibration_images": 0 if calibration is None else len(calibration),
+            "calibration_shifts": bool(args.calibration_shifts), "comparison": report}
 
 
 def add_commands(subparsers: Any) -> None:
@@ -105,6 +113,9 @@ def add_commands(subparsers: Any) -> None:
                    help="static: keep every depthwise convolution and the heads in float (README)")
     q.add_argument("--float-sensitive", type=int, default=0, metavar="N",
                    help="static: keep the nodes around the N activations INT8 hurts most (measured) in float")
+    q.add_argument("--calibration-shifts", action="store_true",
+                   help="static: also measure activation ranges on the calibration images' shifted copies (zoomed "
+                        "out, low resolution, relit, cropped: evaluation.distortions), 5x the calibration images")
     q.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax",
                    help="static: how activation ranges are read from the calibration images")
     q.add_argument("--eval-images", type=int, default=200, help="other images to compare float and INT8 on")
